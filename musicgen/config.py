@@ -1,0 +1,57 @@
+"""Typed settings for each stage: frozen dataclasses, YAML in and out."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Settings of the preprocessing job (files -> Parquet token shards)."""
+
+    inputs: tuple[str, ...]
+    output: str
+    tokenizer: str = "events"
+    # "dirname": a file's style is the name of its folder; otherwise a path to a
+    # CSV with columns path (relative to the CSV), style and optionally work.
+    style_from: str = "dirname"
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    min_notes: int = 8
+    # Melodies whose first HEAD_NOTES notes share intervals and rhythm are kept in
+    # one split, so a tune that two collections both hold cannot leak across splits.
+    head_notes: int = 16
+    files_per_batch: int = 16
+    rows_per_shard: int = 5000
+    num_cpus: int | None = None
+
+    def __post_init__(self):
+        if not self.inputs:
+            raise ValueError("give at least one --input")
+        if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
+            raise ValueError("split fractions must lie in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val + test fractions leave no training data")
+
+
+def to_yaml(config: Any) -> str:
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+
+
+def from_dict(cls: type[T], values: dict) -> T:
+    """Build a config from a plain dict, rejecting unknown keys with a clear message."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} settings: {', '.join(sorted(unknown))}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def from_yaml(cls: type[T], text: str) -> T:
+    return from_dict(cls, yaml.safe_load(text) or {})

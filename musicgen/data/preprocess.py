@@ -1,0 +1,334 @@
+"""The Ray Data preprocessing job: music files -> Parquet token shards.
+
+Pipeline (one pass over the files, then one over the melodies):
+
+1. list the input files on the driver (local folder or ``s3://bucket/prefix``)
+   and decide each file's style (its folder name, or a CSV);
+2. ``read_binary_files`` + ``map_batches(parse_files)`` in parallel tasks:
+   parse, pick the melodic track, quantise, tokenize. Every failure becomes an
+   error row, so a corrupt file never fails a block, let alone the job;
+3. on the driver, from small columns only: drop exact duplicates and assign
+   train/val/test by source piece, grouping pieces that share an opening so
+   no tune (and, since transposition happens at training time, no
+   transposition of it) lands in two splits;
+4. write zstd Parquet shards partitioned by split, plus ``vocab.json``,
+   ``stats.json`` and ``errors.parquet``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+import time
+from collections import Counter
+from dataclasses import asdict
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from musicgen import storage
+from musicgen.config import PreprocessConfig
+from musicgen.music.melody import Melody, interval_fingerprint
+from musicgen.music.midi import UnusableInput, read_midi
+from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
+
+log = logging.getLogger(__name__)
+
+MIDI_SUFFIXES = (".mid", ".midi")
+NOTATION_SUFFIXES = (".abc", ".xml", ".mxl", ".musicxml", ".krn")
+SUPPORTED_SUFFIXES = MIDI_SUFFIXES + NOTATION_SUFFIXES
+SPLITS = ("train", "val", "test")
+
+PARSED_SCHEMA = pa.schema(
+    [
+        ("melody_id", pa.string()),
+        ("style", pa.string()),
+        ("source_uri", pa.string()),
+        ("piece_id", pa.string()),
+        ("title", pa.string()),
+        ("tokens", pa.list_(pa.int16())),
+        ("n_tokens", pa.int32()),
+        ("n_notes", pa.int32()),
+        ("n_bars", pa.int32()),
+        ("key", pa.string()),
+        ("time_signature", pa.string()),
+        ("tempo", pa.float32()),
+        ("fingerprint", pa.string()),
+        ("head_fingerprint", pa.string()),
+        ("error_kind", pa.string()),
+        ("error_message", pa.string()),
+    ]
+)
+INTERNAL_COLUMNS = ("fingerprint", "head_fingerprint", "error_kind", "error_message")
+ERRORS_SCHEMA = pa.schema([("source_uri", pa.string()), ("error_kind", pa.string()), ("message", pa.string())])
+
+
+def stable_fraction(text: str) -> float:
+    """A deterministic number in [0, 1) from a string (same on every machine and run)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def split_of(group: str, val_fraction: float, test_fraction: float) -> str:
+    x = stable_fraction(group)
+    if x < test_fraction:
+        return "test"
+    if x < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def piece_of(path: str) -> str:
+    """The source piece of a file named ``<piece>__<part>.ext`` (one file per voice), else the file."""
+    folder, name = posixpath.split(path)
+    stem = name.rsplit(".", 1)[0]
+    return posixpath.join(folder, stem.split("__", 1)[0])
+
+
+def melodies_from_file(data: bytes, path: str) -> list[Melody]:
+    """All melodies in one file: one per MIDI/MusicXML/kern file, one per tune of an ABC file."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in MIDI_SUFFIXES:
+        return [read_midi(data)]
+    if suffix in NOTATION_SUFFIXES:
+        from musicgen.music.notation import read_notation  # music21 is slow to import
+
+        return read_notation(data, suffix)
+    raise UnusableInput("unsupported_format", f"unsupported file type {suffix!r}")
+
+
+def _error_row(source_uri: str, kind: str, message: str) -> dict:
+    row = {name: None for name in PARSED_SCHEMA.names}
+    row.update(source_uri=source_uri, error_kind=kind, error_message=message[:500])
+    return row
+
+
+def parse_files(
+    batch: pa.Table,
+    *,
+    tokenizer_config: dict,
+    file_info: dict[str, tuple[str, str]],
+    uri_prefix: str,
+    min_notes: int,
+    head_notes: int,
+) -> pa.Table:
+    """Ray Data UDF: a batch of (bytes, path) rows -> one row per melody or per failure."""
+    tokenizer = tokenizer_from_dict(tokenizer_config)
+    rows = []
+    for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist()):
+        source_uri = uri_prefix + path
+        style, piece = file_info[path]
+        try:
+            if not data:
+                raise UnusableInput("empty_file", "the file is empty")
+            melodies = melodies_from_file(data, path)
+            if not melodies:
+                raise UnusableInput("no_melody", "no melody found")
+        except UnusableInput as exc:
+            rows.append(_error_row(source_uri, exc.kind, str(exc)))
+            continue
+        except Exception as exc:  # a parser bug on one file must not end the job
+            rows.append(_error_row(source_uri, "parse_error", f"{type(exc).__name__}: {exc}"))
+            continue
+        for index, melody in enumerate(melodies):
+            where = source_uri if len(melodies) == 1 else f"{source_uri}#{index}"
+            if len(melody.notes) < min_notes:
+                rows.append(_error_row(where, "too_short", f"{len(melody.notes)} notes < {min_notes}"))
+                continue
+            try:
+                tokens = tokenizer.encode(melody, style)
+            except ValueError as exc:
+                rows.append(_error_row(where, "untokenizable", str(exc)))
+                continue
+            rows.append(
+                {
+                    "melody_id": hashlib.blake2b(where.encode(), digest_size=8).hexdigest(),
+                    "style": style,
+                    "source_uri": where,
+                    "piece_id": piece if len(melodies) == 1 else f"{piece}#{index}",
+                    "title": melody.meta.get("title"),
+                    "tokens": tokens,
+                    "n_tokens": len(tokens),
+                    "n_notes": len(melody.notes),
+                    "n_bars": melody.n_bars,
+                    "key": melody.key,
+                    "time_signature": "{}/{}".format(*melody.time_signature),
+                    "tempo": melody.tempo,
+                    "fingerprint": interval_fingerprint(melody),
+                    "head_fingerprint": interval_fingerprint(melody, head_notes),
+                    "error_kind": None,
+                    "error_message": None,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=PARSED_SCHEMA)
+
+
+def _file_styles(config: PreprocessConfig) -> dict[str, dict[str, tuple[str, str]]]:
+    """For each input URI, {path inside its filesystem: (style, piece id)}."""
+    table = None
+    if config.style_from != "dirname":
+        table = pacsv.read_csv(pa.BufferReader(storage.read_bytes(config.style_from))).to_pylist()
+        csv_fs, csv_path = storage.resolve(config.style_from)
+        csv_dir = posixpath.dirname(csv_path)
+    out = {}
+    for uri in config.inputs:
+        files = storage.list_files(uri, SUPPORTED_SUFFIXES)
+        if table is None:
+            out[uri] = {p: (posixpath.basename(posixpath.dirname(p)), piece_of(p)) for p in files}
+            continue
+        by_path = {
+            posixpath.normpath(posixpath.join(csv_dir, r["path"])): (
+                r["style"],
+                r.get("work") or piece_of(posixpath.join(csv_dir, r["path"])),
+            )
+            for r in table
+        }
+        out[uri] = {p: by_path[p] for p in files if p in by_path}
+        if len(out[uri]) < len(files):
+            log.warning("%d files under %s are not in %s and are skipped", len(files) - len(out[uri]), uri, config.style_from)
+    return out
+
+
+def assign_splits(rows: pa.Table, val_fraction: float, test_fraction: float) -> tuple[dict[str, str], set[str]]:
+    """Split by source piece, keeping pieces that share an opening together; drop exact duplicates.
+
+    ``rows`` has melody_id, piece_id, fingerprint and head_fingerprint. Returns
+    ({melody_id: split}, {melody_ids dropped as duplicates}).
+    """
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    records = sorted(zip(*(rows.column(c).to_pylist() for c in ("melody_id", "piece_id", "fingerprint", "head_fingerprint"))))
+    seen_full: set[str] = set()
+    duplicates: set[str] = set()
+    for melody_id, piece, full, head in records:
+        union("piece:" + piece, "head:" + head)
+        if full in seen_full:
+            duplicates.add(melody_id)
+        seen_full.add(full)
+    splits = {
+        melody_id: split_of(find("piece:" + piece), val_fraction, test_fraction)
+        for melody_id, piece, _, _ in records
+        if melody_id not in duplicates
+    }
+    return splits, duplicates
+
+
+def _with_split(batch: pa.Table, splits: dict[str, str]) -> pa.Table:
+    """Ray Data UDF: keep the kept melodies, add their split, drop internal columns."""
+    ids = batch.column("melody_id").to_pylist()
+    keep = [i for i, melody_id in enumerate(ids) if melody_id in splits]
+    batch = batch.take(keep).drop_columns(list(INTERNAL_COLUMNS))
+    return batch.append_column("split", pa.array([splits[ids[i]] for i in keep], pa.string()))
+
+
+def run_preprocess(config: PreprocessConfig) -> dict:
+    """Run the job on the current Ray cluster; returns the stats also written to stats.json."""
+    import ray
+
+    started = time.perf_counter()
+    inputs = _file_styles(config)
+    n_files = sum(len(files) for files in inputs.values())
+    if n_files == 0:
+        raise FileNotFoundError(f"no {'/'.join(SUPPORTED_SUFFIXES)} files under {', '.join(config.inputs)}")
+    styles = sorted({style for files in inputs.values() for style, _ in files.values()})
+    tokenizer = make_tokenizer(config.tokenizer, styles)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    parsed = None
+    for uri, files in inputs.items():
+        fs, _ = storage.resolve(uri)
+        paths = sorted(files)
+        ds = ray.data.read_binary_files(
+            paths,
+            include_paths=True,
+            filesystem=fs,
+            override_num_blocks=min(len(paths), max(2 * cpus, len(paths) // 500)),
+        ).map_batches(
+            parse_files,
+            batch_format="pyarrow",
+            batch_size=config.files_per_batch,
+            fn_kwargs={
+                "tokenizer_config": tokenizer.to_dict(),
+                "file_info": files,
+                "uri_prefix": "s3://" if storage.is_s3(uri) else "",
+                "min_notes": config.min_notes,
+                "head_notes": config.head_notes,
+            },
+        )
+        parsed = ds if parsed is None else parsed.union(ds)
+    parsed = parsed.materialize()
+
+    index_columns = ["melody_id", "style", "piece_id", "source_uri", "n_tokens", "fingerprint", "head_fingerprint", "error_kind", "error_message"]
+    index = pa.concat_tables(ray.get(parsed.select_columns(index_columns).to_arrow_refs()))
+    failed = index.column("error_kind").is_valid()
+    errors = index.filter(failed)
+    melodies = index.filter(pc.invert(failed))
+    splits, duplicates = assign_splits(melodies, config.val_fraction, config.test_fraction)
+
+    melodies_uri = storage.join(config.output, "melodies")
+    storage.delete_dir(melodies_uri)  # a rerun replaces the shards, never appends to them
+    out_fs, out_path = storage.resolve(melodies_uri)
+    if splits:
+        parsed.map_batches(_with_split, batch_format="pyarrow", fn_kwargs={"splits": splits}).write_parquet(
+            out_path,
+            filesystem=out_fs,
+            partition_cols=["split"],
+            min_rows_per_file=min(config.rows_per_shard, max(1, len(splits) // (3 * cpus))),
+            max_rows_per_file=config.rows_per_shard,
+            compression="zstd",
+        )
+
+    error_table = pa.table(
+        {
+            "source_uri": errors.column("source_uri"),
+            "error_kind": errors.column("error_kind"),
+            "message": errors.column("error_message"),
+        },
+        schema=ERRORS_SCHEMA,
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(error_table, sink, compression="zstd")
+    storage.write_bytes(storage.join(config.output, "errors.parquet"), sink.getvalue().to_pybytes())
+    storage.write_json(storage.join(config.output, "vocab.json"), tokenizer.to_dict())
+
+    stats = _stats(config, melodies, splits, duplicates, errors, n_files, time.perf_counter() - started)
+    storage.write_json(storage.join(config.output, "stats.json"), stats)
+    return stats
+
+
+def _stats(config, melodies: pa.Table, splits, duplicates, errors: pa.Table, n_files: int, seconds: float) -> dict:
+    per_style: dict[str, dict] = {}
+    for melody_id, style, n_tokens in zip(*(melodies.column(c).to_pylist() for c in ("melody_id", "style", "n_tokens"))):
+        if melody_id not in splits:
+            continue
+        entry = per_style.setdefault(style, {"melodies": dict.fromkeys(SPLITS, 0), "tokens": dict.fromkeys(SPLITS, 0)})
+        entry["melodies"][splits[melody_id]] += 1
+        entry["tokens"][splits[melody_id]] += n_tokens
+    failed_files = {uri.split("#", 1)[0] for uri in errors.column("source_uri").to_pylist()}
+    return {
+        "config": asdict(config),
+        "files_read": n_files,
+        "files_failed": len(failed_files - {u.split("#", 1)[0] for u in melodies.column("source_uri").to_pylist()}),
+        "errors": dict(Counter(errors.column("error_kind").to_pylist())),
+        "melodies": len(splits),
+        "duplicates_dropped": len(duplicates),
+        "tokens": sum(sum(s["tokens"].values()) for s in per_style.values()),
+        "per_style": per_style,
+        "wall_seconds": round(seconds, 2),
+        "files_per_second": round(n_files / seconds, 1) if seconds else None,
+    }

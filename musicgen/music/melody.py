@@ -1,0 +1,179 @@
+"""The one interchange type of musicgen, and pure functions over it.
+
+A :class:`Melody` is a monophonic line on an integer grid of ``TICKS_PER_BEAT``
+ticks per quarter note. Twelve ticks per beat hold sixteenths (3 ticks) and
+eighth-note triplets (4 ticks) exactly, so quantising to this grid keeps
+triplets. Every stage after parsing (tokenizers, models, writers) speaks this
+type; nothing here imports torch or Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+TICKS_PER_BEAT = 12
+# Onset positions inside a beat that quantisation snaps to: the union of the
+# sixteenth grid (0, 3, 6, 9) and the eighth-triplet grid (0, 4, 8).
+_SNAP_POSITIONS = np.array([0, 3, 4, 6, 8, 9, 12])
+
+PITCH_CLASS_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_NAME_TO_PC = {
+    "C": 0, "B#": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E": 4, "FB": 4,
+    "F": 5, "E#": 5, "F#": 6, "GB": 6, "G": 7, "G#": 8, "AB": 8, "A": 9,
+    "A#": 10, "BB": 10, "B": 11, "CB": 11,
+}
+# Krumhansl–Kessler key profiles, used to estimate a key when the file names none.
+_MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    pitch: int  # MIDI pitch 0..127
+    onset: int  # ticks from the start of the first bar
+    duration: int  # ticks, > 0
+
+
+@dataclass(frozen=True)
+class Melody:
+    """A quantised monophonic melody with the context needed to play it back."""
+
+    notes: tuple[Note, ...]
+    time_signature: tuple[int, int] = (4, 4)
+    key: str = "C major"
+    tempo: float = 120.0
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def bar_ticks(self) -> int:
+        return bar_ticks(self.time_signature)
+
+    @property
+    def end(self) -> int:
+        return max((n.onset + n.duration for n in self.notes), default=0)
+
+    @property
+    def n_bars(self) -> int:
+        return math.ceil(self.end / self.bar_ticks) if self.notes else 0
+
+    def transpose(self, semitones: int) -> Melody:
+        tonic, mode = parse_key(self.key)
+        notes = tuple(replace(n, pitch=n.pitch + semitones) for n in self.notes)
+        if any(not 0 <= n.pitch <= 127 for n in notes):
+            raise ValueError(f"transposing by {semitones} leaves the MIDI pitch range")
+        return replace(self, notes=notes, key=key_name((tonic + semitones) % 12, mode))
+
+
+def bar_ticks(time_signature: tuple[int, int]) -> int:
+    numerator, denominator = time_signature
+    return numerator * TICKS_PER_BEAT * 4 // denominator
+
+
+def parse_key(key: str) -> tuple[int, str]:
+    """'F# minor' -> (6, 'minor'). Unknown modes count as major."""
+    parts = key.replace("-", "b").split()
+    tonic = parts[0][0].upper() + parts[0][1:].upper()
+    mode = parts[1].lower() if len(parts) > 1 else "major"
+    if tonic not in _NAME_TO_PC:
+        raise ValueError(f"unknown key {key!r}")
+    return _NAME_TO_PC[tonic], ("minor" if mode == "minor" else "major")
+
+
+def key_name(tonic_pc: int, mode: str) -> str:
+    return f"{PITCH_CLASS_NAMES[tonic_pc % 12]} {mode}"
+
+
+def key_from_sharps(sharps: int, minor: bool) -> str:
+    """Key name from a key signature (number of sharps, negative for flats)."""
+    tonic = (7 * sharps + (9 if minor else 0)) % 12
+    return key_name(tonic, "minor" if minor else "major")
+
+
+def estimate_key(pitches: Sequence[int], durations: Sequence[float]) -> str:
+    """Krumhansl–Schmuckler key finding on a duration-weighted pitch-class histogram."""
+    hist = np.zeros(12)
+    np.add.at(hist, np.asarray(pitches, dtype=np.int64) % 12, np.asarray(durations, dtype=float))
+    if not hist.any():
+        return "C major"
+    best, best_r = "C major", -2.0
+    for mode, profile in (("major", _MAJOR_PROFILE), ("minor", _MINOR_PROFILE)):
+        for tonic in range(12):
+            r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
+            if r > best_r:
+                best, best_r = key_name(tonic, mode), r
+    return best
+
+
+def snap(ticks: np.ndarray) -> np.ndarray:
+    """Snap tick positions to the nearest sixteenth or eighth-triplet position."""
+    beat, within = np.divmod(np.asarray(ticks, dtype=np.float64), TICKS_PER_BEAT)
+    nearest = _SNAP_POSITIONS[np.abs(within[..., None] - _SNAP_POSITIONS).argmin(axis=-1)]
+    return (beat * TICKS_PER_BEAT + nearest).astype(np.int64)
+
+
+def skyline(pitches: np.ndarray, onsets: np.ndarray, ends: np.ndarray) -> list[Note]:
+    """Reduce overlapping notes to a monophonic line (Uitdenbogerd & Zobel's skyline).
+
+    At each onset the highest note wins; a note is cut where the next kept note
+    starts. Inputs are quantised ticks.
+    """
+    order = np.lexsort((-pitches, onsets))
+    kept: list[list[int]] = []
+    for i in order:
+        onset, pitch, end = int(onsets[i]), int(pitches[i]), int(ends[i])
+        if kept and kept[-1][1] == onset:
+            continue  # a lower note on the same onset
+        if kept and kept[-1][1] + kept[-1][2] > onset:
+            kept[-1][2] = onset - kept[-1][1]
+        kept.append([pitch, onset, end - onset])
+    return [Note(p, o, d) for p, o, d in kept if d > 0]
+
+
+def quantise(
+    pitches: Iterable[int],
+    onsets_beats: Iterable[float],
+    durations_beats: Iterable[float],
+    time_signature: tuple[int, int] = (4, 4),
+    key: str | None = None,
+    tempo: float = 120.0,
+    pickup_beats: float = 0.0,
+    meta: dict | None = None,
+) -> Melody:
+    """Build a quantised Melody from raw notes in beats (quarter notes).
+
+    Onsets and ends snap to the sixteenth/triplet grid, overlaps are removed by
+    the skyline, and leading empty bars are dropped, so the first note falls in
+    bar one. ``pickup_beats`` is the length missing from an anacrusis bar, so
+    a pickup lands on the upbeat rather than on the downbeat.
+    """
+    pitches = np.asarray(list(pitches), dtype=np.int64)
+    onsets_beats = np.asarray(list(onsets_beats), dtype=np.float64) + pickup_beats
+    durations_beats = np.asarray(list(durations_beats), dtype=np.float64)
+    if pitches.size == 0:
+        raise ValueError("no notes")
+    onsets = snap(onsets_beats * TICKS_PER_BEAT)
+    ends = np.maximum(snap((onsets_beats + durations_beats) * TICKS_PER_BEAT), onsets + 1)
+    # a note too short for the grid keeps the smallest grid step
+    ends = np.where(ends <= onsets, onsets + 3, ends)
+    notes = skyline(pitches, onsets, ends)
+    if not notes:
+        raise ValueError("no notes left after quantisation")
+    bar = bar_ticks(time_signature)
+    shift = (notes[0].onset // bar) * bar
+    notes = tuple(Note(n.pitch, n.onset - shift, n.duration) for n in notes)
+    if key is None:
+        key = estimate_key([n.pitch for n in notes], [n.duration for n in notes])
+    key = key_name(*parse_key(key))
+    return Melody(notes, tuple(time_signature), key, float(tempo), dict(meta or {}))
+
+
+def interval_fingerprint(melody: Melody, n_notes: int | None = None) -> str:
+    """A transposition-invariant hash of intervals and durations (duplicate detection)."""
+    notes = melody.notes[: n_notes or len(melody.notes)]
+    seq = [(b.pitch - a.pitch, a.duration, b.onset - a.onset) for a, b in zip(notes, notes[1:])]
+    return hashlib.blake2b(repr(seq).encode(), digest_size=8).hexdigest()

@@ -1,0 +1,77 @@
+"""The small interface every melody tokenizer implements (no torch, no Ray here)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+from musicgen.music.melody import Melody
+
+PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+STYLE_PREFIX = "STYLE_"
+
+
+class Tokenizer(ABC):
+    """Maps a (melody, style) pair to token ids and back.
+
+    Every sequence is ``<bos> STYLE_x ... <eos>``. The vocabulary is a fixed
+    base (``base_vocab``) followed by one token per style, so a tokenizer is
+    fully described by its name and style list (see ``to_dict``).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, styles: Sequence[str]):
+        if len(set(styles)) != len(styles):
+            raise ValueError("duplicate style names")
+        self.styles: tuple[str, ...] = tuple(styles)
+        self.vocab: list[str] = [PAD, BOS, EOS, *self.base_vocab()]
+        self.first_style_id = len(self.vocab)
+        self.vocab += [STYLE_PREFIX + s for s in self.styles]
+        self.index = {token: i for i, token in enumerate(self.vocab)}
+        if len(self.index) != len(self.vocab):
+            raise ValueError("tokens are not unique")
+
+    pad_id, bos_id, eos_id = 0, 1, 2
+
+    @abstractmethod
+    def base_vocab(self) -> list[str]:
+        """Tokens between the special tokens and the style tokens."""
+
+    @abstractmethod
+    def encode_body(self, melody: Melody) -> list[int]:
+        """Token ids of the melody itself, without <bos>, style and <eos>."""
+
+    @abstractmethod
+    def decode_body(self, ids: Sequence[int]) -> Melody:
+        """Inverse of ``encode_body``."""
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def style_token(self, style: str) -> int:
+        try:
+            return self.first_style_id + self.styles.index(style)
+        except ValueError:
+            raise KeyError(f"unknown style {style!r}; known: {', '.join(self.styles)}") from None
+
+    def encode(self, melody: Melody, style: str) -> list[int]:
+        return [self.bos_id, self.style_token(style), *self.encode_body(melody), self.eos_id]
+
+    def decode(self, ids: Sequence[int]) -> tuple[Melody, str | None]:
+        """Decode a sequence; stops at <eos> or <pad>, and reads the style token if present."""
+        ids = [int(i) for i in ids]
+        style = None
+        if ids and ids[0] == self.bos_id:
+            ids = ids[1:]
+        if ids and ids[0] >= self.first_style_id:
+            style = self.styles[ids[0] - self.first_style_id]
+            ids = ids[1:]
+        for stop in (self.eos_id, self.pad_id):
+            if stop in ids:
+                ids = ids[: ids.index(stop)]
+        return self.decode_body(ids), style
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "styles": list(self.styles), "vocab": self.vocab}

@@ -1,0 +1,118 @@
+"""A compact event vocabulary for monophonic melodies (the default tokenizer).
+
+``<bos> STYLE_x TS_n/d BAR NOTE_p DUR_d ... REST DUR_d ... BAR ... <eos>``
+
+Time is carried only by durations: a note or rest is followed by one or more
+``DUR`` tokens whose tick values add up (greedy, largest first, so encoding is
+canonical). ``BAR`` marks each bar line before the first event at or after it;
+it is redundant for timing, which makes decoding exact and lets a sampler use
+it as a grammar check. See docs/tokens.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, estimate_key
+from musicgen.tokenizers.base import Tokenizer
+
+DURATIONS = (*range(1, 4 * TICKS_PER_BEAT + 1), 60, 72, 84, 96, 120, 144, 192)
+TIME_SIGNATURES = tuple((n, d) for d in (2, 4, 8, 16) for n in range(1, 17))
+
+
+class EventTokenizer(Tokenizer):
+    name = "events"
+
+    def base_vocab(self) -> list[str]:
+        return [
+            "BAR",
+            "REST",
+            *(f"NOTE_{p}" for p in range(128)),
+            *(f"DUR_{d}" for d in DURATIONS),
+            *(f"TS_{n}/{d}" for n, d in TIME_SIGNATURES),
+        ]
+
+    def __init__(self, styles: Sequence[str]):
+        super().__init__(styles)
+        self.bar_id = self.index["BAR"]
+        self.rest_id = self.index["REST"]
+        self.first_note_id = self.index["NOTE_0"]
+        self.first_dur_id = self.index[f"DUR_{DURATIONS[0]}"]
+        self.first_ts_id = self.index["TS_1/2"]
+        self._dur_desc = sorted(DURATIONS, reverse=True)
+
+    # -- token classes, used by samplers for grammar masks ----------------
+    def is_note(self, i: int) -> bool:
+        return self.first_note_id <= i < self.first_note_id + 128
+
+    def is_duration(self, i: int) -> bool:
+        return self.first_dur_id <= i < self.first_dur_id + len(DURATIONS)
+
+    def note_id(self, pitch: int) -> int:
+        return self.first_note_id + pitch
+
+    def _durations(self, ticks: int) -> list[int]:
+        out = []
+        for d in self._dur_desc:
+            while ticks >= d:
+                out.append(self.first_dur_id + DURATIONS.index(d))
+                ticks -= d
+        return out
+
+    def encode_body(self, melody: Melody) -> list[int]:
+        if melody.time_signature not in TIME_SIGNATURES:
+            raise ValueError(f"time signature {melody.time_signature} is not in the vocabulary")
+        bar = melody.bar_ticks
+        ids = [self.first_ts_id + TIME_SIGNATURES.index(melody.time_signature)]
+        bars_marked = 0
+        cursor = 0
+
+        def mark_bars(position: int) -> None:
+            nonlocal bars_marked
+            while bars_marked * bar <= position:
+                ids.append(self.bar_id)
+                bars_marked += 1
+
+        for note in melody.notes:
+            if note.onset < cursor:
+                raise ValueError("notes overlap: the events tokenizer needs a monophonic melody")
+            if note.onset > cursor:
+                mark_bars(cursor)
+                ids.append(self.rest_id)
+                ids += self._durations(note.onset - cursor)
+            mark_bars(note.onset)
+            ids.append(self.note_id(note.pitch))
+            ids += self._durations(note.duration)
+            cursor = note.onset + note.duration
+        return ids
+
+    def decode_body(self, ids: Sequence[int]) -> Melody:
+        time_signature = (4, 4)
+        notes: list[Note] = []
+        cursor = 0
+        pitch: int | None = None  # None: inside a rest; -1: nothing open
+        length = 0
+
+        def close() -> None:
+            nonlocal cursor, length, pitch
+            if pitch is not None and pitch >= 0 and length > 0:
+                notes.append(Note(pitch, cursor, length))
+            cursor += length
+            length, pitch = 0, -1
+
+        pitch = -1
+        for i in ids:
+            if self.is_duration(i):
+                length += DURATIONS[i - self.first_dur_id]
+            elif self.is_note(i):
+                close()
+                pitch = i - self.first_note_id
+            elif i == self.rest_id:
+                close()
+                pitch = None
+            elif self.first_ts_id <= i < self.first_ts_id + len(TIME_SIGNATURES):
+                time_signature = TIME_SIGNATURES[i - self.first_ts_id]
+            # BAR and stray special tokens carry no timing
+        close()
+        key = estimate_key([n.pitch for n in notes], [n.duration for n in notes])
+        return Melody(tuple(notes), time_signature, key)
