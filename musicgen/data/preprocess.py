@@ -288,7 +288,6 @@ def run_preprocess(config: PreprocessConfig) -> dict:
             out_path,
             filesystem=out_fs,
             partition_cols=["split"],
-            min_rows_per_file=min(config.rows_per_shard, max(1, len(splits) // (3 * cpus))),
             max_rows_per_file=config.rows_per_shard,
             compression="zstd",
         )

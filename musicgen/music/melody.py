@@ -116,6 +116,13 @@ def snap(ticks: np.ndarray) -> np.ndarray:
     return (beat * TICKS_PER_BEAT + nearest).astype(np.int64)
 
 
+def next_grid_position(ticks: np.ndarray) -> np.ndarray:
+    """The first snap position strictly after each (on-grid) tick position."""
+    beat, within = np.divmod(np.asarray(ticks, dtype=np.int64), TICKS_PER_BEAT)
+    following = _SNAP_POSITIONS[np.searchsorted(_SNAP_POSITIONS, within, side="right")]
+    return beat * TICKS_PER_BEAT + following
+
+
 def skyline(pitches: np.ndarray, onsets: np.ndarray, ends: np.ndarray) -> list[Note]:
     """Reduce overlapping notes to a monophonic line (Uitdenbogerd & Zobel's skyline).
 
@@ -148,7 +155,7 @@ def quantise(
 
     Onsets and ends snap to the sixteenth/triplet grid, overlaps are removed by
     the skyline, and leading empty bars are dropped, so the first note falls in
-    bar one. ``pickup_beats`` is the length missing from an anacrusis bar, so
+    bar one. Every onset and end lands on the grid, so quantising is idempotent. ``pickup_beats`` is the length missing from an anacrusis bar, so
     a pickup lands on the upbeat rather than on the downbeat.
     """
     pitches = np.asarray(list(pitches), dtype=np.int64)
@@ -157,14 +164,15 @@ def quantise(
     if pitches.size == 0:
         raise ValueError("no notes")
     onsets = snap(onsets_beats * TICKS_PER_BEAT)
-    ends = np.maximum(snap((onsets_beats + durations_beats) * TICKS_PER_BEAT), onsets + 1)
-    # a note too short for the grid keeps the smallest grid step
-    ends = np.where(ends <= onsets, onsets + 3, ends)
+    ends = snap((onsets_beats + durations_beats) * TICKS_PER_BEAT)
+    # a note too short for the grid lasts until the next grid position
+    ends = np.where(ends <= onsets, next_grid_position(onsets), ends)
     notes = skyline(pitches, onsets, ends)
     if not notes:
         raise ValueError("no notes left after quantisation")
-    bar = bar_ticks(time_signature)
-    shift = (notes[0].onset // bar) * bar
+    # drop whole leading bars, in steps that keep the beat grid where it was (9/8 bars are 4.5 beats)
+    step = math.lcm(bar_ticks(time_signature), TICKS_PER_BEAT)
+    shift = (notes[0].onset // step) * step
     notes = tuple(Note(n.pitch, n.onset - shift, n.duration) for n in notes)
     if key is None:
         key = estimate_key([n.pitch for n in notes], [n.duration for n in notes])

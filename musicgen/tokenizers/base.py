@@ -65,7 +65,7 @@ class Tokenizer(ABC):
         style = None
         if ids and ids[0] == self.bos_id:
             ids = ids[1:]
-        if ids and ids[0] >= self.first_style_id:
+        if ids and self.first_style_id <= ids[0] < len(self.vocab):
             style = self.styles[ids[0] - self.first_style_id]
             ids = ids[1:]
         for stop in (self.eos_id, self.pad_id):

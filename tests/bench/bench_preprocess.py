@@ -1,0 +1,129 @@
+"""Preprocessing throughput: the Ray Data job at 1 and 2 CPUs against a naive loop, in one run.
+
+The naive baseline is what one would write first: a single-process loop that
+parses each file with pretty_midi and tokenizes it with the same tokenizer
+(same track picking, quantisation and tokens). Ratios, not absolute numbers,
+are what to compare across machines.
+
+    python tests/bench/bench_preprocess.py [--corpus DIR] [--out FILE.json]
+
+Without --corpus it exports the whole music21 corpus once to
+artifacts/bench/corpus (a few minutes) and reuses it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def naive_loop(paths: list[str], tokenizer) -> tuple[int, float]:
+    """pretty_midi parse + the same melody extraction and tokenizer, one file at a time."""
+    import pretty_midi
+
+    from musicgen.music.melody import quantise
+    from musicgen.music.midi import TrackNotes, pick_melody_track
+
+    ok = 0
+    started = time.perf_counter()
+    for path in paths:
+        try:
+            pm = pretty_midi.PrettyMIDI(path)
+            beats = lambda seconds: np.asarray([pm.time_to_tick(t) for t in seconds]) / pm.resolution  # noqa: E731
+            tracks = [
+                TrackNotes(
+                    inst.name,
+                    inst.program,
+                    inst.is_drum,
+                    np.array([n.pitch for n in inst.notes]),
+                    beats([n.start for n in inst.notes]),
+                    beats([n.end for n in inst.notes]) - beats([n.start for n in inst.notes]),
+                )
+                for inst in pm.instruments
+                if inst.notes
+            ]
+            track = pick_melody_track(tracks)
+            ts = pm.time_signature_changes[0] if pm.time_signature_changes else None
+            melody = quantise(
+                track.pitches,
+                track.onsets,
+                track.durations,
+                time_signature=(ts.numerator, ts.denominator) if ts else (4, 4),
+            )
+            tokenizer.encode(melody, os.path.basename(os.path.dirname(path)))
+            ok += 1
+        except Exception:
+            pass
+    return ok, time.perf_counter() - started
+
+
+def ray_job(corpus: str, num_cpus: int) -> dict:
+    """The real job in a fresh process with a local cluster of num_cpus (cluster start-up not timed)."""
+    code = f"""
+import json, ray
+from musicgen.config import PreprocessConfig
+from musicgen.data.preprocess import run_preprocess
+ray.init(num_cpus={num_cpus}, include_dashboard=False, logging_level="ERROR")
+ray.data.DataContext.get_current().enable_progress_bars = False
+with tempfile.TemporaryDirectory() as out:
+    stats = run_preprocess(PreprocessConfig(inputs=({corpus!r},), output=out))
+print("STATS" + json.dumps({{k: stats[k] for k in ("files_read", "melodies", "wall_seconds", "files_per_second")}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    line = next(l for l in result.stdout.splitlines() if l.startswith("STATS"))
+    return json.loads(line[5:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default="artifacts/bench/corpus")
+    parser.add_argument("--naive-files", type=int, default=3000, help="files timed in the naive loop (it is slow)")
+    parser.add_argument("--out", help="also write the figures as JSON here")
+    args = parser.parse_args()
+
+    from musicgen import storage
+    from musicgen.data.corpus import export_corpus
+    from musicgen.tokenizers import make_tokenizer
+
+    if not os.path.exists(os.path.join(args.corpus, "corpus.csv")):
+        print(f"exporting the full music21 corpus to {args.corpus} (once)")
+        export_corpus(args.corpus)
+    paths = storage.list_files(args.corpus, (".mid", ".midi"))
+    styles = sorted({os.path.basename(os.path.dirname(p)) for p in paths})
+    tokenizer = make_tokenizer("events", styles)
+    sample = paths[:: max(1, len(paths) // args.naive_files)][: args.naive_files]
+
+    ok, seconds = naive_loop(sample, tokenizer)
+    naive = {"files": len(sample), "melodies": ok, "wall_seconds": round(seconds, 2), "files_per_second": round(len(sample) / seconds, 1)}
+    one = ray_job(args.corpus, 1)
+    two = ray_job(args.corpus, 2)
+    figures = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "corpus_files": len(paths),
+        "naive_pretty_midi_loop": naive,
+        "ray_data_1_cpu": one,
+        "ray_data_2_cpus": two,
+        "speedup_1_cpu_vs_naive": round(one["files_per_second"] / naive["files_per_second"], 1),
+        "speedup_2_cpus_vs_1_cpu": round(two["files_per_second"] / one["files_per_second"], 2),
+    }
+    print("| run | files | wall s | files/s | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| naive loop (pretty_midi, 1 process) | {naive['files']} | {naive['wall_seconds']} | {naive['files_per_second']} | 1.0 |")
+    for name, r in (("Ray Data job, 1 CPU", one), ("Ray Data job, 2 CPUs", two)):
+        ratio = round(r["files_per_second"] / naive["files_per_second"], 1)
+        print(f"| {name} | {r['files_read']} | {r['wall_seconds']} | {r['files_per_second']} | {ratio} |")
+    print(json.dumps(figures, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(figures, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Shared fixtures: synthetic melodies, a small real corpus, Ray, and a loopback S3 server."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import pytest
+from hypothesis import strategies as st
+
+from musicgen.music.melody import Melody, Note
+
+TIME_SIGNATURES = [(2, 4), (3, 4), (4, 4), (6, 8), (9, 8), (2, 2), (5, 4), (3, 8)]
+
+
+@st.composite
+def melodies(draw, max_notes: int = 40) -> Melody:
+    """Random monophonic melodies on the tick grid: any durations, rests, pickups, meters."""
+    n = draw(st.integers(1, max_notes))
+    cursor = draw(st.integers(0, 47))
+    notes = []
+    for _ in range(n):
+        cursor += draw(st.sampled_from([0, 0, 0, 1, 2, 3, 6, 12, 50]))  # mostly legato, some rests
+        duration = draw(st.integers(1, 200))
+        notes.append(Note(draw(st.integers(0, 127)), cursor, duration))
+        cursor += duration
+    return Melody(tuple(notes), draw(st.sampled_from(TIME_SIGNATURES)), "C major", 120.0)
+
+
+def random_melody(rng: random.Random, n_notes: int = 24, time_signature=(4, 4), low: int = 55, high: int = 79) -> Melody:
+    """A plausible melody: steps and small leaps on a sixteenth/eighth grid."""
+    pitch, cursor, notes = rng.randint(low + 5, high - 5), 0, []
+    for _ in range(n_notes):
+        pitch = min(high, max(low, pitch + rng.choice([-4, -2, -1, 0, 1, 2, 3, 5])))
+        duration = rng.choice([3, 6, 6, 12, 12, 18, 24])
+        notes.append(Note(pitch, cursor, duration))
+        cursor += duration + rng.choice([0, 0, 0, 0, 6])
+    return Melody(tuple(notes), time_signature, "C major", 100.0)
+
+
+@pytest.fixture(scope="session")
+def real_corpus(tmp_path_factory):
+    """A few real works per style exported from the music21 corpus (MidiTok-style round-trip data)."""
+    from musicgen.data.corpus import export_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    export_corpus(str(out), limit_per_style=4, workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray cluster for the session: 2 CPUs, no dashboard."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3-compatible server on 127.0.0.1 (what Ray and pyarrow use in their own tests).
+
+    Sets the usual AWS variables, so the code under test finds the endpoint the way a
+    user's MinIO or S3 setup would be found.
+    """
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1"
+    )
+    yield endpoint
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh bucket on the loopback S3 server, created with boto3."""
+    import uuid
+
+    import boto3
+
+    name = f"musicgen-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from musicgen.music.melody import (
+    Melody,
+    Note,
+    bar_ticks,
+    estimate_key,
+    interval_fingerprint,
+    key_from_sharps,
+    quantise,
+    skyline,
+    snap,
+)
+
+
+def test_snap_keeps_sixteenths_and_triplets_and_fixes_jitter():
+    assert list(snap(np.array([0, 3, 4, 6, 8, 9, 12]))) == [0, 3, 4, 6, 8, 9, 12]
+    # a slightly late sixteenth, a slightly early triplet, and a position between grids
+    assert list(snap(np.array([3.4, 7.7, 11.2, 13.0]))) == [3, 8, 12, 12]
+
+
+def test_quantise_eighth_triplets_exactly():
+    m = quantise([60, 62, 64], [0, 1 / 3, 2 / 3], [1 / 3] * 3)
+    assert [(n.onset, n.duration) for n in m.notes] == [(0, 4), (4, 4), (8, 4)]
+
+
+def test_quantise_moves_pickup_to_upbeat_and_drops_leading_bars():
+    m = quantise([67, 72], [0, 1], [1, 4], time_signature=(3, 4), pickup_beats=2)
+    assert m.notes[0].onset == 2 * 12 and m.notes[1].onset == 36  # upbeat, then the downbeat of bar 2
+    later = quantise([60, 62], [8, 9], [1, 1], time_signature=(4, 4))
+    assert later.notes[0].onset == 0  # two empty bars removed
+
+
+def test_skyline_keeps_the_highest_note_and_cuts_overlaps():
+    notes = skyline(np.array([60, 64, 67, 62]), np.array([0, 0, 6, 12]), np.array([12, 12, 24, 24]))
+    assert notes == [Note(64, 0, 6), Note(67, 6, 6), Note(62, 12, 12)]
+
+
+def test_key_estimation_and_signatures():
+    c_major = [60, 62, 64, 65, 67, 69, 71, 72]
+    assert estimate_key(c_major, [1] * 8) == "C major"
+    a_minor = [57, 59, 60, 62, 64, 65, 68, 69, 64, 57]
+    assert estimate_key(a_minor, [1] * 10) == "A minor"
+    assert key_from_sharps(1, False) == "G major" and key_from_sharps(-3, True) == "C minor"
+
+
+def test_transpose_moves_pitches_and_key():
+    m = Melody((Note(60, 0, 12), Note(64, 12, 12)), key="C major")
+    up = m.transpose(7)
+    assert [n.pitch for n in up.notes] == [67, 71] and up.key == "G major"
+    with pytest.raises(ValueError):
+        m.transpose(100)
+
+
+def test_fingerprint_is_transposition_invariant():
+    m = Melody((Note(60, 0, 6), Note(62, 6, 6), Note(64, 12, 12)))
+    assert interval_fingerprint(m) == interval_fingerprint(m.transpose(5))
+    other = Melody((Note(60, 0, 6), Note(63, 6, 6), Note(64, 12, 12)))
+    assert interval_fingerprint(m) != interval_fingerprint(other)
+
+
+def test_bar_ticks():
+    assert bar_ticks((4, 4)) == 48 and bar_ticks((6, 8)) == 36 and bar_ticks((3, 2)) == 72
+
+
+def test_quantise_is_idempotent_even_for_notes_shorter_than_the_grid():
+    m = quantise([60, 60, 62, 64], [4.5, 4.58, 4.67, 5.0], [0.05, 0.05, 0.05, 0.5], time_signature=(9, 8))
+    again = quantise([n.pitch for n in m.notes], [n.onset / 12 for n in m.notes], [n.duration / 12 for n in m.notes], (9, 8))
+    assert again.notes == m.notes
+    assert all(n.duration > 0 for n in m.notes)

@@ -1,0 +1,84 @@
+"""The preprocessing UDF and the split assignment, without Ray."""
+
+import random
+
+import pyarrow as pa
+
+from musicgen.data.preprocess import PARSED_SCHEMA, assign_splits, parse_files, piece_of, split_of
+from musicgen.music.melody import Melody, Note, interval_fingerprint
+from musicgen.music.midi import write_midi
+from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
+from tests.conftest import random_melody
+
+
+def _batch(files: dict[str, bytes]) -> pa.Table:
+    return pa.table({"bytes": list(files.values()), "path": list(files)})
+
+
+def test_parse_files_turns_every_bad_file_into_an_error_row():
+    good = random_melody(random.Random(1))
+    files = {
+        "/c/folk/good.mid": write_midi([("Melody", good)]),
+        "/c/folk/empty.mid": b"",
+        "/c/folk/text.mid": b"hello, I am not MIDI",
+        "/c/folk/truncated.mid": write_midi([("Melody", good)])[:30],
+        "/c/folk/short.mid": write_midi([("Melody", Melody((Note(60, 0, 12), Note(62, 12, 12))))]),
+        "/c/folk/notes.txt.mid": b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0",
+    }
+    tokenizer = make_tokenizer("events", ["folk"])
+    out = parse_files(
+        _batch(files),
+        tokenizer_config=tokenizer.to_dict(),
+        file_info={p: ("folk", piece_of(p)) for p in files},
+        uri_prefix="",
+        min_notes=8,
+        head_notes=16,
+    )
+    assert out.schema == PARSED_SCHEMA
+    rows = {r["source_uri"]: r for r in out.to_pylist()}
+    assert rows["/c/folk/good.mid"]["error_kind"] is None
+    decoded, style = tokenizer_from_dict(tokenizer.to_dict()).decode(rows["/c/folk/good.mid"]["tokens"])
+    assert decoded.notes == good.notes and style == "folk"
+    assert rows["/c/folk/empty.mid"]["error_kind"] == "empty_file"
+    assert rows["/c/folk/text.mid"]["error_kind"] == "not_midi"
+    assert rows["/c/folk/truncated.mid"]["error_kind"] in {"corrupt_midi", "no_notes"}
+    assert rows["/c/folk/short.mid"]["error_kind"] == "too_short"
+    assert rows["/c/folk/notes.txt.mid"]["error_kind"] == "no_notes"
+
+
+def test_piece_of_groups_voices_of_one_work():
+    assert piece_of("/c/renaissance/Agnus_01__0-Soprano.mid") == piece_of("/c/renaissance/Agnus_01__3-Bass.mid")
+    assert piece_of("/c/folk/tune1.mid") != piece_of("/c/folk/tune2.mid")
+
+
+def _index(rows):
+    cols = list(zip(*rows))
+    return pa.table({"melody_id": cols[0], "piece_id": cols[1], "fingerprint": cols[2], "head_fingerprint": cols[3]})
+
+
+def test_splits_keep_pieces_and_shared_openings_together_and_drop_duplicates():
+    rng = random.Random(7)
+    rows, melodies = [], {}
+    for piece in range(300):
+        for voice in range(3):  # three voices of one work
+            m = random_melody(rng, n_notes=20)
+            melodies[f"{piece}-{voice}"] = m
+            rows.append((f"{piece}-{voice}", f"work{piece}", interval_fingerprint(m), interval_fingerprint(m, 16)))
+    # the same tune in another collection, transposed and with another ending
+    variant = Melody(melodies["5-0"].transpose(2).notes[:18] + (Note(60, 1000, 12),))
+    rows.append(("variant", "other-collection/tune", interval_fingerprint(variant), interval_fingerprint(variant, 16)))
+    # an exact (transposed) duplicate of a whole melody
+    dup = melodies["9-1"].transpose(-3)
+    rows.append(("zz-dup", "another/tune", interval_fingerprint(dup), interval_fingerprint(dup, 16)))
+
+    splits, duplicates = assign_splits(_index(rows), val_fraction=0.1, test_fraction=0.1)
+    assert duplicates == {"zz-dup"}
+    for piece in range(300):
+        assert len({splits[f"{piece}-{v}"] for v in range(3)}) == 1, "voices of one work straddle splits"
+    assert splits["variant"] == splits["5-0"]
+    counts = {s: list(splits.values()).count(s) for s in ("train", "val", "test")}
+    assert counts["train"] > counts["val"] > 0 and counts["test"] > 0
+
+
+def test_split_is_deterministic():
+    assert [split_of(f"p{i}", 0.1, 0.1) for i in range(50)] == [split_of(f"p{i}", 0.1, 0.1) for i in range(50)]
