@@ -55,3 +55,39 @@ def from_dict(cls: type[T], values: dict) -> T:
 
 def from_yaml(cls: type[T], text: str) -> T:
     return from_dict(cls, yaml.safe_load(text) or {})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of a training run (Ray Train). Model sizes go in ``model_config``."""
+
+    data: str
+    name: str
+    storage: str
+    model: str = "lstm"
+    model_config: dict = dataclasses.field(default_factory=dict)
+    workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    epochs: int = 10
+    max_steps: int | None = None  # stops early when reached; with it, epochs is an upper bound
+    batch_size: int = 32
+    max_len: int = 256  # longer melodies are cut to a random window of this many tokens
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    transpose: int = 5  # random transposition of up to +-N semitones (events tokenizer)
+    eval_every_steps: int | None = None  # report + checkpoint every N steps (default: every epoch)
+    val_batches: int | None = None  # cap on validation batches per report (default: all)
+    ngram_order: int = 5
+    max_failures: int = 2
+    keep_checkpoints: int = 3
+    seed: int = 0
+    # Chaos testing: the rank-0 worker raises once at this global step, to exercise
+    # FailureConfig restarts. Never set in normal runs.
+    inject_failure_at_step: int | None = None
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.max_steps is None and self.epochs < 1:
+            raise ValueError("give --epochs >= 1 or --max-steps")

@@ -40,6 +40,12 @@ chorale (``bwv18.5-lz`` / ``bwv18.5-w`` -> ``bach/bwv18.5``); and the same
 O'Neill's tune transcribed in two of the collection's overlapping files
 (``oneills1850/x<tune number>``).
 
+Keys: the Essen collections (german_folk, chinese_folk, Essen irl.abc) write
+only the tonic in ``K:``, so their mode is decided from the notes
+(``key_is_tonic``); for the Chinese pentatonic songs that tonic is the gong
+note, so they all come out as "<gong> major". Palestrina's modes map to the
+nearest of major/minor on the same final (dorian/phrygian/aeolian -> minor).
+
 The export is idempotent: an item (one tune or one score) whose MIDI files
 exist and whose rows are in ``corpus.csv`` is skipped, and every file
 (MIDI and CSV) is written to a temporary name and moved into place.
@@ -108,6 +114,7 @@ class _Item:
     work: str
     title: str = ""
     tune: str | None = None  # the ABC text of one tune
+    key_is_tonic: bool = False  # Essen ABC: K: names the tonic only
 
     def owns(self, rel_path: str) -> bool:
         name = rel_path.rsplit("/", 1)[-1]
@@ -149,7 +156,8 @@ def _abc_collection(style: str, collection: str, files: Iterable[Path], root: Pa
                 work = f"ryansMammoth/{path.stem}"
             else:
                 work = f"{collection}/{path.stem}/{label}"
-            items.append(_Item(style, "abc", source, stem, work, tune=tune))
+            items.append(_Item(style, "abc", source, stem, work, tune=tune,
+                               key_is_tonic=source.startswith("essenFolksong/")))
         per_file.append(items)
     return _interleave(per_file)
 
@@ -243,7 +251,7 @@ def _export_item(item: _Item, root: str, out_dir: str) -> list[dict]:
     folder = Path(out_dir) / item.style
     folder.mkdir(parents=True, exist_ok=True)
     if item.kind == "abc":
-        melody = notation.read_abc_tune(item.tune)
+        melody = notation.read_abc_tune(item.tune, key_is_tonic=item.key_is_tonic)
         rel = f"{item.style}/{item.stem}.mid"
         _atomic_write(Path(out_dir) / rel, write_midi([("melody", melody)]))
         return [_row(item, rel, melody)]
@@ -391,9 +399,16 @@ def export_corpus(
                 collect(_export_chunk(chunk, str(root), str(out)))
         elif todo:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_export_chunk, chunk, str(root), str(out)) for chunk in _chunks(todo, workers)]
+                futures = {
+                    pool.submit(_export_chunk, chunk, str(root), str(out)): chunk
+                    for chunk in _chunks(todo, workers)
+                }
                 for future in as_completed(futures):
-                    collect(future.result())
+                    try:
+                        results = future.result()
+                    except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
+                        results = [(index, None, f"worker failed: {exc!r}") for index, _ in futures[future]]
+                    collect(results)
 
     final = unowned + kept + new_rows
     _write_csv(csv_path, final)

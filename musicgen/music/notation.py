@@ -19,19 +19,21 @@ objects on the way in, so nothing downstream sees a music21 object.
   and one file per voice of polyphony).
 
 Conversion rules: ties are merged (a tie joins only equal, adjacent
-pitches), chords keep their top note, grace notes
-and zero-length events are dropped, offsets come from the flattened part in
-quarter lengths. Meter is the first time signature (4/4 if none), tempo the
+pitches), chords keep their top note, grace notes and zero-length events are
+dropped, offsets come from the flattened part in quarter lengths. Meter is the first time signature (4/4 if none), tempo the
 first metronome mark (120 if none). The key is the first Key object (modal keys
 map to the nearest of major/minor on the same final: dorian, phrygian, aeolian
 and locrian count as minor) or a Humdrum key tandem such as ``*G:mix``; a bare
 key signature decides between its major and its relative minor from the notes.
+Essen Folksong ABC names only the tonic in ``K:`` (``K: G`` heads G-minor songs
+too): pass ``key_is_tonic=True`` and the mode is decided from the notes.
 An anacrusis (a first measure shorter than a bar) is shifted so that the
 pickup ends on the next downbeat, i.e. its first note lands at
 ``bar_ticks - pickup_ticks``.
 
 ABC parses about 2.5x faster because music21's beaming pass (engraving only)
-is skipped while an ABC tune is parsed. Nothing here imports torch or Ray.
+is skipped while an ABC tune is parsed. An ABC tune with neither ``L:`` nor
+``M:`` gets the standard default ``L:1/8`` (music21 rejects it otherwise). Nothing here imports torch or Ray.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ _HUMDRUM_MODES = {
 }
 _HUMDRUM_KEY = re.compile(r"^\*([A-Ga-g])([#n-]*):(\w*)$")
 _X_LINE = re.compile(r"^X:\s*(.*)$")
+_HAS_L_OR_M = re.compile(r"^[LM]:", re.M)
 _FIELD_OR_DIRECTIVE = re.compile(r"^(?:[A-Za-z+]:|%)")
 _NOTATION_FILE_NAME = re.compile(r"\.(?:mxl|xml|musicxml|krn|abc)$", re.I)
 _beams_lock = threading.Lock()
@@ -112,20 +115,32 @@ def abc_tune_number(tune: str) -> int | str | None:
     return None
 
 
-def _noop(self, *args, **kwargs):
+def _no_beams(self, *args, **kwargs):
     return self
 
 
 def _parse_abc(tune: str):
     from music21 import converter, stream
 
-    # Beaming is pure engraving and takes ~60% of music21's ABC import time.
+    if not _HAS_L_OR_M.search(tune):
+        # ABC's default unit note length is 1/8 without a meter; music21 refuses it
+        lines = tune.split("\n")
+        at = next((i + 1 for i, ln in enumerate(lines) if _X_LINE.match(ln)), 0)
+        tune = "\n".join([*lines[:at], "L:1/8", *lines[at:]])
+
+    # Beaming is pure engraving and takes ~60% of music21's ABC import time, so
+    # Part.makeBeams is a no-op while the tune is parsed (under a lock, and put
+    # back as it was afterwards).
     with _beams_lock:
-        stream.Part.makeBeams = _noop
+        own = stream.Part.__dict__.get("makeBeams")
+        stream.Part.makeBeams = _no_beams
         try:
             return converter.parseData(tune, format="abc")
         finally:
-            del stream.Part.makeBeams
+            if own is None:
+                del stream.Part.makeBeams
+            else:
+                stream.Part.makeBeams = own
 
 
 # ------------------------------------------------------------------ score -> notes
@@ -249,12 +264,13 @@ def _context(part) -> _Context:
         elif isinstance(element, tempo.MetronomeMark):
             if ctx.tempo_mark is None:
                 ctx.tempo_mark = element
-        elif ctx.key is None and not (seen_note and ctx.key_signature is not None):
-            # the key: a Key object or key tandem before the first note wins;
-            # a bare key signature is kept as a fallback
+        elif ctx.key is None:
+            # a Key object or Humdrum key tandem wins; a bare key signature is
+            # the fallback; after the first note only a missing key is filled in
             if isinstance(element, m21key.Key):
-                tonic = parse_key(element.tonic.name)[0]
-                ctx.key = key_name(tonic, "minor" if element.mode in _MINOR_MODES else "major")
+                if not seen_note or ctx.key_signature is None:
+                    tonic = parse_key(element.tonic.name)[0]
+                    ctx.key = key_name(tonic, "minor" if element.mode in _MINOR_MODES else "major")
             elif isinstance(element, m21key.KeySignature):
                 if ctx.key_signature is None:
                     ctx.key_signature = int(element.sharps)
@@ -338,8 +354,21 @@ def _score_info(score) -> _ScoreInfo:
     return _ScoreInfo(extracted, time_signature, key, sharps, tempo, _pickup(parts[0]), _title(score))
 
 
-def _decide_key(info: _ScoreInfo, parts: Sequence[_PartNotes]) -> str | None:
+def _mode_from_thirds(tonic: int, parts: Sequence[_PartNotes]) -> str:
+    """'minor' when the minor third above the tonic sounds longer than the major third."""
+    minor = major = 0.0
+    for part in parts:
+        interval = (part.pitches - tonic) % 12
+        minor += float(part.durations[interval == 3].sum())
+        major += float(part.durations[interval == 4].sum())
+    return "minor" if minor > major else "major"
+
+
+def _decide_key(info: _ScoreInfo, parts: Sequence[_PartNotes], key_is_tonic: bool = False) -> str | None:
     if info.key is not None:
+        if key_is_tonic:
+            tonic = parse_key(info.key)[0]
+            return key_name(tonic, _mode_from_thirds(tonic, parts))
         return info.key
     pitches = np.concatenate([p.pitches for p in parts]) if parts else np.zeros(0, np.int64)
     if info.key_signature is None or pitches.size == 0:
@@ -412,7 +441,7 @@ def score_parts(score, meta: dict | None = None) -> list[tuple[str, Melody]]:
     return out
 
 
-def _pick_melody(score, meta: dict | None) -> Melody:
+def _pick_melody(score, meta: dict | None, key_is_tonic: bool = False) -> Melody:
     info = _score_info(score)
     parts = [p for p in info.parts if p.pitches.size]
     if not parts:
@@ -420,7 +449,7 @@ def _pick_melody(score, meta: dict | None) -> Melody:
     tracks = [TrackNotes(p.name, 0, False, p.pitches, p.onsets, p.durations) for p in parts]
     chosen = pick_melody_track(tracks)
     part = parts[[id(t) for t in tracks].index(id(chosen))]
-    key = _decide_key(info, parts)
+    key = _decide_key(info, parts, key_is_tonic)
     return _melody(info, part, key, {**_base_meta(info, meta), "track": part.name})
 
 
@@ -493,10 +522,15 @@ def _normalise_suffix(suffix: str) -> str:
     return suffix
 
 
-def read_abc_tune(tune: str, meta: dict | None = None) -> Melody:
+def read_abc_tune(tune: str, meta: dict | None = None, key_is_tonic: bool = False) -> Melody:
     """One ABC tune text (as produced by :func:`split_abc_tunes`) as a Melody.
 
     ``meta`` gains ``x`` (the tune's ``X:`` number), ``title`` and ``track``.
+    ``key_is_tonic``: the ``K:`` field names only the tonic and the mode is
+    decided from the notes (minor when the minor third above the tonic sounds
+    longer than the major third). This is how the Essen Folksong Collection's
+    ABC files are written: their ``K: G`` also heads G-minor songs, whose
+    accidentals are all written out.
     """
     x = abc_tune_number(tune)
     meta = dict(meta or {})
@@ -507,7 +541,7 @@ def read_abc_tune(tune: str, meta: dict | None = None) -> Melody:
     except Exception as exc:  # noqa: BLE001
         raise UnusableInput("corrupt_notation", f"ABC tune X:{x}: music21 failed: {exc}") from exc
     try:
-        return _pick_melody(score, meta)
+        return _pick_melody(score, meta, key_is_tonic)
     except UnusableInput as exc:
         raise UnusableInput(exc.kind, f"ABC tune X:{x}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001
@@ -519,6 +553,7 @@ def read_notation(
     suffix: str,
     meta: dict | None = None,
     errors: list[UnusableInput] | None = None,
+    key_is_tonic: bool = False,
 ) -> list[Melody]:
     """Parse a notation file into melodies.
 
@@ -526,7 +561,8 @@ def read_notation(
     WARNING and, when ``errors`` is a list, appended to it as an
     :class:`UnusableInput` whose ``.x`` is the tune's ``X:`` number; if every
     tune fails the first failure is raised. ``.xml``/``.musicxml``/``.mxl``/
-    ``.krn``: a one-element list holding the melodic part. Raises
+    ``.krn``: a one-element list holding the melodic part. ``key_is_tonic``
+    applies to ABC only (see :func:`read_abc_tune`; set it for Essen files). Raises
     :class:`UnusableInput` (``corrupt_notation``, ``no_notes`` or
     ``unsupported_format``) for unusable files.
     """
@@ -538,7 +574,7 @@ def read_notation(
         melodies, failures = [], []
         for tune in tunes:
             try:
-                melodies.append(read_abc_tune(tune, meta))
+                melodies.append(read_abc_tune(tune, meta, key_is_tonic))
             except UnusableInput as exc:
                 exc.x = abc_tune_number(tune)
                 failures.append(exc)

@@ -1,0 +1,63 @@
+"""Turning Parquet rows into padded torch batches, with training-time transposition.
+
+Used by ``iter_torch_batches(collate_fn=...)`` in the Ray Train workers and by
+the bare-loop benchmark, so both see the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from musicgen.tokenizers import tokenizer_from_dict
+from musicgen.tokenizers.events import EventTokenizer
+
+
+class Collate:
+    """Pads variable-length melodies to the longest in the batch (at most ``max_len + 1``).
+
+    Longer melodies are cut to a random window. With ``transpose`` > 0 and the
+    events tokenizer, each melody is shifted by a random number of semitones in
+    [-transpose, transpose], as far as the MIDI range allows.
+    """
+
+    def __init__(self, tokenizer_config: dict, max_len: int, transpose: int = 0, seed: int = 0):
+        tokenizer = tokenizer_from_dict(tokenizer_config)
+        self.style_index = {s: i for i, s in enumerate(tokenizer.styles)}
+        self.max_len = max_len
+        self.transpose = transpose if isinstance(tokenizer, EventTokenizer) else 0
+        self.first_note = tokenizer.first_note_id if isinstance(tokenizer, EventTokenizer) else 0
+        self.rng = np.random.default_rng(seed)
+
+    def _shift(self, seq: np.ndarray) -> np.ndarray:
+        is_note = (seq >= self.first_note) & (seq < self.first_note + 128)
+        if not self.transpose or not is_note.any():
+            return seq
+        pitches = seq[is_note] - self.first_note
+        low = max(-self.transpose, -int(pitches.min()))
+        high = min(self.transpose, 127 - int(pitches.max()))
+        shifted = seq.copy()
+        shifted[is_note] += self.rng.integers(low, high + 1)
+        return shifted
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return self.collate(batch["tokens"], batch["style"])
+
+    def collate(self, sequences: Sequence[np.ndarray], styles: Sequence[str]) -> dict[str, torch.Tensor]:
+        window = self.max_len + 1
+        rows = []
+        for seq in sequences:
+            seq = np.asarray(seq, dtype=np.int64)
+            if len(seq) > window:
+                start = int(self.rng.integers(0, len(seq) - window + 1))
+                seq = seq[start : start + window]
+            rows.append(self._shift(seq))
+        tokens = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
+        for i, row in enumerate(rows):
+            tokens[i, : len(row)] = row
+        return {
+            "tokens": torch.from_numpy(tokens),
+            "style": torch.tensor([self.style_index[s] for s in styles], dtype=torch.long),
+        }

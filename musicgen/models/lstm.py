@@ -1,0 +1,176 @@
+"""Style-conditional LSTM language model over melody tokens (the baseline).
+
+The classic recipe for symbolic melody generation: 3 stacked LSTM layers of
+256 units with dropout 0.3. The style is an embedding concatenated to the
+token embedding at every step, so the conditioning cannot be forgotten over
+long sequences the way a single leading STYLE token can.
+
+This module also holds the small MLE training hook (``MLETrainingMixin``)
+shared by every model here, so one generic loop can drive them all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+PAD_ID = 0  # targets equal to this are ignored by every loss (see musicgen.tokenizers.base)
+GRAD_CLIP = 1.0
+
+
+def adamw(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW that decays matrices (and embeddings) but not biases or norm gains, as nanoGPT does."""
+    params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    decay = [p for p in params.values() if p.dim() >= 2]
+    no_decay = [p for p in params.values() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
+
+
+def sync_gradients(module: nn.Module) -> None:
+    """Average gradients over the torch.distributed group, if one with several workers is running.
+
+    ``training_step`` runs its own backward and optimizer steps, which a DDP
+    wrapper cannot see into; so the models average their gradients here
+    instead (one flat all-reduce; the models are a few million parameters).
+    Train without DDP: a bare module per worker in the same process group.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def backward_and_step(loss: Tensor, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """One optimizer step on ``module``'s parameters: zero, backward, sync, clip, step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    sync_gradients(module)
+    nn.utils.clip_grad_norm_(module.parameters(), GRAD_CLIP)
+    optimizer.step()
+
+
+def lm_loss(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy over all positions, ignoring padded targets."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=PAD_ID,
+                           reduction=reduction)
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+class MLETrainingMixin:
+    """The training hook shared by the language models (next-token MLE).
+
+    ``tokens`` are whole sequences ``<bos> STYLE body <eos> <pad>...``; the
+    model reads ``tokens[:, :-1]`` and predicts ``tokens[:, 1:]``.
+    """
+
+    def configure_optimizers(self, lr: float, weight_decay: float) -> dict[str, torch.optim.Optimizer]:
+        return {"model": adamw(self, lr, weight_decay)}
+
+    def mle_loss(self, tokens: Tensor, style: Tensor) -> Tensor:
+        device = _device(self)
+        tokens, style = tokens.to(device), style.to(device)
+        _, loss = self(tokens[:, :-1], style, tokens[:, 1:])
+        return loss
+
+    def training_step(self, tokens: Tensor, style: Tensor, optimizers: dict[str, torch.optim.Optimizer],
+                      step: int) -> dict[str, float]:
+        self.train()
+        loss = self.mle_loss(tokens, style)
+        backward_and_step(loss, self, optimizers["model"])
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def evaluate_loss(self, tokens: Tensor, style: Tensor) -> tuple[float, int]:
+        """(sum of next-token NLL in nats, number of non-pad targets), in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            device = _device(self)
+            tokens, style = tokens.to(device), style.to(device)
+            targets = tokens[:, 1:]
+            logits, _ = self(tokens[:, :-1], style)
+            total = lm_loss(logits.float(), targets, reduction="sum").item()
+            return total, int((targets != PAD_ID).sum().item())
+        finally:
+            self.train(was_training)
+
+
+@dataclass
+class LSTMConfig:
+    vocab_size: int
+    n_styles: int
+    embed_dim: int = 256
+    hidden_size: int = 256
+    num_layers: int = 3
+    dropout: float = 0.3
+    style_dim: int = 32
+
+
+LSTMCache = tuple[Tensor, Tensor]  # (h, c), each [num_layers, B, hidden_size]
+
+
+class LSTMModel(MLETrainingMixin, nn.Module):
+    def __init__(self, config: LSTMConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.embed_dim)
+        self.style_emb = nn.Embedding(config.n_styles, config.style_dim)
+        self.lstm = nn.LSTM(
+            config.embed_dim + config.style_dim,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.tok_emb.weight, std=0.02)
+        nn.init.normal_(self.style_emb.weight, std=0.02)
+        # Forget-gate bias 1 (Jozefowicz et al. 2015): remembers by default early in training.
+        h = self.config.hidden_size
+        for name, p in self.lstm.named_parameters():
+            if name.startswith("bias_ih"):
+                with torch.no_grad():
+                    p.zero_()
+                    p[h : 2 * h].fill_(1.0)
+            elif name.startswith("bias_hh"):
+                nn.init.zeros_(p)
+        nn.init.uniform_(self.head.weight, -1 / math.sqrt(h), 1 / math.sqrt(h))
+        nn.init.zeros_(self.head.bias)
+
+    def run_embeddings(self, x: Tensor, style: Tensor, cache: LSTMCache | None = None) -> tuple[Tensor, LSTMCache]:
+        """Logits for input *embeddings* ``x`` [B,T,embed_dim]: the GAN feeds soft tokens through here."""
+        s = self.style_emb(style)[:, None, :].expand(-1, x.size(1), -1)
+        out, cache = self.lstm(torch.cat([x, s], dim=-1), cache)
+        return self.head(self.drop(out)), cache
+
+    def forward(self, tokens: Tensor, style: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        logits, _ = self.run_embeddings(self.tok_emb(tokens), style)
+        return logits, (lm_loss(logits, targets) if targets is not None else None)
+
+    def step(self, tokens: Tensor, style: Tensor, cache: LSTMCache | None = None) -> tuple[Tensor, LSTMCache]:
+        """Incremental decoding. ``tokens`` [B,t] are the tokens the cache has NOT seen yet (the
+        prompt on the first call, then the one new token); returns the last position's logits [B,V]."""
+        logits, cache = self.run_embeddings(self.tok_emb(tokens), style, cache)
+        return logits[:, -1, :], cache

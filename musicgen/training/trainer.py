@@ -1,0 +1,239 @@
+"""Ray Train adapter: runs the training loop on N workers (CPU or GPU), checkpoints to storage, resumes.
+
+- data: Ray Data reads the Parquet shards and streams an equal share of the
+  training split to each worker (``get_dataset_shard``);
+- parallelism: DDP through ``ray.train.torch.prepare_model`` (gloo on CPU,
+  NCCL on GPU), bf16 autocast on GPU;
+- checkpoints: ``<storage>/<name>/checkpoint_*`` (best k by validation loss),
+  written by rank 0 at each report; a rerun with the same name and storage,
+  or a restart after a worker failure (``FailureConfig``), resumes from the
+  latest one;
+- outputs: ``<storage>/<name>/metrics.jsonl``, ``loss.png`` and the model
+  artifact ``<storage>/<name>/model/`` (see ``musicgen.models.save_artifact``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+
+import pyarrow.dataset as pads
+import torch
+
+from musicgen import storage
+from musicgen.config import TrainConfig, from_dict
+from musicgen.data.collate import Collate
+from musicgen.models import build_model, load_state, save_artifact
+from musicgen.tokenizers import tokenizer_from_dict
+from musicgen.training.loop import append_metrics, evaluate, plot_loss_curves
+from musicgen.training.ngram import StyleNgramBaseline
+
+STATE_FILE = "state.pt"
+
+
+def split_uri(data_uri: str, split: str) -> str:
+    return storage.join(data_uri, "melodies", f"split={split}")
+
+
+def read_split(data_uri: str, split: str, columns=("tokens", "style")):
+    """A whole split as a pyarrow Table (for the n-gram baseline and small evaluations)."""
+    fs, path = storage.resolve(split_uri(data_uri, split))
+    return pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=list(columns))
+
+
+def _model_kwargs(config: TrainConfig, tokenizer) -> dict:
+    kwargs = {"vocab_size": len(tokenizer), "n_styles": len(tokenizer.styles), **config.model_config}
+    if config.model == "gan":
+        kwargs.setdefault("style_token_offset", tokenizer.first_style_id)
+    return kwargs
+
+
+def train_worker(loop_config: dict) -> None:
+    """The per-worker function given to TorchTrainer."""
+    import ray.train
+    import ray.train.torch
+
+    config = from_dict(TrainConfig, loop_config["config"])
+    tokenizer = tokenizer_from_dict(loop_config["tokenizer"])
+    run_uri = loop_config["run_uri"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(config.seed + rank)
+    if not config.use_gpu:
+        torch.set_num_threads(max(1, config.cpus_per_worker))
+
+    model = build_model(config.model, **_model_kwargs(config, tokenizer))
+    optimizers = model.configure_optimizers(config.lr, config.weight_decay)
+    step, epoch = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = load_state(os.path.join(folder, STATE_FILE))
+        model.load_state_dict(state["model"])
+        for key, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][key])
+        step, epoch = state["step"], state["epoch"]
+    device = ray.train.torch.get_device()
+    forward = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": config.model == "gan"})
+    model.to(device)
+
+    collate_train = Collate(loop_config["tokenizer"], config.max_len, config.transpose, seed=config.seed + 1000 * rank + step)
+    collate_val = Collate(loop_config["tokenizer"], config.max_len, transpose=0, seed=0)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def report(train_losses: list[float], tokens: int, seconds: float, extra: dict) -> None:
+        metrics = {"step": step, "epoch": epoch, "train_loss": sum(train_losses) / max(1, len(train_losses))}
+        metrics["tokens_per_second_per_worker"] = tokens / seconds if seconds else 0.0
+        metrics["tokens_per_second"] = metrics["tokens_per_second_per_worker"] * world
+        metrics.update(extra)
+        metrics.update(
+            evaluate(
+                model,
+                (_to(b, device) for b in val_shard.iter_torch_batches(batch_size=config.batch_size, collate_fn=collate_val)),
+                tokenizer.styles,
+                config.val_batches,
+            )
+        )
+        metrics["ngram_bits_per_token"] = loop_config["ngram_bits_per_token"]
+        if rank == 0:
+            history = append_metrics(run_uri, metrics)
+            storage.write_bytes(storage.join(run_uri, "loss.png"), plot_loss_curves(history, f"{config.name} ({config.model})"))
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                        "step": step,
+                        "epoch": epoch,
+                    },
+                    os.path.join(folder, STATE_FILE),
+                )
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+
+    done = config.max_steps is not None and step >= config.max_steps
+    while not done and epoch < config.epochs:
+        losses, extra, tokens, started = [], {}, 0, time.perf_counter()
+        batches = train_shard.iter_torch_batches(
+            batch_size=config.batch_size,
+            collate_fn=collate_train,
+            local_shuffle_buffer_size=4 * config.batch_size,
+            local_shuffle_seed=config.seed + epoch,
+        )
+        for batch in batches:
+            batch = _to(batch, device)
+            _maybe_fail(config, run_uri, rank, step)
+            with autocast:
+                out = model.training_step(batch["tokens"], batch["style"], optimizers, step, forward=forward)
+            losses.append(out["loss"])
+            extra = {k: v for k, v in out.items() if k != "loss"}
+            tokens += int((batch["tokens"][:, 1:] != 0).sum())
+            step += 1
+            done = config.max_steps is not None and step >= config.max_steps
+            if done or (config.eval_every_steps and step % config.eval_every_steps == 0):
+                report(losses, tokens, time.perf_counter() - started, extra)
+                losses, tokens, started = [], 0, time.perf_counter()
+            if done:
+                break
+        epoch += 1
+        if losses and not done and not config.eval_every_steps:
+            report(losses, tokens, time.perf_counter() - started, extra)
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _maybe_fail(config: TrainConfig, run_uri: str, rank: int, step: int) -> None:
+    """Chaos testing: rank 0 raises once at the configured step (a marker file makes it once)."""
+    if config.inject_failure_at_step != step or rank != 0:
+        return
+    marker = storage.join(run_uri, "injected_failure")
+    if not storage.exists(marker):
+        storage.write_bytes(marker, str(step).encode())
+        raise RuntimeError(f"injected worker failure at step {step}")
+
+
+def ngram_baseline(data_uri: str, tokenizer, order: int) -> dict:
+    """Validation bits/token of a per-style Kneser–Ney n-gram fitted on the training split."""
+    train, val = read_split(data_uri, "train"), read_split(data_uri, "val")
+    model = StyleNgramBaseline(order, len(tokenizer)).fit(
+        train.column("tokens").to_pylist(), train.column("style").to_pylist()
+    )
+    return model.bits_per_token(val.column("tokens").to_pylist(), val.column("style").to_pylist())
+
+
+def run_training(config: TrainConfig) -> dict:
+    """Train on the current Ray cluster; returns a summary (also stored in the model artifact)."""
+    import ray.data
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    vocab = storage.read_json(storage.join(config.data, "vocab.json"))
+    data_stats = storage.read_json(storage.join(config.data, "stats.json"))
+    tokenizer = tokenizer_from_dict(vocab)
+    run_uri = storage.join(config.storage, config.name)
+    started = time.perf_counter()
+    ngram = ngram_baseline(config.data, tokenizer, config.ngram_order)
+
+    datasets = {}
+    for split in ("train", "val"):
+        fs, path = storage.resolve(split_uri(config.data, split))
+        datasets[split] = ray.data.read_parquet(path, filesystem=fs, columns=["tokens", "style"])
+    storage_fs, storage_path = storage.resolve(config.storage)
+    resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "config": dataclasses.asdict(config),
+            "tokenizer": vocab,
+            "run_uri": run_uri,
+            "ngram_bits_per_token": ngram.get("all"),
+        },
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=config.name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=config.keep_checkpoints,
+                checkpoint_score_attribute="val_loss",
+                checkpoint_score_order="min",
+            ),
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
+    with best.as_directory() as folder:
+        state = load_state(os.path.join(folder, STATE_FILE))
+    model = build_model(config.model, **_model_kwargs(config, tokenizer))
+    model.load_state_dict(state["model"])
+    best_metrics = next((m for c, m in result.best_checkpoints if c.path == best.path), result.metrics)
+    summary = {
+        "run": run_uri,
+        "model": config.model,
+        "steps": state["step"],
+        "best_val_loss": best_metrics.get("val_loss"),
+        "val_bits_per_token": {
+            k.split("/", 1)[1] if "/" in k else "all": v for k, v in best_metrics.items() if k.startswith("val_bits_per_token")
+        },
+        "ngram_bits_per_token": ngram,
+        "final_metrics": result.metrics,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    save_artifact(
+        storage.join(run_uri, "model"),
+        model,
+        config.model,
+        extra={"tokenizer": vocab, "styles": list(tokenizer.styles), "data_stats": data_stats, "training": summary, "train_config": dataclasses.asdict(config)},
+    )
+    summary["artifact"] = storage.join(run_uri, "model")
+    return summary
