@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from musicgen.music.melody import Melody, Note
 
-TIME_SIGNATURES = [(2, 4), (3, 4), (4, 4), (6, 8), (9, 8), (2, 2), (5, 4), (3, 8)]
+TIME_SIGNATURES = [(2, 4), (3, 4), (4, 4), (6, 8), (9, 8), (2, 2), (5, 4), (3, 8), (4, 1)]
 
 
 @st.composite

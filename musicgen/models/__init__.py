@@ -3,7 +3,7 @@
 Every model takes ``(tokens [B,T], style [B])`` and has ``forward(tokens,
 style, targets=None) -> (logits, loss)``, ``step(tokens, style, cache)`` for
 incremental sampling, and the training hook ``configure_optimizers`` /
-``training_step`` / ``evaluate_loss``, so one training loop and one sampler
+``training_step``, so one training loop and one sampler
 serve all of them.
 
 An artifact is a folder (any storage URI) with ``weights.pt`` (a state_dict,
@@ -70,11 +70,17 @@ def state_to_bytes(model: nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def _state_from_bytes(data: bytes, map_location) -> dict[str, torch.Tensor]:
+def safe_load(data: bytes, map_location="cpu"):
+    """The one way musicgen reads torch files from storage: ``weights_only=True``, so a file
+    can hold tensors, numbers, strings, lists and dicts but never run code."""
     try:
-        state = torch.load(io.BytesIO(data), weights_only=True, map_location=map_location)
+        return torch.load(io.BytesIO(data), weights_only=True, map_location=map_location)
     except pickle.UnpicklingError as e:
         raise ValueError("refusing to load weights that are not plain tensors (weights_only load failed)") from e
+
+
+def _state_from_bytes(data: bytes, map_location) -> dict[str, torch.Tensor]:
+    state = safe_load(data, map_location)
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
@@ -119,6 +125,6 @@ def load_artifact(uri: str, map_location="cpu") -> tuple[nn.Module, dict]:
 
 
 __all__ = [
-    "MODELS", "build_model", "save_artifact", "load_artifact", "state_to_bytes", "model_from_state", "unwrap",
+    "MODELS", "build_model", "save_artifact", "load_artifact", "safe_load", "state_to_bytes", "model_from_state", "unwrap",
     "LSTMConfig", "LSTMModel", "TransformerConfig", "TransformerModel", "GANConfig", "MelodyGAN",
 ]

@@ -126,9 +126,6 @@ class MelodyGAN(nn.Module):
     def step(self, tokens: Tensor, style: Tensor, cache=None):
         return self.generator.step(tokens, style, cache)
 
-    def evaluate_loss(self, tokens: Tensor, style: Tensor) -> tuple[float, int]:
-        return self.generator.evaluate_loss(tokens, style)
-
     # -- adversarial parts ---------------------------------------------------------------
     def temperature_at(self, adversarial_step: int) -> float:
         """RelGAN's exponential schedule, from gumbel_temperature to gumbel_temperature_end."""

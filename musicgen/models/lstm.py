@@ -97,21 +97,6 @@ class MLETrainingMixin:
         backward_and_step(loss, self, optimizers["model"])
         return {"loss": loss.item()}
 
-    @torch.no_grad()
-    def evaluate_loss(self, tokens: Tensor, style: Tensor) -> tuple[float, int]:
-        """(sum of next-token NLL in nats, number of non-pad targets), in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
-            device = _device(self)
-            tokens, style = tokens.to(device), style.to(device)
-            targets = tokens[:, 1:]
-            logits, _ = self(tokens[:, :-1], style)
-            total = lm_loss(logits.float(), targets, reduction="sum").item()
-            return total, int((targets != PAD_ID).sum().item())
-        finally:
-            self.train(was_training)
-
 
 @dataclass
 class LSTMConfig:

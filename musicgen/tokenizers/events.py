@@ -17,7 +17,7 @@ from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, estimate_key
 from musicgen.tokenizers.base import Tokenizer
 
 DURATIONS = (*range(1, 4 * TICKS_PER_BEAT + 1), 60, 72, 84, 96, 120, 144, 192)
-TIME_SIGNATURES = tuple((n, d) for d in (2, 4, 8, 16) for n in range(1, 17))
+TIME_SIGNATURES = tuple((n, d) for d in (1, 2, 4, 8, 16) for n in range(1, 17))
 
 
 class EventTokenizer(Tokenizer):
@@ -38,7 +38,7 @@ class EventTokenizer(Tokenizer):
         self.rest_id = self.index["REST"]
         self.first_note_id = self.index["NOTE_0"]
         self.first_dur_id = self.index[f"DUR_{DURATIONS[0]}"]
-        self.first_ts_id = self.index["TS_1/2"]
+        self.first_ts_id = self.index["TS_1/1"]
         self._dur_desc = sorted(DURATIONS, reverse=True)
 
     # -- token classes, used by samplers for grammar masks ----------------

@@ -2,10 +2,13 @@
 
 - data: Ray Data reads the Parquet shards and streams an equal share of the
   training split to each worker (``get_dataset_shard``);
-- parallelism: DDP through ``ray.train.torch.prepare_model`` (gloo on CPU,
-  NCCL on GPU), bf16 autocast on GPU;
+- parallelism: data parallel over the process group TorchTrainer sets up
+  (gloo on CPU, NCCL on GPU): each model's ``training_step`` all-reduces its
+  gradients before the optimizer step (it owns backward and, for the GAN, two
+  optimizers, which a DDP wrapper cannot see into); bf16 autocast on GPU;
 - checkpoints: ``<storage>/<name>/checkpoint_*`` (best k by validation loss),
-  written by rank 0 at each report; a rerun with the same name and storage,
+  written by rank 0 at each report; each is a model artifact (loadable with
+  ``load_artifact``) plus the optimizer state; a rerun with the same name and storage,
   or a restart after a worker failure (``FailureConfig``), resumes from the
   latest one;
 - outputs: ``<storage>/<name>/metrics.jsonl``, ``loss.png`` and the model
@@ -25,12 +28,12 @@ import torch
 from musicgen import storage
 from musicgen.config import TrainConfig, from_dict
 from musicgen.data.collate import Collate
-from musicgen.models import build_model, load_state, save_artifact
+from musicgen.models import build_model, load_artifact, safe_load, save_artifact
 from musicgen.tokenizers import tokenizer_from_dict
 from musicgen.training.loop import append_metrics, evaluate, plot_loss_curves
 from musicgen.training.ngram import StyleNgramBaseline
 
-STATE_FILE = "state.pt"
+TRAINER_STATE_FILE = "trainer_state.pt"
 
 
 def split_uri(data_uri: str, split: str) -> str:
@@ -70,13 +73,14 @@ def train_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            state = load_state(os.path.join(folder, STATE_FILE))
-        model.load_state_dict(state["model"])
+            saved, _ = load_artifact(folder)
+            with open(os.path.join(folder, TRAINER_STATE_FILE), "rb") as f:
+                state = safe_load(f.read())
+        model.load_state_dict(saved.state_dict())
         for key, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][key])
         step, epoch = state["step"], state["epoch"]
     device = ray.train.torch.get_device()
-    forward = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": config.model == "gan"})
     model.to(device)
 
     collate_train = Collate(loop_config["tokenizer"], config.max_len, config.transpose, seed=config.seed + 1000 * rank + step)
@@ -103,14 +107,10 @@ def train_worker(loop_config: dict) -> None:
             history = append_metrics(run_uri, metrics)
             storage.write_bytes(storage.join(run_uri, "loss.png"), plot_loss_curves(history, f"{config.name} ({config.model})"))
             with tempfile.TemporaryDirectory() as folder:
+                save_artifact(folder, model, config.model, extra={"step": step, "epoch": epoch})
                 torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-                        "step": step,
-                        "epoch": epoch,
-                    },
-                    os.path.join(folder, STATE_FILE),
+                    {"optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "step": step, "epoch": epoch},
+                    os.path.join(folder, TRAINER_STATE_FILE),
                 )
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
@@ -129,7 +129,7 @@ def train_worker(loop_config: dict) -> None:
             batch = _to(batch, device)
             _maybe_fail(config, run_uri, rank, step)
             with autocast:
-                out = model.training_step(batch["tokens"], batch["style"], optimizers, step, forward=forward)
+                out = model.training_step(batch["tokens"], batch["style"], optimizers, step)
             losses.append(out["loss"])
             extra = {k: v for k, v in out.items() if k != "loss"}
             tokens += int((batch["tokens"][:, 1:] != 0).sum())
@@ -213,14 +213,12 @@ def run_training(config: TrainConfig) -> dict:
     result = trainer.fit()
     best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
     with best.as_directory() as folder:
-        state = load_state(os.path.join(folder, STATE_FILE))
-    model = build_model(config.model, **_model_kwargs(config, tokenizer))
-    model.load_state_dict(state["model"])
+        model, checkpoint_meta = load_artifact(folder)
     best_metrics = next((m for c, m in result.best_checkpoints if c.path == best.path), result.metrics)
     summary = {
         "run": run_uri,
         "model": config.model,
-        "steps": state["step"],
+        "steps": checkpoint_meta["extra"]["step"],
         "best_val_loss": best_metrics.get("val_loss"),
         "val_bits_per_token": {
             k.split("/", 1)[1] if "/" in k else "all": v for k, v in best_metrics.items() if k.startswith("val_bits_per_token")

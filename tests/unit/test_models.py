@@ -48,9 +48,6 @@ def test_shapes_and_step(name):
     assert model(tokens, style)[1] is None
     last, cache = model.step(tokens[:, :3], style)
     assert last.shape == (B, V)
-    nll, count = model.evaluate_loss(tokens, style)
-    assert count == int((tokens[:, 1:] != 0).sum())
-    assert nll / count == pytest.approx(loss.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
