@@ -49,9 +49,9 @@ def real_corpus(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray cluster for the session: 2 CPUs, no dashboard."""
+    """A local Ray cluster for a test module: 2 CPUs, no dashboard."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")

@@ -69,7 +69,7 @@ def train_worker(loop_config: dict) -> None:
 
     model = build_model(config.model, **_model_kwargs(config, tokenizer))
     optimizers = model.configure_optimizers(config.lr, config.weight_decay)
-    step, epoch = 0, 0
+    step, epoch, resumed_from = 0, 0, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
@@ -80,13 +80,14 @@ def train_worker(loop_config: dict) -> None:
         for key, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][key])
         step, epoch = state["step"], state["epoch"]
+        resumed_from = step
     device = ray.train.torch.get_device()
     model.to(device)
 
     collate_train = Collate(loop_config["tokenizer"], config.max_len, config.transpose, seed=config.seed + 1000 * rank + step)
-    collate_val = Collate(loop_config["tokenizer"], config.max_len, transpose=0, seed=0)
     train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    # the validation split is small: rank 0 holds it in memory as fixed batches, evaluated identically each time
+    val_batches = _validation_batches(config, loop_config["tokenizer"], device) if rank == 0 else []
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def report(train_losses: list[float], tokens: int, seconds: float, extra: dict) -> None:
@@ -94,16 +95,11 @@ def train_worker(loop_config: dict) -> None:
         metrics["tokens_per_second_per_worker"] = tokens / seconds if seconds else 0.0
         metrics["tokens_per_second"] = metrics["tokens_per_second_per_worker"] * world
         metrics.update(extra)
-        metrics.update(
-            evaluate(
-                model,
-                (_to(b, device) for b in val_shard.iter_torch_batches(batch_size=config.batch_size, collate_fn=collate_val)),
-                tokenizer.styles,
-                config.val_batches,
-            )
-        )
         metrics["ngram_bits_per_token"] = loop_config["ngram_bits_per_token"]
+        if resumed_from is not None:
+            metrics["resumed_from_step"] = resumed_from
         if rank == 0:
+            metrics.update(evaluate(model, val_batches, tokenizer.styles))
             history = append_metrics(run_uri, metrics)
             storage.write_bytes(storage.join(run_uri, "loss.png"), plot_loss_curves(history, f"{config.name} ({config.model})"))
             with tempfile.TemporaryDirectory() as folder:
@@ -145,6 +141,22 @@ def train_worker(loop_config: dict) -> None:
             report(losses, tokens, time.perf_counter() - started, extra)
 
 
+def _validation_batches(config: TrainConfig, tokenizer_config: dict, device) -> list[dict]:
+    """The validation split as padded batches (first ``max_len`` tokens of each melody, no transposition)."""
+    table = read_split(config.data, "val")
+    collate = Collate(tokenizer_config, config.max_len, transpose=0, seed=0)
+    tokens, styles = table.column("tokens").to_pylist(), table.column("style").to_pylist()
+    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))  # similar lengths together: less padding
+    if config.val_batches is not None:
+        order = order[:: max(1, len(order) // (config.val_batches * config.batch_size))]
+    batches = []
+    for start in range(0, len(order), config.batch_size):
+        chunk = order[start : start + config.batch_size]
+        rows = [tokens[i][: config.max_len + 1] for i in chunk]
+        batches.append(_to(collate.collate(rows, [styles[i] for i in chunk]), device))
+    return batches
+
+
 def _to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -171,7 +183,7 @@ def ngram_baseline(data_uri: str, tokenizer, order: int) -> dict:
 def run_training(config: TrainConfig) -> dict:
     """Train on the current Ray cluster; returns a summary (also stored in the model artifact)."""
     import ray.data
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     vocab = storage.read_json(storage.join(config.data, "vocab.json"))
@@ -181,10 +193,10 @@ def run_training(config: TrainConfig) -> dict:
     started = time.perf_counter()
     ngram = ngram_baseline(config.data, tokenizer, config.ngram_order)
 
-    datasets = {}
-    for split in ("train", "val"):
-        fs, path = storage.resolve(split_uri(config.data, split))
-        datasets[split] = ray.data.read_parquet(path, filesystem=fs, columns=["tokens", "style"])
+    # Ray Train reports progress itself; per-epoch dataset bars would flood job logs
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    fs, path = storage.resolve(split_uri(config.data, "train"))
+    train_data = ray.data.read_parquet(path, filesystem=fs).select_columns(["tokens", "style"])
     storage_fs, storage_path = storage.resolve(config.storage)
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}
     trainer = TorchTrainer(
@@ -207,8 +219,7 @@ def run_training(config: TrainConfig) -> dict:
                 checkpoint_score_order="min",
             ),
         ),
-        datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        datasets={"train": train_data},
     )
     result = trainer.fit()
     best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
