@@ -27,7 +27,7 @@ class PreprocessConfig:
     # Melodies whose first HEAD_NOTES notes share intervals and rhythm are kept in
     # one split, so a tune that two collections both hold cannot leak across splits.
     head_notes: int = 16
-    files_per_batch: int = 16
+    files_per_batch: int = 256
     rows_per_shard: int = 5000
     num_cpus: int | None = None
 

@@ -429,22 +429,3 @@ def export_corpus(
         "out_dir": str(out),
     }
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description="Export the music21 corpus as MIDI, one folder per style.")
-    parser.add_argument("out_dir")
-    parser.add_argument("--styles", nargs="*", choices=sorted(STYLES))
-    parser.add_argument("--limit", type=int, default=None, help="items per style")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    summary = export_corpus(args.out_dir, args.styles, args.limit, args.workers, progress=not args.quiet)
-    print(json.dumps(summary, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -4,8 +4,8 @@ Pipeline (one pass over the files, then one over the melodies):
 
 1. list the input files on the driver (local folder or ``s3://bucket/prefix``)
    and decide each file's style (its folder name, or a CSV);
-2. ``read_binary_files`` + ``map_batches(parse_files)`` in parallel tasks:
-   parse, pick the melodic track, quantise, tokenize. Every failure becomes an
+2. ``map_batches(parse_files)`` over the path list, in parallel tasks:
+   read, parse, pick the melodic track, quantise, tokenize. Every failure becomes an
    error row, so a corrupt file never fails a block, let alone the job;
 3. on the driver, from small columns only: drop exact duplicates and assign
    train/val/test by source piece, grouping pieces that share an opening so
@@ -17,22 +17,26 @@ Pipeline (one pass over the files, then one over the melodies):
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
 import os
 import posixpath
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from musicgen import storage
 from musicgen.config import PreprocessConfig
-from musicgen.music.melody import Melody, interval_fingerprint
+from musicgen.music.melody import Melody, interval_fingerprints
 from musicgen.music.midi import UnusableInput, read_midi
 from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
 
@@ -100,28 +104,59 @@ def melodies_from_file(data: bytes, path: str) -> list[Melody]:
     raise UnusableInput("unsupported_format", f"unsupported file type {suffix!r}")
 
 
+@functools.lru_cache(maxsize=4)
+def _tokenizer_cached(config_json: str):
+    return tokenizer_from_dict(json.loads(config_json))
+
+
+def _tokenizer(config: dict):
+    """One tokenizer per worker process and config: its memoised duration table then stays warm."""
+    return _tokenizer_cached(json.dumps(config, sort_keys=True))
+
+
 def _error_row(source_uri: str, kind: str, message: str) -> dict:
     row = {name: None for name in PARSED_SCHEMA.names}
     row.update(source_uri=source_uri, error_kind=kind, error_message=message[:500])
     return row
 
 
+def _read_all(filesystem: pafs.FileSystem, paths: list[str]) -> list[bytes | Exception]:
+    """Bytes of each file, or the exception that reading it raised. Object stores are read with
+    a few threads, since each GET spends its time waiting."""
+
+    def read(path: str) -> bytes | Exception:
+        try:
+            with filesystem.open_input_stream(path) as stream:
+                return stream.read()
+        except Exception as exc:  # a missing or unreadable file is one error row, not a failed batch
+            return exc
+
+    if isinstance(filesystem, pafs.LocalFileSystem) or len(paths) < 2:
+        return [read(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(read, paths))
+
+
 def parse_files(
     batch: pa.Table,
     *,
+    filesystem: pafs.FileSystem,
     tokenizer_config: dict,
     file_info: dict[str, tuple[str, str]],
     uri_prefix: str,
     min_notes: int,
     head_notes: int,
 ) -> pa.Table:
-    """Ray Data UDF: a batch of (bytes, path) rows -> one row per melody or per failure."""
-    tokenizer = tokenizer_from_dict(tokenizer_config)
+    """Ray Data UDF: a batch of file paths -> one row per melody or per failure."""
+    tokenizer = _tokenizer(tokenizer_config)
     rows = []
-    for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist()):
+    paths = batch.column("path").to_pylist()
+    for data, path in zip(_read_all(filesystem, paths), paths):
         source_uri = uri_prefix + path
         style, piece = file_info[path]
         try:
+            if isinstance(data, Exception):
+                raise UnusableInput("unreadable", f"{type(data).__name__}: {data}")
             if not data:
                 raise UnusableInput("empty_file", "the file is empty")
             melodies = melodies_from_file(data, path)
@@ -143,6 +178,7 @@ def parse_files(
             except ValueError as exc:
                 rows.append(_error_row(where, "untokenizable", str(exc)))
                 continue
+            fingerprint, head_fingerprint = interval_fingerprints(melody, head_notes)
             rows.append(
                 {
                     "melody_id": hashlib.blake2b(where.encode(), digest_size=8).hexdigest(),
@@ -157,8 +193,8 @@ def parse_files(
                     "key": melody.key,
                     "time_signature": "{}/{}".format(*melody.time_signature),
                     "tempo": melody.tempo,
-                    "fingerprint": interval_fingerprint(melody),
-                    "head_fingerprint": interval_fingerprint(melody, head_notes),
+                    "fingerprint": fingerprint,
+                    "head_fingerprint": head_fingerprint,
                     "error_kind": None,
                     "error_message": None,
                 }
@@ -249,20 +285,37 @@ def run_preprocess(config: PreprocessConfig) -> dict:
     tokenizer = make_tokenizer(config.tokenizer, styles)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
 
+    # Ray Data holds back part of a small cluster for each operator by default; on a
+    # couple of CPUs that leaves the parsing stage running one task at a time.
+    context = ray.data.DataContext.get_current()
+    reservation = context.op_resource_reservation_enabled
+    context.op_resource_reservation_enabled = False
+    try:
+        return _run(config, inputs, n_files, tokenizer, cpus, started)
+    finally:
+        context.op_resource_reservation_enabled = reservation
+
+
+def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, started: float) -> dict:
+    import ray
+
     parsed = None
     for uri, files in inputs.items():
         fs, _ = storage.resolve(uri)
-        paths = sorted(files)
-        ds = ray.data.read_binary_files(
-            paths,
-            include_paths=True,
-            filesystem=fs,
-            override_num_blocks=min(len(paths), max(2 * cpus, len(paths) // 500)),
+        # The dataset starts from the list of paths and each task reads its own files: for
+        # corpora of many small files this is several times faster than read_binary_files,
+        # which spends about half a millisecond of bookkeeping on every file.
+        paths = pa.array(sorted(files))
+        n_blocks = min(len(paths), max(4 * cpus, len(paths) // 1000))
+        bounds = [len(paths) * i // n_blocks for i in range(n_blocks + 1)]
+        ds = ray.data.from_arrow(
+            [pa.table({"path": paths[a:b]}) for a, b in zip(bounds, bounds[1:])]
         ).map_batches(
             parse_files,
             batch_format="pyarrow",
             batch_size=config.files_per_batch,
             fn_kwargs={
+                "filesystem": fs,
                 "tokenizer_config": tokenizer.to_dict(),
                 "file_info": files,
                 "uri_prefix": "s3://" if storage.is_s3(uri) else "",
@@ -272,6 +325,7 @@ def run_preprocess(config: PreprocessConfig) -> dict:
         )
         parsed = ds if parsed is None else parsed.union(ds)
     parsed = parsed.materialize()
+    log.info("parsed %d files in %.1f s", n_files, time.perf_counter() - started)
 
     index_columns = ["melody_id", "style", "piece_id", "source_uri", "n_tokens", "fingerprint", "head_fingerprint", "error_kind", "error_message"]
     index = pa.concat_tables(ray.get(parsed.select_columns(index_columns).to_arrow_refs()))
@@ -292,6 +346,7 @@ def run_preprocess(config: PreprocessConfig) -> dict:
             compression="zstd",
         )
 
+    log.info("wrote the shards after %.1f s", time.perf_counter() - started)
     error_table = pa.table(
         {
             "source_uri": errors.column("source_uri"),

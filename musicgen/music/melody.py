@@ -13,6 +13,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,8 +33,9 @@ _MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39,
 _MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
-@dataclass(frozen=True, slots=True)
-class Note:
+class Note(NamedTuple):
+    """A tuple, not a dataclass: preprocessing builds hundreds of thousands of them."""
+
     pitch: int  # MIDI pitch 0..127
     onset: int  # ticks from the start of the first bar
     duration: int  # ticks, > 0
@@ -63,7 +65,7 @@ class Melody:
 
     def transpose(self, semitones: int) -> Melody:
         tonic, mode = parse_key(self.key)
-        notes = tuple(replace(n, pitch=n.pitch + semitones) for n in self.notes)
+        notes = tuple(n._replace(pitch=n.pitch + semitones) for n in self.notes)
         if any(not 0 <= n.pitch <= 127 for n in notes):
             raise ValueError(f"transposing by {semitones} leaves the MIDI pitch range")
         return replace(self, notes=notes, key=key_name((tonic + semitones) % 12, mode))
@@ -130,15 +132,13 @@ def skyline(pitches: np.ndarray, onsets: np.ndarray, ends: np.ndarray) -> list[N
     starts. Inputs are quantised ticks.
     """
     order = np.lexsort((-pitches, onsets))
-    kept: list[list[int]] = []
-    for i in order:
-        onset, pitch, end = int(onsets[i]), int(pitches[i]), int(ends[i])
-        if kept and kept[-1][1] == onset:
-            continue  # a lower note on the same onset
-        if kept and kept[-1][1] + kept[-1][2] > onset:
-            kept[-1][2] = onset - kept[-1][1]
-        kept.append([pitch, onset, end - onset])
-    return [Note(p, o, d) for p, o, d in kept if d > 0]
+    pitches, onsets, ends = pitches[order], onsets[order], ends[order]
+    first = np.ones(len(onsets), dtype=bool)
+    first[1:] = onsets[1:] != onsets[:-1]  # the highest note of each onset comes first
+    pitches, onsets, ends = pitches[first], onsets[first], ends[first]
+    ends[:-1] = np.minimum(ends[:-1], onsets[1:])
+    keep = ends > onsets
+    return list(map(Note, pitches[keep].tolist(), onsets[keep].tolist(), (ends - onsets)[keep].tolist()))
 
 
 def quantise(
@@ -158,9 +158,9 @@ def quantise(
     bar one. Every onset and end lands on the grid, so quantising is idempotent. ``pickup_beats`` is the length missing from an anacrusis bar, so
     a pickup lands on the upbeat rather than on the downbeat.
     """
-    pitches = np.asarray(list(pitches), dtype=np.int64)
-    onsets_beats = np.asarray(list(onsets_beats), dtype=np.float64) + pickup_beats
-    durations_beats = np.asarray(list(durations_beats), dtype=np.float64)
+    pitches = np.asarray(pitches, dtype=np.int64)
+    onsets_beats = np.asarray(onsets_beats, dtype=np.float64) + pickup_beats
+    durations_beats = np.asarray(durations_beats, dtype=np.float64)
     if pitches.size == 0:
         raise ValueError("no notes")
     onsets = snap(onsets_beats * TICKS_PER_BEAT)
@@ -173,15 +173,22 @@ def quantise(
     # drop whole leading bars, in steps that keep the beat grid where it was (9/8 bars are 4.5 beats)
     step = math.lcm(bar_ticks(time_signature), TICKS_PER_BEAT)
     shift = (notes[0].onset // step) * step
-    notes = tuple(Note(n.pitch, n.onset - shift, n.duration) for n in notes)
+    if shift:
+        notes = [Note(p, o - shift, d) for p, o, d in notes]
+    notes = tuple(notes)
     if key is None:
         key = estimate_key([n.pitch for n in notes], [n.duration for n in notes])
     key = key_name(*parse_key(key))
     return Melody(notes, tuple(time_signature), key, float(tempo), dict(meta or {}))
 
 
-def interval_fingerprint(melody: Melody, n_notes: int | None = None) -> str:
-    """A transposition-invariant hash of intervals and durations (duplicate detection)."""
-    notes = melody.notes[: n_notes or len(melody.notes)]
-    seq = [(b.pitch - a.pitch, a.duration, b.onset - a.onset) for a, b in zip(notes, notes[1:])]
-    return hashlib.blake2b(repr(seq).encode(), digest_size=8).hexdigest()
+def interval_fingerprints(melody: Melody, head_notes: int) -> tuple[str, str]:
+    """Transposition-invariant hashes of intervals and rhythm: of the whole melody, and of its
+    first ``head_notes`` notes (duplicate detection and leakage-free splits)."""
+    pitch, onset, duration = np.array(melody.notes, dtype=np.int32).reshape(-1, 3).T
+    steps = np.stack([np.diff(pitch), duration[:-1], np.diff(onset)], axis=1).astype("<i4")
+
+    def digest(rows: np.ndarray) -> str:
+        return hashlib.blake2b(rows.tobytes(), digest_size=8).hexdigest()
+
+    return digest(steps), digest(steps[: max(0, head_notes - 1)])

@@ -40,6 +40,7 @@ class EventTokenizer(Tokenizer):
         self.first_dur_id = self.index[f"DUR_{DURATIONS[0]}"]
         self.first_ts_id = self.index["TS_1/1"]
         self._dur_desc = sorted(DURATIONS, reverse=True)
+        self._duration_ids: dict[int, list[int]] = {}
 
     # -- token classes, used by samplers for grammar masks ----------------
     def is_note(self, i: int) -> bool:
@@ -52,38 +53,42 @@ class EventTokenizer(Tokenizer):
         return self.first_note_id + pitch
 
     def _durations(self, ticks: int) -> list[int]:
-        out = []
-        for d in self._dur_desc:
-            while ticks >= d:
-                out.append(self.first_dur_id + DURATIONS.index(d))
-                ticks -= d
-        return out
+        """DUR token ids adding up to ``ticks``, largest first (memoised: few distinct lengths occur)."""
+        cached = self._duration_ids.get(ticks)
+        if cached is None:
+            cached, rest = [], ticks
+            for d in self._dur_desc:
+                while rest >= d:
+                    cached.append(self.first_dur_id + DURATIONS.index(d))
+                    rest -= d
+            self._duration_ids[ticks] = cached
+        return cached
 
     def encode_body(self, melody: Melody) -> list[int]:
         if melody.time_signature not in TIME_SIGNATURES:
             raise ValueError(f"time signature {melody.time_signature} is not in the vocabulary")
         bar = melody.bar_ticks
         ids = [self.first_ts_id + TIME_SIGNATURES.index(melody.time_signature)]
-        bars_marked = 0
+        bar_id, rest_id, first_note = self.bar_id, self.rest_id, self.first_note_id
+        durations = self._durations
+        next_bar = 0  # the position of the next bar line still to be marked
         cursor = 0
-
-        def mark_bars(position: int) -> None:
-            nonlocal bars_marked
-            while bars_marked * bar <= position:
-                ids.append(self.bar_id)
-                bars_marked += 1
-
-        for note in melody.notes:
-            if note.onset < cursor:
+        # the hot loop of preprocessing: bar marking is inlined rather than a nested function
+        for pitch, onset, duration in melody.notes:
+            if onset < cursor:
                 raise ValueError("notes overlap: the events tokenizer needs a monophonic melody")
-            if note.onset > cursor:
-                mark_bars(cursor)
-                ids.append(self.rest_id)
-                ids += self._durations(note.onset - cursor)
-            mark_bars(note.onset)
-            ids.append(self.note_id(note.pitch))
-            ids += self._durations(note.duration)
-            cursor = note.onset + note.duration
+            if onset > cursor:
+                while next_bar <= cursor:
+                    ids.append(bar_id)
+                    next_bar += bar
+                ids.append(rest_id)
+                ids += durations(onset - cursor)
+            while next_bar <= onset:
+                ids.append(bar_id)
+                next_bar += bar
+            ids.append(first_note + pitch)
+            ids += durations(duration)
+            cursor = onset + duration
         return ids
 
     def decode_body(self, ids: Sequence[int]) -> Melody:

@@ -67,7 +67,7 @@ def naive_loop(paths: list[str], tokenizer) -> tuple[int, float]:
 def ray_job(corpus: str, num_cpus: int) -> dict:
     """The real job in a fresh process with a local cluster of num_cpus (cluster start-up not timed)."""
     code = f"""
-import json, ray
+import json, tempfile, ray
 from musicgen.config import PreprocessConfig
 from musicgen.data.preprocess import run_preprocess
 ray.init(num_cpus={num_cpus}, include_dashboard=False, logging_level="ERROR")

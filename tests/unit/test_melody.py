@@ -6,7 +6,7 @@ from musicgen.music.melody import (
     Note,
     bar_ticks,
     estimate_key,
-    interval_fingerprint,
+    interval_fingerprints,
     key_from_sharps,
     quantise,
     skyline,
@@ -55,9 +55,12 @@ def test_transpose_moves_pitches_and_key():
 
 def test_fingerprint_is_transposition_invariant():
     m = Melody((Note(60, 0, 6), Note(62, 6, 6), Note(64, 12, 12)))
-    assert interval_fingerprint(m) == interval_fingerprint(m.transpose(5))
-    other = Melody((Note(60, 0, 6), Note(63, 6, 6), Note(64, 12, 12)))
-    assert interval_fingerprint(m) != interval_fingerprint(other)
+    assert interval_fingerprints(m, 2) == interval_fingerprints(m.transpose(5), 2)
+    other = Melody((Note(60, 0, 6), Note(62, 6, 6), Note(65, 12, 12)))
+    full, head = interval_fingerprints(other, 2)
+    assert full != interval_fingerprints(m, 2)[0]
+    assert head == interval_fingerprints(m, 2)[1], "the first two notes are the same"
+    assert interval_fingerprints(Melody((Note(60, 0, 6), Note(63, 6, 6))), 2)[1] != head
 
 
 def test_bar_ticks():

@@ -3,31 +3,35 @@
 import random
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from musicgen.data.preprocess import PARSED_SCHEMA, assign_splits, parse_files, piece_of, split_of
-from musicgen.music.melody import Melody, Note, interval_fingerprint
+from musicgen.music.melody import Melody, Note, interval_fingerprints
 from musicgen.music.midi import write_midi
 from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
 from tests.conftest import random_melody
 
 
-def _batch(files: dict[str, bytes]) -> pa.Table:
-    return pa.table({"bytes": list(files.values()), "path": list(files)})
-
-
-def test_parse_files_turns_every_bad_file_into_an_error_row():
+def test_parse_files_turns_every_bad_file_into_an_error_row(tmp_path):
     good = random_melody(random.Random(1))
-    files = {
-        "/c/folk/good.mid": write_midi([("Melody", good)]),
-        "/c/folk/empty.mid": b"",
-        "/c/folk/text.mid": b"hello, I am not MIDI",
-        "/c/folk/truncated.mid": write_midi([("Melody", good)])[:30],
-        "/c/folk/short.mid": write_midi([("Melody", Melody((Note(60, 0, 12), Note(62, 12, 12))))]),
-        "/c/folk/notes.txt.mid": b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0",
+    contents = {
+        "good.mid": write_midi([("Melody", good)]),
+        "empty.mid": b"",
+        "text.mid": b"hello, I am not MIDI",
+        "truncated.mid": write_midi([("Melody", good)])[:30],
+        "short.mid": write_midi([("Melody", Melody((Note(60, 0, 12), Note(62, 12, 12))))]),
+        "header_only.mid": b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0",
     }
+    folder = tmp_path / "folk"
+    folder.mkdir()
+    for name, data in contents.items():
+        (folder / name).write_bytes(data)
+    files = {str(folder / name): None for name in contents}
+    files[str(folder / "vanished.mid")] = None  # listed, then deleted before the job read it
     tokenizer = make_tokenizer("events", ["folk"])
     out = parse_files(
-        _batch(files),
+        pa.table({"path": list(files)}),
+        filesystem=pafs.LocalFileSystem(),
         tokenizer_config=tokenizer.to_dict(),
         file_info={p: ("folk", piece_of(p)) for p in files},
         uri_prefix="",
@@ -35,15 +39,16 @@ def test_parse_files_turns_every_bad_file_into_an_error_row():
         head_notes=16,
     )
     assert out.schema == PARSED_SCHEMA
-    rows = {r["source_uri"]: r for r in out.to_pylist()}
-    assert rows["/c/folk/good.mid"]["error_kind"] is None
-    decoded, style = tokenizer_from_dict(tokenizer.to_dict()).decode(rows["/c/folk/good.mid"]["tokens"])
+    rows = {r["source_uri"].rsplit("/", 1)[1]: r for r in out.to_pylist()}
+    assert rows["good.mid"]["error_kind"] is None
+    decoded, style = tokenizer_from_dict(tokenizer.to_dict()).decode(rows["good.mid"]["tokens"])
     assert decoded.notes == good.notes and style == "folk"
-    assert rows["/c/folk/empty.mid"]["error_kind"] == "empty_file"
-    assert rows["/c/folk/text.mid"]["error_kind"] == "not_midi"
-    assert rows["/c/folk/truncated.mid"]["error_kind"] in {"corrupt_midi", "no_notes"}
-    assert rows["/c/folk/short.mid"]["error_kind"] == "too_short"
-    assert rows["/c/folk/notes.txt.mid"]["error_kind"] == "no_notes"
+    assert rows["empty.mid"]["error_kind"] == "empty_file"
+    assert rows["text.mid"]["error_kind"] == "not_midi"
+    assert rows["truncated.mid"]["error_kind"] in {"corrupt_midi", "no_notes"}
+    assert rows["short.mid"]["error_kind"] == "too_short"
+    assert rows["header_only.mid"]["error_kind"] == "no_notes"
+    assert rows["vanished.mid"]["error_kind"] == "unreadable"
 
 
 def test_piece_of_groups_voices_of_one_work():
@@ -63,13 +68,13 @@ def test_splits_keep_pieces_and_shared_openings_together_and_drop_duplicates():
         for voice in range(3):  # three voices of one work
             m = random_melody(rng, n_notes=20)
             melodies[f"{piece}-{voice}"] = m
-            rows.append((f"{piece}-{voice}", f"work{piece}", interval_fingerprint(m), interval_fingerprint(m, 16)))
+            rows.append((f"{piece}-{voice}", f"work{piece}", *interval_fingerprints(m, 16)))
     # the same tune in another collection, transposed and with another ending
     variant = Melody(melodies["5-0"].transpose(2).notes[:18] + (Note(60, 1000, 12),))
-    rows.append(("variant", "other-collection/tune", interval_fingerprint(variant), interval_fingerprint(variant, 16)))
+    rows.append(("variant", "other-collection/tune", *interval_fingerprints(variant, 16)))
     # an exact (transposed) duplicate of a whole melody
     dup = melodies["9-1"].transpose(-3)
-    rows.append(("zz-dup", "another/tune", interval_fingerprint(dup), interval_fingerprint(dup, 16)))
+    rows.append(("zz-dup", "another/tune", *interval_fingerprints(dup, 16)))
 
     splits, duplicates = assign_splits(_index(rows), val_fraction=0.1, test_fraction=0.1)
     assert duplicates == {"zz-dup"}
