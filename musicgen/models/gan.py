@@ -107,6 +107,16 @@ class Discriminator(nn.Module):
         return self.out(f).squeeze(-1) + (self.style_proj(style) * f).sum(-1)
 
 
+def distinct_ngram_ratio(tokens: Tensor, n: int) -> float:
+    """Distinct n-grams / all n-grams over a batch of samples, padding excluded: 1.0 when no
+    phrase repeats, near 0 when the generator has collapsed onto a few phrases."""
+    grams = []
+    for row in tokens.tolist():
+        row = [t for t in row if t != Tokenizer.pad_id]
+        grams += [tuple(row[i : i + n]) for i in range(len(row) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
 class MelodyGAN(nn.Module):
     def __init__(self, config: GANConfig):
         super().__init__()
@@ -176,12 +186,15 @@ class MelodyGAN(nn.Module):
             raise ValueError("real sequences need at least <bos> STYLE and one more token")
         return real_tokens[:, 2 : 2 + self.config.gen_len]
 
-    def discriminator_loss(self, real_tokens: Tensor, style: Tensor, temperature: float | None = None) -> Tensor:
-        """RSGAN: -log sigmoid(D(real) - D(fake)), real and fake paired by style."""
+    def discriminator_loss(self, real_tokens: Tensor, style: Tensor,
+                           temperature: float | None = None) -> tuple[Tensor, Tensor]:
+        """RSGAN: -log sigmoid(D(real) - D(fake)), real and fake paired by style.
+        Returns the loss and the fake samples' hard tokens [B, T] (for diversity tracking)."""
         real = self._real_body(real_tokens)
         with torch.no_grad():
             fake = self.gumbel_rollout(style, real.size(1), temperature)
-        return F.softplus(self.discriminator(fake, style) - self.discriminator(real, style)).mean()
+        loss = F.softplus(self.discriminator(fake, style) - self.discriminator(real, style)).mean()
+        return loss, fake.argmax(dim=-1)
 
     def generator_adversarial_loss(self, real_tokens: Tensor, style: Tensor,
                                    temperature: float | None = None) -> Tensor:
@@ -209,7 +222,7 @@ class MelodyGAN(nn.Module):
             backward_and_step(mle, self.generator, optimizers["generator"])
             return {"loss": mle.item()}
         tau = self.temperature_at(step - c.adversarial_after_steps)
-        d_loss = self.discriminator_loss(tokens, style, tau)
+        d_loss, samples = self.discriminator_loss(tokens, style, tau)
         backward_and_step(d_loss, self.discriminator, optimizers["discriminator"])
         self.discriminator.requires_grad_(False)  # D is a fixed critic for the G step
         try:
@@ -218,4 +231,5 @@ class MelodyGAN(nn.Module):
             backward_and_step(g_loss + c.mle_weight * mle, self.generator, optimizers["generator"])
         finally:
             self.discriminator.requires_grad_(True)
-        return {"loss": mle.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item(), "temperature": tau}
+        return {"loss": mle.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item(), "temperature": tau,
+                "sample_distinct_4grams": distinct_ngram_ratio(samples, 4)}

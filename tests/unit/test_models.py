@@ -190,3 +190,13 @@ def test_gradients_are_averaged_across_workers(monkeypatch):
     sync_gradients(model)
     for b, p in zip(before, model.parameters()):
         torch.testing.assert_close(p.grad, b / 2)
+
+
+def test_distinct_ngram_ratio_sees_collapse():
+    from musicgen.models.gan import distinct_ngram_ratio
+
+    varied = torch.arange(3, 43).reshape(2, 20)
+    collapsed = torch.tensor([[5, 6] * 10, [5, 6] * 10])
+    assert distinct_ngram_ratio(varied, 4) == 1.0
+    assert distinct_ngram_ratio(collapsed, 4) == pytest.approx(2 / 34)
+    assert distinct_ngram_ratio(torch.zeros(2, 5, dtype=torch.long), 4) == 0.0
