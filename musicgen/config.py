@@ -75,7 +75,7 @@ class TrainConfig:
     max_len: int = 256  # longer melodies are cut to a random window of this many tokens
     lr: float = 2e-3
     weight_decay: float = 0.01
-    transpose: int = 5  # random transposition of up to +-N semitones (events tokenizer)
+    transpose: int = 3  # random transposition of up to +-N semitones (events tokenizer)
     eval_every_steps: int | None = None  # report + checkpoint every N steps (default: every epoch)
     val_batches: int | None = None  # cap on validation batches per report (default: all)
     ngram_order: int = 5

@@ -210,8 +210,10 @@ class MelodyGAN(nn.Module):
         return {"generator": adamw(self.generator, lr, weight_decay),
                 "discriminator": adamw(self.discriminator, lr, weight_decay)}
 
+    supports_ddp = False  # two losses and two optimizers: gradients are all-reduced in backward_and_step
+
     def training_step(self, tokens: Tensor, style: Tensor, optimizers: dict[str, torch.optim.Optimizer],
-                      step: int) -> dict[str, float]:
+                      step: int, forward: nn.Module | None = None) -> dict[str, float]:
         """MLE only before ``adversarial_after_steps``; then one D step and one G step (adv + MLE)."""
         self.train()
         device = self.banned.device

@@ -36,10 +36,9 @@ def adamw(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam
 def sync_gradients(module: nn.Module) -> None:
     """Average gradients over the torch.distributed group, if one with several workers is running.
 
-    ``training_step`` runs its own backward and optimizer steps, which a DDP
-    wrapper cannot see into; so the models average their gradients here
-    instead (one flat all-reduce; the models are a few million parameters).
-    Train without DDP: a bare module per worker in the same process group.
+    For models whose training step a DDP wrapper cannot see into (the GAN's
+    two losses and two optimizers): one flat all-reduce after backward. The
+    language models are given their DDP-wrapped forward instead and skip this.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return
@@ -55,11 +54,12 @@ def sync_gradients(module: nn.Module) -> None:
         offset += g.numel()
 
 
-def backward_and_step(loss: Tensor, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """One optimizer step on ``module``'s parameters: zero, backward, sync, clip, step."""
+def backward_and_step(loss: Tensor, module: nn.Module, optimizer: torch.optim.Optimizer, sync: bool = True) -> None:
+    """One optimizer step on ``module``'s parameters: zero, backward, sync (unless DDP did), clip, step."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    sync_gradients(module)
+    if sync:
+        sync_gradients(module)
     nn.utils.clip_grad_norm_(module.parameters(), GRAD_CLIP)
     optimizer.step()
 
@@ -84,17 +84,22 @@ class MLETrainingMixin:
     def configure_optimizers(self, lr: float, weight_decay: float) -> dict[str, torch.optim.Optimizer]:
         return {"model": adamw(self, lr, weight_decay)}
 
-    def mle_loss(self, tokens: Tensor, style: Tensor) -> Tensor:
+    # a DDP wrapper around the model can carry this training step (see training_step's forward)
+    supports_ddp = True
+
+    def mle_loss(self, tokens: Tensor, style: Tensor, forward: nn.Module | None = None) -> Tensor:
         device = _device(self)
         tokens, style = tokens.to(device), style.to(device)
-        _, loss = self(tokens[:, :-1], style, tokens[:, 1:])
+        _, loss = (forward or self)(tokens[:, :-1], style, tokens[:, 1:])
         return loss
 
     def training_step(self, tokens: Tensor, style: Tensor, optimizers: dict[str, torch.optim.Optimizer],
-                      step: int) -> dict[str, float]:
+                      step: int, forward: nn.Module | None = None) -> dict[str, float]:
+        """One AdamW step. ``forward`` is this model wrapped in DistributedDataParallel when
+        training on several workers: DDP then averages the gradients during backward."""
         self.train()
-        loss = self.mle_loss(tokens, style)
-        backward_and_step(loss, self, optimizers["model"])
+        loss = self.mle_loss(tokens, style, forward)
+        backward_and_step(loss, self, optimizers["model"], sync=forward is None)
         return {"loss": loss.item()}
 
 

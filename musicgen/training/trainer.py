@@ -2,10 +2,10 @@
 
 - data: Ray Data reads the Parquet shards and streams an equal share of the
   training split to each worker (``get_dataset_shard``);
-- parallelism: data parallel over the process group TorchTrainer sets up
-  (gloo on CPU, NCCL on GPU): each model's ``training_step`` all-reduces its
-  gradients before the optimizer step (it owns backward and, for the GAN, two
-  optimizers, which a DDP wrapper cannot see into); bf16 autocast on GPU;
+- parallelism: over the process group TorchTrainer sets up (gloo on CPU, NCCL
+  on GPU): the LSTM and Transformer train through a DDP wrapper
+  (``prepare_model``); the GAN, whose step has two losses and two optimizers,
+  all-reduces its gradients itself after each backward; bf16 autocast on GPU;
 - checkpoints: ``<storage>/<name>/checkpoint_*`` (best k by validation loss),
   written by rank 0 at each report; each is a model artifact (loadable with
   ``load_artifact``) plus the optimizer state; a rerun with the same name and storage,
@@ -83,6 +83,8 @@ def train_worker(loop_config: dict) -> None:
         resumed_from = step
     device = ray.train.torch.get_device()
     model.to(device)
+    # DDP for the language models (gloo on CPU, NCCL on GPU); the GAN all-reduces its own gradients
+    forward = ray.train.torch.prepare_model(model) if world > 1 and model.supports_ddp else None
 
     collate_train = Collate(loop_config["tokenizer"], config.max_len, config.transpose, seed=config.seed + 1000 * rank + step)
     train_shard = ray.train.get_dataset_shard("train")
@@ -125,7 +127,7 @@ def train_worker(loop_config: dict) -> None:
             batch = _to(batch, device)
             _maybe_fail(config, run_uri, rank, step)
             with autocast:
-                out = model.training_step(batch["tokens"], batch["style"], optimizers, step)
+                out = model.training_step(batch["tokens"], batch["style"], optimizers, step, forward=forward)
             losses.append(out["loss"])
             extra = {k: v for k, v in out.items() if k != "loss"}
             tokens += int((batch["tokens"][:, 1:] != 0).sum())

@@ -34,7 +34,7 @@ def bare_loop(data: str, model_name: str, steps: int, batch_size: int, max_len: 
     tokenizer = tokenizer_from_dict(vocab)
     table = read_split(data, "train")
     tokens, styles = table.column("tokens").to_pylist(), table.column("style").to_pylist()
-    collate = Collate(vocab, max_len, transpose=5, seed=0)
+    collate = Collate(vocab, max_len, transpose=3, seed=0)
     batches = [
         collate.collate(tokens[i : i + batch_size], styles[i : i + batch_size])
         for i in range(0, min(len(tokens), (steps + 5) * batch_size), batch_size)
