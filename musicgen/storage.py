@@ -52,6 +52,14 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
+def absolute(uri: str) -> str:
+    """The same location with a local path made absolute: what to hand to processes with
+    another working directory (Ray workers run in their own)."""
+    if is_s3(uri) or uri.startswith("file://"):
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
 def join(uri: str, *parts: str) -> str:
     if is_s3(uri) or uri.startswith("file://"):
         return posixpath.join(uri.rstrip("/"), *parts)

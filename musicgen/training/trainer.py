@@ -188,6 +188,8 @@ def run_training(config: TrainConfig) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    # workers run in another working directory: hand them absolute locations
+    config = dataclasses.replace(config, data=storage.absolute(config.data), storage=storage.absolute(config.storage))
     vocab = storage.read_json(storage.join(config.data, "vocab.json"))
     data_stats = storage.read_json(storage.join(config.data, "stats.json"))
     tokenizer = tokenizer_from_dict(vocab)

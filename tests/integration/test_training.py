@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -60,8 +61,9 @@ def test_injected_failure_restarts_from_checkpoint_then_rerun_resumes(shards, tm
     assert history[-1]["resumed_from_step"] == 6
 
 
-def test_model_artifact_is_self_contained_and_cli_prints_the_baseline(shards, tmp_path, capsys):
-    code = main(["train", "--data", shards, "--name", "cli", "--storage", str(tmp_path), "--max-steps", "4",
+def test_model_artifact_is_self_contained_and_cli_prints_the_baseline(shards, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths, as users type them (the workers run elsewhere)
+    code = main(["train", "--data", os.path.relpath(shards), "--name", "cli", "--storage", ".", "--max-steps", "4",
                  "--eval-every-steps", "4", "--batch-size", "8", "--max-len", "64",
                  *[f"-m{k}={v}" for k, v in TINY_LSTM.items()]])
     assert code == 0
