@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from musicgen import __version__
 
 DEFAULT_WORKDIR = "artifacts/demo"
+# small enough to train for a few hundred steps within the demo's budget on two CPUs
+DEMO_LSTM = {"num_layers": 2, "hidden_size": 192, "embed_dim": 128}
 
 
 def _add_corpus(sub: argparse._SubParsersAction) -> None:
@@ -199,7 +201,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"default: {DEFAULT_WORKDIR}")
     p.add_argument("--limit-per-style", type=int, default=300, help="works per style to export (default: 300)")
-    p.add_argument("--train-steps", type=int, default=400, help="LSTM training steps (default: 400)")
+    p.add_argument("--train-steps", type=int, default=300, help="LSTM training steps (default: 300)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
     p.set_defaults(run=_run_demo)
 
@@ -225,13 +227,14 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(format_preprocess_summary(stats))
     if not stats["melodies"]:
         return 1
-    print(f"[3/3] training an LSTM with Ray Train for {args.train_steps} steps into {runs_dir}/demo-lstm")
+    print(f"[3/3] training a small LSTM ({DEMO_LSTM}) with Ray Train for {args.train_steps} steps into {runs_dir}/demo-lstm")
     summary = run_training(
         TrainConfig(
             data=shards_dir,
             name="demo-lstm",
             storage=runs_dir,
             model="lstm",
+            model_config=DEMO_LSTM,
             max_steps=args.train_steps,
             epochs=1000,
             eval_every_steps=max(1, args.train_steps // 4),

@@ -74,6 +74,7 @@ class TrainConfig:
     batch_size: int = 32
     max_len: int = 256  # longer melodies are cut to a random window of this many tokens
     lr: float = 2e-3
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to lr/10 at max_steps (constant without it)
     weight_decay: float = 0.01
     transpose: int = 3  # random transposition of up to +-N semitones (events tokenizer)
     eval_every_steps: int | None = None  # report + checkpoint every N steps (default: every epoch)

@@ -19,4 +19,4 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+        ray.init(num_cpus=num_cpus, **quiet)

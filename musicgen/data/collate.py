@@ -10,12 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from musicgen.tokenizers import tokenizer_from_dict
 from musicgen.tokenizers.events import EventTokenizer
 
 
-class Collate:
+class Collate(NumpyBatchCollateFn):
     """Pads variable-length melodies to the longest in the batch (at most ``max_len + 1``).
 
     Longer melodies are cut to a random window. With ``transpose`` > 0 and the

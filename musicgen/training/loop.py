@@ -27,6 +27,17 @@ def inputs_and_targets(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return inputs, targets
 
 
+def learning_rate(step: int, peak: float, warmup_steps: int, max_steps: int | None) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to peak/10 at ``max_steps`` (constant when
+    the run has no step budget)."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    if not max_steps or max_steps <= warmup_steps:
+        return peak
+    progress = min(1.0, (step - warmup_steps) / (max_steps - warmup_steps))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 @torch.no_grad()
 def evaluate(model, batches: Iterable[dict], styles: Sequence[str], max_batches: int | None = None) -> dict:
     """Validation loss (nats/token) and bits/token, overall and per style."""

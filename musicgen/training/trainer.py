@@ -30,7 +30,7 @@ from musicgen.config import TrainConfig, from_dict
 from musicgen.data.collate import Collate
 from musicgen.models import build_model, load_artifact, safe_load, save_artifact
 from musicgen.tokenizers import tokenizer_from_dict
-from musicgen.training.loop import append_metrics, evaluate, plot_loss_curves
+from musicgen.training.loop import append_metrics, evaluate, learning_rate, plot_loss_curves
 from musicgen.training.ngram import StyleNgramBaseline
 
 TRAINER_STATE_FILE = "trainer_state.pt"
@@ -94,6 +94,7 @@ def train_worker(loop_config: dict) -> None:
 
     def report(train_losses: list[float], tokens: int, seconds: float, extra: dict) -> None:
         metrics = {"step": step, "epoch": epoch, "train_loss": sum(train_losses) / max(1, len(train_losses))}
+        metrics["lr"] = learning_rate(max(0, step - 1), config.lr, config.warmup_steps, config.max_steps)
         metrics["tokens_per_second_per_worker"] = tokens / seconds if seconds else 0.0
         metrics["tokens_per_second"] = metrics["tokens_per_second_per_worker"] * world
         metrics.update(extra)
@@ -126,6 +127,10 @@ def train_worker(loop_config: dict) -> None:
         for batch in batches:
             batch = _to(batch, device)
             _maybe_fail(config, run_uri, rank, step)
+            lr = learning_rate(step, config.lr, config.warmup_steps, config.max_steps)
+            for optimizer in optimizers.values():
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             with autocast:
                 out = model.training_step(batch["tokens"], batch["style"], optimizers, step, forward=forward)
             losses.append(out["loss"])

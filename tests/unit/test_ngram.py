@@ -25,3 +25,4 @@ def test_learns_a_deterministic_pattern_and_beats_uniform():
 def test_unknown_style_falls_back_to_uniform():
     model = StyleNgramBaseline(3, vocab_size=8).fit([[1, 3, 4, 5, 2]], ["a"])
     assert model.bits_per_token([[1, 3, 4, 5, 2]], ["b"])["b"] == pytest.approx(3.0)
+

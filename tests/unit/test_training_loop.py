@@ -1,0 +1,32 @@
+"""Framework-free training pieces: learning-rate schedule, targets, metric files."""
+
+import pytest
+import torch
+
+from musicgen.training.loop import append_metrics, inputs_and_targets, read_metrics
+
+
+def test_learning_rate_schedule():
+    from musicgen.training.loop import learning_rate
+
+    assert learning_rate(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert learning_rate(9, 1.0, 10, 100) == pytest.approx(1.0)
+    assert learning_rate(10, 1.0, 10, 100) == pytest.approx(1.0)
+    assert learning_rate(100, 1.0, 10, 100) == pytest.approx(0.1)
+    assert learning_rate(55, 1.0, 10, 100) == pytest.approx(0.55)
+    assert learning_rate(5000, 1.0, 10, None) == 1.0
+
+
+def test_style_token_is_not_a_target():
+    tokens = torch.tensor([[1, 9, 5, 6, 2, 0], [7, 8, 5, 6, 5, 6]])  # a start, and a window from the middle
+    inputs, targets = inputs_and_targets(tokens)
+    assert inputs.tolist() == [[1, 9, 5, 6, 2], [7, 8, 5, 6, 5]]
+    assert targets.tolist() == [[0, 5, 6, 2, 0], [8, 5, 6, 5, 6]]
+
+
+def test_metrics_after_a_restart_replace_the_steps_gone_over(tmp_path):
+    run = str(tmp_path)
+    for step in (10, 20, 30):
+        append_metrics(run, {"step": step, "loss": step})
+    append_metrics(run, {"step": 20, "loss": -1})  # resumed from the step-10 checkpoint
+    assert [(m["step"], m["loss"]) for m in read_metrics(run)] == [(10, 10), (20, -1)]
