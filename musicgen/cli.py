@@ -201,7 +201,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"default: {DEFAULT_WORKDIR}")
     p.add_argument("--limit-per-style", type=int, default=300, help="works per style to export (default: 300)")
-    p.add_argument("--train-steps", type=int, default=300, help="LSTM training steps (default: 300)")
+    p.add_argument("--train-steps", type=int, default=400, help="LSTM training steps (default: 400)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
     p.set_defaults(run=_run_demo)
 
