@@ -92,15 +92,16 @@ def piece_of(path: str) -> str:
     return posixpath.join(folder, stem.split("__", 1)[0])
 
 
-def melodies_from_file(data: bytes, path: str) -> list[Melody]:
-    """All melodies in one file: one per MIDI/MusicXML/kern file, one per tune of an ABC file."""
+def melodies_from_file(data: bytes, path: str, failed_tunes: list[UnusableInput]) -> list[Melody]:
+    """All melodies in one file: one per MIDI/MusicXML/kern file, one per tune of an ABC file.
+    Tunes of an ABC file that fail on their own are appended to ``failed_tunes``."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix in MIDI_SUFFIXES:
         return [read_midi(data)]
     if suffix in NOTATION_SUFFIXES:
         from musicgen.music.notation import read_notation  # music21 is slow to import
 
-        return read_notation(data, suffix)
+        return read_notation(data, suffix, errors=failed_tunes)
     raise UnusableInput("unsupported_format", f"unsupported file type {suffix!r}")
 
 
@@ -154,14 +155,16 @@ def parse_files(
     for data, path in zip(_read_all(filesystem, paths), paths):
         source_uri = uri_prefix + path
         style, piece = file_info[path]
+        failed_tunes: list[UnusableInput] = []
         try:
             if isinstance(data, Exception):
                 raise UnusableInput("unreadable", f"{type(data).__name__}: {data}")
             if not data:
                 raise UnusableInput("empty_file", "the file is empty")
-            melodies = melodies_from_file(data, path)
+            melodies = melodies_from_file(data, path, failed_tunes)
             if not melodies:
                 raise UnusableInput("no_melody", "no melody found")
+            rows += [_error_row(f"{source_uri}#X{e.x}", e.kind, str(e)) for e in failed_tunes]
         except UnusableInput as exc:
             rows.append(_error_row(source_uri, exc.kind, str(exc)))
             continue

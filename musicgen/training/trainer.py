@@ -187,6 +187,20 @@ def ngram_baseline(data_uri: str, tokenizer, order: int) -> dict:
     return model.bits_per_token(val.column("tokens").to_pylist(), val.column("style").to_pylist())
 
 
+def _cached_ngram_baseline(config: TrainConfig, tokenizer, run_uri: str) -> dict:
+    """The baseline of ``ngram_baseline``, kept in ``<run>/ngram_baseline.json`` so a resumed run
+    does not fit it again (it takes a minute on the full corpus)."""
+    path = storage.join(run_uri, "ngram_baseline.json")
+    key = {"data": config.data, "order": config.ngram_order}
+    if storage.exists(path):
+        saved = storage.read_json(path)
+        if saved["key"] == key:
+            return saved["bits_per_token"]
+    bits = ngram_baseline(config.data, tokenizer, config.ngram_order)
+    storage.write_json(path, {"key": key, "bits_per_token": bits})
+    return bits
+
+
 def run_training(config: TrainConfig) -> dict:
     """Train on the current Ray cluster; returns a summary (also stored in the model artifact)."""
     import ray.data
@@ -200,7 +214,7 @@ def run_training(config: TrainConfig) -> dict:
     tokenizer = tokenizer_from_dict(vocab)
     run_uri = storage.join(config.storage, config.name)
     started = time.perf_counter()
-    ngram = ngram_baseline(config.data, tokenizer, config.ngram_order)
+    ngram = _cached_ngram_baseline(config, tokenizer, run_uri)
 
     # Ray Train reports progress itself; per-epoch dataset bars would flood job logs
     ray.data.DataContext.get_current().enable_progress_bars = False

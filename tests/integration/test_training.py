@@ -53,6 +53,8 @@ def test_injected_failure_restarts_from_checkpoint_then_rerun_resumes(shards, tm
         assert key in history[-1]
     assert any(k.startswith("val_bits_per_token/") for k in history[-1])
     assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    baseline = json.loads((tmp_path / "run" / "ngram_baseline.json").read_text())
+    assert baseline["bits_per_token"]["all"] == history[-1]["ngram_bits_per_token"]
 
     # rerunning the same command with more steps resumes from the latest checkpoint (step 6)
     run_training(_config(shards, tmp_path, max_steps=8))

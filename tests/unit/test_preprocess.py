@@ -87,3 +87,25 @@ def test_splits_keep_pieces_and_shared_openings_together_and_drop_duplicates():
 
 def test_split_is_deterministic():
     assert [split_of(f"p{i}", 0.1, 0.1) for i in range(50)] == [split_of(f"p{i}", 0.1, 0.1) for i in range(50)]
+
+
+def test_a_broken_tune_in_an_abc_file_is_recorded_and_the_others_kept(tmp_path):
+    tune = "X:{x}\nT:Tune {x}\nM:4/4\nL:1/8\nK:G\nGABc dedB|dedB dedB|c2ec B2dB|c2A2 A4|\n"
+    text = tune.format(x=1) + "\nX:2\nT:Only words\nK:G\n\n" + tune.format(x=3)
+    path = tmp_path / "reels" / "book.abc"
+    path.parent.mkdir()
+    path.write_text(text)
+    tokenizer = make_tokenizer("events", ["reels"])
+    out = parse_files(
+        pa.table({"path": [str(path)]}),
+        filesystem=pafs.LocalFileSystem(),
+        tokenizer_config=tokenizer.to_dict(),
+        file_info={str(path): ("reels", piece_of(str(path)))},
+        uri_prefix="",
+        min_notes=8,
+        head_notes=16,
+    ).to_pylist()
+    good = [r for r in out if r["error_kind"] is None]
+    bad = [r for r in out if r["error_kind"] is not None]
+    assert len(good) == 2 and good[0]["title"] == "Tune 1"
+    assert [r["source_uri"] for r in bad] == [f"{path}#X2"]
