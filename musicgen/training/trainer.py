@@ -248,11 +248,12 @@ def run_training(config: TrainConfig) -> dict:
     best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
     with best.as_directory() as folder:
         model, checkpoint_meta = load_artifact(folder)
-    best_metrics = next((m for c, m in result.best_checkpoints if c.path == best.path), result.metrics)
+    best_metrics = next((m for c, m in result.best_checkpoints if c.path == best.path), result.metrics or {})
     summary = {
         "run": run_uri,
         "model": config.model,
-        "steps": checkpoint_meta["extra"]["step"],
+        "steps": (result.metrics or {}).get("step", checkpoint_meta["extra"]["step"]),
+        "best_step": checkpoint_meta["extra"]["step"],
         "best_val_loss": best_metrics.get("val_loss"),
         "val_bits_per_token": {
             k.split("/", 1)[1] if "/" in k else "all": v for k, v in best_metrics.items() if k.startswith("val_bits_per_token")
