@@ -1,0 +1,42 @@
+"""Every command explains itself, and settings reach the config objects."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from musicgen.cli import build_parser, main, train_config_from_args
+
+
+@pytest.mark.parametrize("command", [[], ["corpus", "export"], ["preprocess"], ["train"], ["demo"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: musicgen" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module", ["pipelines.preprocess", "pipelines.train"])
+def test_job_entry_points_have_help(module):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--storage" in out or "--output" in out
+
+
+def test_train_settings_come_from_yaml_then_flags(tmp_path):
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text(yaml.safe_dump({"model": "transformer", "lr": 0.01, "model_config": {"n_layer": 2}}))
+    args = build_parser().parse_args(
+        ["train", "--data", "d", "--name", "n", "--storage", "s", "--config", str(config_file), "--lr", "0.002",
+         "-m", "n_embd=64", "--max-steps", "5"]
+    )
+    config = train_config_from_args(args)
+    assert config.model == "transformer" and config.lr == 0.002 and config.max_steps == 5
+    assert config.model_config == {"n_layer": 2, "n_embd": 64}
+
+
+def test_bad_settings_are_clear_errors(tmp_path, capsys):
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text("learning_rate: 1\n")
+    assert main(["train", "--data", "d", "--name", "n", "--storage", "s", "--config", str(config_file)]) == 2
+    assert "unknown TrainConfig settings: learning_rate" in capsys.readouterr().err
