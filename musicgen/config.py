@@ -1,12 +1,11 @@
-"""Typed settings for each stage: frozen dataclasses, YAML in and out."""
+"""Typed settings for each stage: frozen dataclasses, built from flags or YAML (``from_dict``)."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import yaml
 
 T = TypeVar("T")
 
@@ -40,10 +39,6 @@ class PreprocessConfig:
             raise ValueError("val + test fractions leave no training data")
 
 
-def to_yaml(config: Any) -> str:
-    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
-
-
 def from_dict(cls: type[T], values: dict) -> T:
     """Build a config from a plain dict, rejecting unknown keys with a clear message."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -51,10 +46,6 @@ def from_dict(cls: type[T], values: dict) -> T:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} settings: {', '.join(sorted(unknown))}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-def from_yaml(cls: type[T], text: str) -> T:
-    return from_dict(cls, yaml.safe_load(text) or {})
 
 
 @dataclass(frozen=True)

@@ -66,19 +66,9 @@ def join(uri: str, *parts: str) -> str:
     return os.path.join(uri, *parts)
 
 
-def to_uri(fs: pafs.FileSystem, path: str) -> str:
-    """Inverse of ``resolve``: the URI of a path inside a filesystem."""
-    return f"s3://{path}" if isinstance(fs, pafs.S3FileSystem) else path
-
-
 def exists(uri: str) -> bool:
     fs, path = resolve(uri)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
-def makedirs(uri: str) -> None:
-    fs, path = resolve(uri)
-    fs.create_dir(path, recursive=True)
 
 
 def read_bytes(uri: str) -> bytes:

@@ -49,9 +49,6 @@ class EventTokenizer(Tokenizer):
     def is_duration(self, i: int) -> bool:
         return self.first_dur_id <= i < self.first_dur_id + len(DURATIONS)
 
-    def note_id(self, pitch: int) -> int:
-        return self.first_note_id + pitch
-
     def _durations(self, ticks: int) -> list[int]:
         """DUR token ids adding up to ``ticks``, largest first (memoised: few distinct lengths occur)."""
         cached = self._duration_ids.get(ticks)
