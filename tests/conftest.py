@@ -101,3 +101,33 @@ def s3_bucket(s3_server):
     name = f"musicgen-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return name
+
+
+STYLES = ("bach_chorale", "chinese_folk", "german_folk", "irish_folk", "renaissance")
+TINY_LSTM = {"embed_dim": 32, "hidden_size": 48, "num_layers": 1, "style_dim": 8}
+
+
+def save_tiny_artifact(uri: str, model: str = "lstm", tokenizer: str = "events", data: str | None = None,
+                       seed: int = 0, **config) -> str:
+    """An untrained but complete model artifact, as ``musicgen train`` writes it: enough to
+    exercise sampling, serving and the bulk job without training first."""
+    import torch
+
+    from musicgen.models import build_model, save_artifact
+    from musicgen.tokenizers import make_tokenizer
+
+    tok = make_tokenizer(tokenizer, STYLES)
+    torch.manual_seed(seed)
+    fields = {"vocab_size": len(tok), "n_styles": len(STYLES), **(TINY_LSTM if model in ("lstm", "gan") else {}), **config}
+    if model == "gan":
+        fields["style_token_offset"] = tok.first_style_id
+    net = build_model(model, **fields)
+    save_artifact(uri, net, model, extra={"tokenizer": tok.to_dict(), "styles": list(STYLES),
+                                          "train_config": {"name": f"tiny-{model}", "data": data}})
+    return uri
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory) -> str:
+    """A tiny untrained events-tokenizer LSTM artifact on local disk."""
+    return save_tiny_artifact(str(tmp_path_factory.mktemp("tiny") / "model"))

@@ -16,6 +16,7 @@ complete artifact.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import pickle
 
@@ -115,13 +116,14 @@ def save_artifact(uri: str, model: nn.Module, name: str, extra: dict) -> None:
 
 
 def load_artifact(uri: str, map_location="cpu") -> tuple[nn.Module, dict]:
-    """(model in eval mode, the model.json metadata); refuses weights that are not plain tensors."""
+    """(model in eval mode, the model.json metadata plus the weights' ``weights_sha256``);
+    refuses weights that are not plain tensors."""
     meta = storage.read_json(storage.join(uri, META_FILE))
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{uri}: artifact format {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
     data = storage.read_bytes(storage.join(uri, WEIGHTS_FILE))
     model = model_from_state(meta["model"], meta["config"], data, map_location)
-    return model.eval(), meta
+    return model.eval(), {**meta, "weights_sha256": hashlib.sha256(data).hexdigest()}
 
 
 __all__ = [

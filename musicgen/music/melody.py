@@ -96,10 +96,19 @@ def key_from_sharps(sharps: int, minor: bool) -> str:
     return key_name(tonic, "minor" if minor else "major")
 
 
-def estimate_key(pitches: Sequence[int], durations: Sequence[float]) -> str:
-    """Krumhansl–Schmuckler key finding on a duration-weighted pitch-class histogram."""
+def _pitch_class_histogram(pitches: Sequence[int], durations: Sequence[float]) -> np.ndarray:
     hist = np.zeros(12)
     np.add.at(hist, np.asarray(pitches, dtype=np.int64) % 12, np.asarray(durations, dtype=float))
+    return hist
+
+
+def _key_profile(tonic: int, mode: str) -> np.ndarray:
+    return np.roll(_MINOR_PROFILE if mode == "minor" else _MAJOR_PROFILE, tonic)
+
+
+def estimate_key(pitches: Sequence[int], durations: Sequence[float]) -> str:
+    """Krumhansl–Schmuckler key finding on a duration-weighted pitch-class histogram."""
+    hist = _pitch_class_histogram(pitches, durations)
     if not hist.any():
         return "C major"
     best, best_r = "C major", -2.0
@@ -109,6 +118,34 @@ def estimate_key(pitches: Sequence[int], durations: Sequence[float]) -> str:
             if r > best_r:
                 best, best_r = key_name(tonic, mode), r
     return best
+
+
+def transpose_to_key(melody: Melody, key: str, low: int = 0, high: int = 127) -> Melody:
+    """The melody moved into ``key`` and labelled with it.
+
+    Models are trained on transposed data and have no key input, so the key is
+    set afterwards: of the twelve transpositions (-6..+5 semitones) the one
+    whose pitch-class histogram best fits ``key``'s Krumhansl profile wins (for a
+    minor key and a major tune that is usually the relative-minor placement),
+    then whole octaves keep it inside ``low..high`` where they can.
+    """
+    tonic, mode = parse_key(key)
+    target = key_name(tonic, mode)
+    if not melody.notes:
+        return replace(melody, key=target)
+    hist = _pitch_class_histogram([n.pitch for n in melody.notes], [n.duration for n in melody.notes])
+    profile = _key_profile(tonic, mode)
+    shift = max(range(-6, 6), key=lambda s: (np.corrcoef(np.roll(hist, s), profile)[0, 1]
+                                              if hist.std() > 0 else 0.0, -abs(s)))
+    pitches = [n.pitch for n in melody.notes]
+    lo, hi = min(pitches) + shift, max(pitches) + shift
+    while lo < low and hi + 12 <= high:
+        shift, lo, hi = shift + 12, lo + 12, hi + 12
+    while hi > high and lo - 12 >= low:
+        shift, lo, hi = shift - 12, lo - 12, hi - 12
+    if lo < 0 or hi > 127:
+        raise ValueError(f"the melody spans {hi - lo} semitones and cannot be moved into {target} within MIDI range")
+    return replace(melody, notes=tuple(n._replace(pitch=n.pitch + shift) for n in melody.notes), key=target)
 
 
 def snap(ticks: np.ndarray) -> np.ndarray:

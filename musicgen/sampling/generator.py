@@ -1,0 +1,65 @@
+"""A trained model ready to sample: the one loader the CLI, the Serve deployments and the bulk job share."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from musicgen import storage
+from musicgen.models import load_artifact
+from musicgen.sampling.sampler import GeneratedMelody, SampleRequest, finish_melody, sample_tokens
+from musicgen.tokenizers import Tokenizer, tokenizer_from_dict
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class MelodyGenerator:
+    model: nn.Module
+    tokenizer: Tokenizer
+    model_id: str  # the training run's name
+    model_version: str  # first 12 hex digits of the weights' sha256: changes whenever the weights do
+    meta: dict
+    device: torch.device
+
+    def __post_init__(self):
+        self._lock = threading.Lock()  # one sampling loop at a time per model (threads in Serve replicas)
+
+    @classmethod
+    def from_artifact(cls, uri: str, device: str = "auto") -> MelodyGenerator:
+        """Load ``<storage>/<run>/model`` (or any artifact folder) written by training."""
+        device = pick_device(device)
+        model, meta = load_artifact(uri, map_location=device)
+        extra = meta.get("extra", {})
+        if "tokenizer" not in extra:
+            raise ValueError(f"{uri}: the artifact carries no tokenizer; was it written by `musicgen train`?")
+        tokenizer = tokenizer_from_dict(extra["tokenizer"])
+        name = extra.get("train_config", {}).get("name") or storage.absolute(uri).rstrip("/").split("/")[-2]
+        return cls(model, tokenizer, name, meta["weights_sha256"][:12], meta, device)
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        return self.tokenizer.styles
+
+    @property
+    def model_name(self) -> str:
+        return self.meta["model"]
+
+    def check(self, request: SampleRequest) -> None:
+        if request.style not in self.styles:
+            raise KeyError(f"unknown style {request.style!r}; this model knows {', '.join(self.styles)}")
+
+    def generate(self, requests: list[SampleRequest]) -> list[GeneratedMelody]:
+        """Melodies for ``requests`` in order, sampled in one batch."""
+        for r in requests:
+            self.check(r)
+        with self._lock:
+            sampled = sample_tokens(self.model, self.tokenizer, requests, self.device)
+        return [GeneratedMelody(finish_melody(self.tokenizer, tokens, r), r, tokens) for tokens, r in zip(sampled, requests)]

@@ -1,0 +1,192 @@
+"""Grammar masks: which tokens may come next, for a whole batch at once, so every sample decodes.
+
+A sampler asks ``allowed(state) -> bool[B, V]`` before each step and calls
+``advance(state, tokens)`` after it. Both are a handful of tensor operations
+over the batch (no Python loop over melodies), and the state is a few
+integer tensors, so the mask costs little next to the model step.
+
+The events grammar (see ``musicgen.tokenizers.events``) is enforced exactly:
+one time signature, bar lines marked before the first event at or after them,
+every NOTE/REST followed by durations, onsets kept on the 12-tick grid
+(sixteenths and eighth-triplets), no two rests in a row, and the melody filling
+exactly the requested number of bars and ending on a note. Generation therefore
+always stops, after at most ``2 * ticks + bars + 2`` tokens.
+
+The ABC grammar is loose (the ABC reader skips what it does not understand):
+no special tokens inside the text, and the tune is closed with ``|]`` once the
+requested number of bar lines is written or the length budget runs out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from musicgen.music.melody import TICKS_PER_BEAT, bar_ticks
+from musicgen.tokenizers.abc import AbcTokenizer
+from musicgen.tokenizers.base import Tokenizer
+from musicgen.tokenizers.events import DURATIONS, TIME_SIGNATURES, EventTokenizer
+
+GRID = (0, 3, 4, 6, 8, 9)  # onsets within a beat that quantisation keeps (see musicgen.music.melody)
+
+# phases of the events grammar
+NEED_TIME_SIGNATURE, BOUNDARY, NEED_DURATION, AFTER_DURATION = 0, 1, 2, 3
+
+
+@dataclass
+class EventState:
+    phase: Tensor  # [B] one of the phases above
+    cursor: Tensor  # ticks written so far
+    next_bar: Tensor  # position of the next bar line not yet marked with BAR
+    bar: Tensor  # ticks per bar (0 until the time signature is known)
+    bars: Tensor  # requested length in bars
+    last_duration: Tensor  # the DUR just written (later DURs of one event may not be longer)
+    in_rest: Tensor  # bool: the current (or last) event is a rest
+    forced_ts: Tensor  # time-signature token id to force, -1 to let the model choose
+    done: Tensor  # bool: <eos> written
+
+
+class EventGrammar:
+    def __init__(self, tokenizer: EventTokenizer, device: torch.device | str = "cpu", pitch_range: tuple[int, int] = (21, 108)):
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        V = len(tokenizer)
+        ids = torch.arange(V)
+        first_note, first_dur, first_ts = tokenizer.first_note_id, tokenizer.first_dur_id, tokenizer.first_ts_id
+        low, high = pitch_range
+        self.note_ok = (ids >= first_note + low) & (ids <= first_note + high)
+        self.is_note = (ids >= first_note) & (ids < first_note + 128)
+        self.is_duration = (ids >= first_dur) & (ids < first_dur + len(DURATIONS))
+        self.duration = torch.zeros(V, dtype=torch.long)
+        self.duration[first_dur : first_dur + len(DURATIONS)] = torch.tensor(DURATIONS)
+        self.is_ts = (ids >= first_ts) & (ids < first_ts + len(TIME_SIGNATURES))
+        self.ts_bar = torch.zeros(V, dtype=torch.long)
+        self.ts_bar[first_ts : first_ts + len(TIME_SIGNATURES)] = torch.tensor([bar_ticks(ts) for ts in TIME_SIGNATURES])
+        self.on_grid = torch.zeros(TICKS_PER_BEAT, dtype=torch.bool)
+        self.on_grid[list(GRID)] = True
+        for name in ("note_ok", "is_note", "is_duration", "duration", "is_ts", "ts_bar", "on_grid"):
+            setattr(self, name, getattr(self, name).to(self.device))
+        self.ids = ids.to(self.device)
+        self.pad, self.eos = tokenizer.pad_id, tokenizer.eos_id
+        self.bar_id, self.rest_id = tokenizer.bar_id, tokenizer.rest_id
+
+    def ts_token(self, time_signature: tuple[int, int]) -> int:
+        if tuple(time_signature) not in TIME_SIGNATURES:
+            raise ValueError(f"time signature {time_signature[0]}/{time_signature[1]} is not in the vocabulary")
+        return self.tokenizer.first_ts_id + TIME_SIGNATURES.index(tuple(time_signature))
+
+    def start(self, bars: list[int], time_signatures: list[tuple[int, int] | None]) -> EventState:
+        B = len(bars)
+
+        def zeros(dtype=torch.long):
+            return torch.zeros(B, dtype=dtype, device=self.device)
+
+        forced = torch.tensor([self.ts_token(ts) if ts else -1 for ts in time_signatures], device=self.device)
+        return EventState(phase=zeros(), cursor=zeros(), next_bar=zeros(), bar=zeros(),
+                          bars=torch.tensor(bars, device=self.device), last_duration=zeros(),
+                          in_rest=zeros(torch.bool), forced_ts=forced, done=zeros(torch.bool))
+
+    def allowed(self, s: EventState) -> Tensor:
+        total = s.bars * s.bar
+        remaining = total - s.cursor
+        boundary = (s.phase == BOUNDARY) | (s.phase == AFTER_DURATION)
+        at_end = boundary & (s.cursor >= total)
+        need_bar = boundary & ~at_end & (s.next_bar <= s.cursor)
+        free = boundary & ~at_end & ~need_bar
+        # a rest may not reach the end (a melody ends on a note) and never follows a rest (rests merge)
+        rest_ok = free & ~s.in_rest & (remaining > 1)
+
+        in_event = (s.phase == NEED_DURATION) | (s.phase == AFTER_DURATION)
+        limit = torch.where(s.in_rest, remaining - 1, remaining)
+        limit = torch.where(s.phase == AFTER_DURATION, torch.minimum(limit, s.last_duration), limit)
+        d = self.duration[None, :]
+        duration_ok = (in_event[:, None] & self.is_duration[None, :] & (d <= limit[:, None])
+                       & self.on_grid[(s.cursor[:, None] + d) % TICKS_PER_BEAT])
+
+        wants_ts = (s.phase == NEED_TIME_SIGNATURE) & ~s.done
+        ts_ok = wants_ts[:, None] & torch.where(s.forced_ts[:, None] >= 0, self.ids[None, :] == s.forced_ts[:, None],
+                                                 self.is_ts[None, :])
+        mask = duration_ok | ts_ok | (free[:, None] & self.note_ok[None, :])
+        mask[:, self.bar_id] |= need_bar
+        mask[:, self.rest_id] |= rest_ok
+        mask[:, self.eos] |= at_end
+        mask[:, self.pad] |= s.done
+        return mask & ~(s.done[:, None] & (self.ids[None, :] != self.pad))
+
+    def advance(self, s: EventState, tokens: Tensor) -> None:
+        live = ~s.done
+        is_ts = live & self.is_ts[tokens]
+        s.bar = torch.where(is_ts, self.ts_bar[tokens], s.bar)
+        s.next_bar = torch.where(is_ts, 0, s.next_bar)
+        is_bar = live & (tokens == self.bar_id)
+        s.next_bar = torch.where(is_bar, s.next_bar + s.bar, s.next_bar)
+        is_note, is_rest = live & self.is_note[tokens], live & (tokens == self.rest_id)
+        s.in_rest = torch.where(is_note, False, torch.where(is_rest, True, s.in_rest))
+        is_dur = live & self.is_duration[tokens]
+        d = self.duration[tokens]
+        s.cursor = torch.where(is_dur, s.cursor + d, s.cursor)
+        s.last_duration = torch.where(is_dur, d, s.last_duration)
+        s.phase = torch.where(is_ts | is_bar, BOUNDARY, s.phase)
+        s.phase = torch.where(is_note | is_rest, NEED_DURATION, s.phase)
+        s.phase = torch.where(is_dur, AFTER_DURATION, s.phase)
+        s.done = s.done | (tokens == self.eos)
+
+    def max_new_tokens(self, bars: list[int], time_signatures: list[tuple[int, int] | None]) -> int:
+        """An upper bound on the body length: every event is >= 2 tokens and >= 1 tick."""
+        widest = max(bar_ticks(ts) if ts else max(bar_ticks(t) for t in TIME_SIGNATURES)
+                     for ts in time_signatures)
+        return 2 * max(bars) * widest + max(bars) + 3
+
+
+@dataclass
+class AbcState:
+    bar_lines: Tensor  # [B] '|' characters written in the tune body
+    bars: Tensor
+    closing: Tensor  # [B] 0: writing, 1: ']' next, 2: <eos> next
+    done: Tensor
+
+
+class AbcGrammar:
+    """Characters only inside the text; ``|]`` then <eos> once the bars (or the budget) are used."""
+
+    def __init__(self, tokenizer: AbcTokenizer, device: torch.device | str = "cpu", chars_per_bar: int = 48):
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.chars_per_bar = chars_per_bar
+        V = len(tokenizer)
+        self.text_ok = torch.zeros(V, dtype=torch.bool, device=self.device)
+        self.text_ok[Tokenizer.eos_id + 1 : tokenizer.first_style_id] = True
+        self.bar_char, self.close_char = tokenizer.index["|"], tokenizer.index["]"]
+        self.pad, self.eos = tokenizer.pad_id, tokenizer.eos_id
+        self.ids = torch.arange(V, device=self.device)
+
+    def start(self, bars: list[int], prompt_bar_lines: list[int]) -> AbcState:
+        B = len(bars)
+        return AbcState(bar_lines=torch.tensor(prompt_bar_lines, device=self.device),
+                        bars=torch.tensor(bars, device=self.device),
+                        closing=torch.zeros(B, dtype=torch.long, device=self.device),
+                        done=torch.zeros(B, dtype=torch.bool, device=self.device))
+
+    def allowed(self, s: AbcState, tokens_left: int) -> Tensor:
+        writing = ~s.done & (s.closing == 0)
+        mask = writing[:, None] & self.text_ok[None, :]
+        mask[:, self.eos] |= writing & (s.bar_lines > 0)
+        forced = torch.where(s.closing == 1, self.close_char, torch.where(s.closing == 2, self.eos, self.pad))
+        force = s.done | (s.closing > 0)
+        if tokens_left <= 2:  # out of budget: close the tune
+            forced = torch.where(~force, self.bar_char, forced)
+            force = torch.ones_like(force)
+        return torch.where(force[:, None], self.ids[None, :] == forced[:, None], mask)
+
+    def advance(self, s: AbcState, tokens: Tensor) -> None:
+        live = ~s.done
+        s.done = s.done | (tokens == self.eos)
+        s.closing = torch.where(live & (s.closing == 1), 2, s.closing)
+        is_bar = live & (tokens == self.bar_char) & (s.closing == 0)
+        s.bar_lines = s.bar_lines + is_bar.long()
+        s.closing = torch.where(is_bar & (s.bar_lines >= s.bars), 1, s.closing)
+
+    def max_new_tokens(self, bars: list[int]) -> int:
+        return max(bars) * self.chars_per_bar + 32

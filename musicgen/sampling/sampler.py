@@ -1,0 +1,186 @@
+"""Batched, reproducible, grammar-constrained sampling from any melody model.
+
+One call samples a whole batch: one model ``step`` per token for all rows,
+with each row's own temperature, top-k, top-p, length and time signature, so
+requests batched together by Serve or by the bulk job cost one sampling loop.
+
+Reproducibility is per row: each row draws its uniforms from its own
+``torch.Generator`` seeded with the request's seed, and picks its token by
+inverting the CDF of its filtered distribution. A row's melody therefore
+depends on its seed, model and settings, not on which other rows share its
+batch (up to floating-point differences between batch sizes, which can flip a
+near-tie on another machine, never on a rerun of the same batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from musicgen.models import unwrap
+from musicgen.music.melody import Melody, transpose_to_key
+from musicgen.sampling.grammar import AbcGrammar, EventGrammar
+from musicgen.tokenizers.abc import AbcTokenizer
+from musicgen.tokenizers.base import Tokenizer
+from musicgen.tokenizers.events import EventTokenizer
+
+MAX_BARS = 64
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """One melody to sample. ``top_k=0`` and ``top_p=1`` switch those filters off; ``temperature=0`` is greedy."""
+
+    style: str
+    seed: int
+    bars: int = 16
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    time_signature: tuple[int, int] | None = None  # None: the model chooses
+    key: str | None = None  # None: the model's own key, estimated
+    tempo: float = 100.0
+    primer: Melody | None = None  # a quantised melody to continue; counts towards ``bars``
+
+    def __post_init__(self):
+        if not 1 <= self.bars <= MAX_BARS:
+            raise ValueError(f"bars must be between 1 and {MAX_BARS}")
+        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("need temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+        if self.primer is not None and self.primer.end >= self.bars * self.primer.bar_ticks:
+            raise ValueError(f"the primer already fills {self.primer.n_bars} bars; ask for more than that")
+
+
+@dataclass
+class GeneratedMelody:
+    melody: Melody
+    request: SampleRequest
+    tokens: list[int] = field(repr=False)
+
+
+def pick_tokens(logits: Tensor, allowed: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor,
+                uniform: Tensor) -> Tensor:
+    """One token per row from ``logits`` [B,V] restricted to ``allowed``, by inverse CDF on ``uniform`` [B].
+
+    Filters apply in the usual order: mask, temperature, top-k, then the
+    smallest set whose probability reaches top-p (the most likely token always stays).
+    """
+    V = logits.size(-1)
+    logits = logits.float().masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(logits / temperature.clamp_min(1e-4)[:, None], dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    rank = torch.arange(V, device=logits.device)[None, :]
+    k = torch.where(top_k > 0, top_k, V)
+    keep = (rank < k[:, None]) & ((sorted_probs.cumsum(-1) - sorted_probs) < top_p[:, None])
+    cdf = (sorted_probs * keep).double().cumsum(-1)
+    index = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None]).clamp_(max=V - 1)
+    index = torch.where(temperature[:, None] > 0, index, 0)  # greedy rows take the most likely token
+    return order.gather(1, index).squeeze(1)
+
+
+class _Stepper:
+    """Feeds tokens to a model's ``step`` and keeps its cache, re-priming a Transformer with the
+    second half of its window when a sequence outgrows ``block_size``."""
+
+    def __init__(self, model: nn.Module, style: Tensor):
+        self.model, self.style = model, style
+        self.window = getattr(unwrap(model).config, "block_size", None)
+        self.history: list[Tensor] = []
+        self.cache, self.length = None, 0
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        self.history.append(tokens)
+        if self.window is not None and self.length + tokens.size(1) > self.window:
+            recent = torch.cat(self.history, dim=1)[:, -(self.window // 2):]
+            self.cache, self.length, tokens = None, 0, recent
+        logits, self.cache = self.model.step(tokens, self.style, self.cache)
+        self.length += tokens.size(1)
+        return logits
+
+
+def _prompt(tokenizer: Tokenizer, request: SampleRequest) -> tuple[list[int], int]:
+    """Token ids before sampling starts, and for ABC the bar lines they already hold."""
+    ids = [tokenizer.bos_id, tokenizer.style_token(request.style)]
+    if isinstance(tokenizer, EventTokenizer):
+        return ids + (tokenizer.encode_body(request.primer) if request.primer else []), 0
+    if request.primer is not None:
+        text = tokenizer.render(request.primer).removesuffix("|]").rstrip()
+    elif request.time_signature is not None:
+        text = f"M:{request.time_signature[0]}/{request.time_signature[1]}\nL:1/8\n"
+    else:
+        text = ""
+    return ids + [tokenizer.index[c] for c in text], text.split("K:", 1)[-1].count("|") if text else 0
+
+
+@torch.inference_mode()
+def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
+                  prompts: list[list[int]], prompt_bars: list[int], device: torch.device) -> list[list[int]]:
+    bars = [r.bars for r in requests]
+    if isinstance(tokenizer, EventTokenizer):
+        grammar = EventGrammar(tokenizer, device)
+        state = grammar.start(bars, [r.time_signature for r in requests])
+        max_new = grammar.max_new_tokens(bars, [r.time_signature for r in requests])
+    elif isinstance(tokenizer, AbcTokenizer):
+        grammar = AbcGrammar(tokenizer, device)
+        state = grammar.start(bars, prompt_bars)
+        max_new = grammar.max_new_tokens(bars)
+    else:
+        raise TypeError(f"no grammar for the {tokenizer.name!r} tokenizer")
+    prompt = torch.tensor(prompts, device=device)
+    for i in range(2, prompt.size(1)):  # the primer moves the grammar on
+        grammar.advance(state, prompt[:, i])
+
+    style = torch.tensor([tokenizer.styles.index(r.style) for r in requests], device=device)
+    temperature = torch.tensor([r.temperature for r in requests], device=device)
+    top_k = torch.tensor([r.top_k for r in requests], device=device)
+    top_p = torch.tensor([r.top_p for r in requests], device=device)
+    uniforms = torch.stack([torch.rand(max_new, generator=torch.Generator().manual_seed(r.seed), dtype=torch.float64)
+                            for r in requests]).to(device)
+    step = _Stepper(model, style)
+    logits = step(prompt)
+    out: list[Tensor] = []
+    for t in range(max_new):
+        allowed = grammar.allowed(state, max_new - t) if isinstance(grammar, AbcGrammar) else grammar.allowed(state)
+        tokens = pick_tokens(logits, allowed, temperature, top_k, top_p, uniforms[:, t])
+        grammar.advance(state, tokens)
+        out.append(tokens)
+        if bool(state.done.all()):
+            break
+        logits = step(tokens[:, None])
+    sampled = torch.stack(out, dim=1).tolist()
+    return [p + row[: row.index(tokenizer.eos_id) + 1] if tokenizer.eos_id in row else p + row
+            for p, row in zip(prompts, sampled)]
+
+
+def sample_tokens(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
+                  device: torch.device | str = "cpu") -> list[list[int]]:
+    """Token sequences (``<bos> STYLE ... <eos>``) for ``requests``, in order.
+
+    Rows whose prompts have the same length (all rows without a primer) are
+    sampled together in one loop; a model is put in eval mode first.
+    """
+    model.eval()
+    device = torch.device(device)
+    prompts = [_prompt(tokenizer, r) for r in requests]
+    groups: dict[int, list[int]] = {}
+    for i, (ids, _) in enumerate(prompts):
+        groups.setdefault(len(ids), []).append(i)
+    result: list[list[int]] = [[] for _ in requests]
+    for rows in groups.values():
+        sampled = _sample_group(model, tokenizer, [requests[i] for i in rows], [prompts[i][0] for i in rows],
+                                [prompts[i][1] for i in rows], device)
+        for i, tokens in zip(rows, sampled):
+            result[i] = tokens
+    return result
+
+
+def finish_melody(tokenizer: Tokenizer, tokens: list[int], request: SampleRequest) -> Melody:
+    """Decode, then set the requested key (by transposition) and tempo, and record how it was made."""
+    melody, _ = tokenizer.decode(tokens)  # the key is estimated (events) or read from K: (abc)
+    if request.key:
+        melody = transpose_to_key(melody, request.key, low=21, high=108)
+    return replace(melody, tempo=float(request.tempo),
+                   meta={"style": request.style, "seed": request.seed, "bars": request.bars})
