@@ -33,10 +33,30 @@ class TransformerConfig:
 
 @dataclass
 class KVCache:
-    """Per-layer keys and values [B, n_head, pos, head_dim], and how many positions they hold."""
+    """Per-layer key and value buffers [B, n_head, capacity, head_dim] filled up to ``pos``.
 
-    layers: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    Buffers grow by doubling, so appending one token copies nothing most of the
+    time (``torch.cat`` per step would copy the whole cache: quadratic in length).
+    """
+
+    keys: list[Tensor] = field(default_factory=list)
+    values: list[Tensor] = field(default_factory=list)
     pos: int = 0
+
+    def extend(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append one layer's new keys/values at ``pos``; return that layer's keys/values so far."""
+        end = self.pos + k.size(2)
+        if layer == len(self.keys):
+            self.keys.append(k.new_empty(*k.shape[:2], max(end, 64), k.size(3)))
+            self.values.append(torch.empty_like(self.keys[-1]))
+        elif end > self.keys[layer].size(2):
+            for buffers in (self.keys, self.values):
+                grown = buffers[layer].new_empty(*k.shape[:2], max(end, 2 * buffers[layer].size(2)), k.size(3))
+                grown[:, :, : self.pos] = buffers[layer][:, :, : self.pos]
+                buffers[layer] = grown
+        self.keys[layer][:, :, self.pos : end] = k
+        self.values[layer][:, :, self.pos : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
 class CausalSelfAttention(nn.Module):
@@ -50,14 +70,14 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         p = 0
-        if past is not None:
-            p = past[0].size(2)
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if cache is not None:
+            p = cache.pos
+            k, v = cache.extend(layer, k, v)
         dropout_p = self.dropout if self.training else 0.0
         if p == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
@@ -67,7 +87,7 @@ class CausalSelfAttention(nn.Module):
             mask = torch.arange(p + T, device=x.device)[None, :] <= (p + torch.arange(T, device=x.device))[:, None]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y)), (k, v)
+        return self.resid_dropout(self.c_proj(y))
 
 
 class Block(nn.Module):
@@ -83,10 +103,9 @@ class Block(nn.Module):
             nn.Dropout(config.dropout),
         )
 
-    def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        a, kv = self.attn(self.ln_1(x), past)
-        x = x + a
-        return x + self.mlp(self.ln_2(x)), kv
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
 
 
 class TransformerModel(MLETrainingMixin, nn.Module):
@@ -115,7 +134,8 @@ class TransformerModel(MLETrainingMixin, nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def _run(self, tokens: Tensor, style: Tensor, cache: KVCache | None) -> tuple[Tensor, KVCache]:
+    def _run(self, tokens: Tensor, style: Tensor, cache: KVCache | None) -> Tensor:
+        """Logits for ``tokens``; with a cache, the tokens follow its positions and are appended to it."""
         T = tokens.size(1)
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
@@ -125,18 +145,18 @@ class TransformerModel(MLETrainingMixin, nn.Module):
             )
         pos = torch.arange(start, start + T, device=tokens.device)
         x = self.drop(self.wte(tokens) + self.wpe(pos)[None] + self.wse(style)[:, None, :])
-        new = KVCache(pos=start + T)
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, cache.layers[i] if cache is not None else None)
-            new.layers.append(kv)
-        return self.lm_head(self.ln_f(x)), new
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.pos += T
+        return self.lm_head(self.ln_f(x))
 
     def forward(self, tokens: Tensor, style: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        logits, _ = self._run(tokens, style, None)
+        logits = self._run(tokens, style, None)
         return logits, (lm_loss(logits, targets) if targets is not None else None)
 
     def step(self, tokens: Tensor, style: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
         """Incremental decoding. ``tokens`` [B,t] are the tokens the cache has NOT seen yet (the
         prompt on the first call, then the one new token); returns the last position's logits [B,V]."""
-        logits, cache = self._run(tokens, style, cache)
-        return logits[:, -1, :], cache
+        cache = cache if cache is not None else KVCache()
+        return self._run(tokens, style, cache)[:, -1, :], cache

@@ -1,0 +1,157 @@
+"""The sampler: grammar-valid output, per-row seeds, filters, primers, keys, every model kind."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, bar_ticks, estimate_key, transpose_to_key
+from musicgen.sampling import MelodyGenerator, SampleRequest
+from musicgen.sampling.grammar import GRID, EventGrammar
+from musicgen.sampling.sampler import pick_tokens
+from musicgen.tokenizers import EventTokenizer
+from tests.conftest import STYLES, random_melody, save_tiny_artifact
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_artifact) -> MelodyGenerator:
+    return MelodyGenerator.from_artifact(tiny_artifact, device="cpu")
+
+
+def _check_events_melody(melody: Melody, bars: int, time_signature=None) -> None:
+    """What the events grammar promises: exact length, on-grid onsets, monophonic, ends on a note."""
+    if time_signature:
+        assert melody.time_signature == time_signature
+    bar = bar_ticks(melody.time_signature)
+    assert melody.notes, "a melody has at least one note"
+    assert melody.end == bars * bar, "the melody fills exactly the requested bars and ends on a note"
+    assert melody.n_bars == bars
+    for a, b in zip(melody.notes, melody.notes[1:]):
+        assert a.onset + a.duration <= b.onset
+    assert all(n.onset % TICKS_PER_BEAT in GRID for n in melody.notes)
+    assert all(21 <= n.pitch <= 108 for n in melody.notes)
+
+
+@pytest.mark.parametrize("time_signature", [(4, 4), (6, 8), (3, 4), None])
+def test_untrained_model_still_writes_valid_melodies_of_exact_length(generator, time_signature):
+    # an untrained model's logits are near uniform: the grammar alone keeps the output valid
+    requests = [SampleRequest(style=STYLES[i % 5], seed=i, bars=1 + i % 6, temperature=1.5,
+                              time_signature=time_signature) for i in range(24)]
+    for out in generator.generate(requests):
+        _check_events_melody(out.melody, out.request.bars, time_signature)
+        assert out.tokens[0] == generator.tokenizer.bos_id and out.tokens[-1] == generator.tokenizer.eos_id
+        assert out.tokens[1] == generator.tokenizer.style_token(out.request.style)
+
+
+def test_same_seed_same_melody_whatever_the_batch(generator):
+    alone = generator.generate([SampleRequest(style="irish_folk", seed=42, bars=4)])[0]
+    again = generator.generate([SampleRequest(style="irish_folk", seed=42, bars=4)])[0]
+    batch = generator.generate([SampleRequest(style="german_folk", seed=s, bars=2 + s % 3, temperature=0.7)
+                                for s in range(7)] + [SampleRequest(style="irish_folk", seed=42, bars=4)])
+    assert alone.tokens == again.tokens == batch[-1].tokens
+    others = generator.generate([SampleRequest(style="irish_folk", seed=s, bars=4) for s in (1, 2, 3)])
+    assert len({tuple(o.tokens) for o in others + [alone]}) == 4, "different seeds give different melodies"
+
+
+def test_greedy_ignores_the_seed_and_top_k_1_is_greedy(generator):
+    greedy = [generator.generate([SampleRequest(style="bach_chorale", seed=s, bars=3, temperature=0)])[0].tokens
+              for s in (0, 1)]
+    top1 = generator.generate([SampleRequest(style="bach_chorale", seed=9, bars=3, top_k=1)])[0].tokens
+    assert greedy[0] == greedy[1] == top1
+
+
+def test_pick_tokens_follows_the_filtered_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
+    allowed = torch.ones_like(logits, dtype=torch.bool)
+    u = torch.rand(4000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    one, zero = torch.ones(4000), torch.zeros(4000, dtype=torch.long)
+
+    def freq(tokens):
+        return torch.bincount(tokens, minlength=4).double() / len(tokens)
+
+    plain = freq(pick_tokens(logits, allowed, one, zero, one, u))
+    torch.testing.assert_close(plain, torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64), atol=0.03, rtol=0)
+    top_p = freq(pick_tokens(logits, allowed, one, zero, torch.full((4000,), 0.75), u))  # keeps 0.5 + 0.3
+    torch.testing.assert_close(top_p, torch.tensor([0.625, 0.375, 0, 0], dtype=torch.float64), atol=0.03, rtol=0)
+    top_k = freq(pick_tokens(logits, allowed, one, torch.full((4000,), 3), one, u))
+    torch.testing.assert_close(top_k, torch.tensor([0.526, 0.316, 0.158, 0], dtype=torch.float64), atol=0.03, rtol=0)
+    masked = freq(pick_tokens(logits, allowed & torch.tensor([False, True, True, True]), one, zero, one, u))
+    assert masked[0] == 0
+    cold = freq(pick_tokens(logits, allowed, torch.full((4000,), 0.1), zero, one, u))
+    assert cold[0] > 0.99
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 8), st.sampled_from([(4, 4), (6, 8), (5, 4), (2, 2), None]))
+def test_events_grammar_never_dead_ends(seed, bars, time_signature):
+    """Any path through the mask ends with <eos> after exactly ``bars`` bars, within the length bound."""
+    tok = EventTokenizer(STYLES)
+    grammar = EventGrammar(tok)
+    state = grammar.start([bars], [time_signature])
+    rng = random.Random(seed)
+    sequence = []
+    for _ in range(grammar.max_new_tokens([bars], [time_signature])):
+        allowed = grammar.allowed(state)[0].nonzero().flatten().tolist()
+        assert allowed, "some token is always allowed"
+        token = rng.choice(allowed)
+        grammar.advance(state, torch.tensor([token]))
+        sequence.append(token)
+        if bool(state.done[0]):
+            break
+    assert sequence[-1] == tok.eos_id
+    melody, _ = tok.decode(sequence)
+    _check_events_melody(melody, bars, time_signature)
+
+
+def test_primer_is_continued(generator):
+    primer = Melody(tuple(Note(60 + 2 * i, 6 * i, 6) for i in range(6)), (4, 4), "C major", 90.0)
+    out = generator.generate([SampleRequest(style="irish_folk", seed=3, bars=4, primer=primer)])[0].melody
+    assert out.notes[:5] == primer.notes[:5]  # the last primer note may be extended
+    assert out.notes[5].pitch == 70 and out.notes[5].onset == 30
+    _check_events_melody(out, 4, (4, 4))
+    with pytest.raises(ValueError, match="primer"):
+        SampleRequest(style="irish_folk", seed=0, bars=1, primer=random_melody(random.Random(0), 40))
+
+
+def test_requested_key_tempo_and_metadata(generator):
+    out = generator.generate([SampleRequest(style="german_folk", seed=5, bars=8, key="D minor", tempo=132)])[0]
+    assert out.melody.key == "D minor" and out.melody.tempo == 132.0
+    assert out.melody.meta == {"style": "german_folk", "seed": 5, "bars": 8}
+    with pytest.raises(KeyError, match="unknown style"):
+        generator.generate([SampleRequest(style="polka", seed=0)])
+
+
+def test_transpose_to_key_moves_a_scale_into_the_key():
+    c_major = Melody(tuple(Note(p, 12 * i, 12) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72])))
+    d_major = transpose_to_key(c_major, "D major")
+    assert [n.pitch for n in d_major.notes] == [62, 64, 66, 67, 69, 71, 73, 74] and d_major.key == "D major"
+    assert estimate_key([n.pitch for n in d_major.notes], [12] * 8) == "D major"
+    a_minor = transpose_to_key(c_major, "A minor")  # a major tune asked for a minor key lands on its relative
+    assert a_minor.notes == c_major.notes and a_minor.key == "A minor"
+    high = transpose_to_key(Melody(tuple(Note(p + 40, 12 * i, 12) for i, p in enumerate([60, 64, 67]))), "C major",
+                            low=21, high=108)
+    assert max(n.pitch for n in high.notes) <= 108
+
+
+@pytest.mark.parametrize("model,tokenizer,config", [
+    ("gan", "events", {}),
+    ("transformer", "events", {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 24}),  # forces re-priming
+    ("lstm", "abc", {}),
+])
+def test_every_model_kind_samples_through_the_same_interface(tmp_path, model, tokenizer, config):
+    uri = save_tiny_artifact(str(tmp_path / model), model=model, tokenizer=tokenizer, **config)
+    generator = MelodyGenerator.from_artifact(uri, device="cpu")
+    outs = generator.generate([SampleRequest(style=s, seed=i, bars=4, time_signature=(3, 4))
+                               for i, s in enumerate(STYLES[:3])])
+    for out in outs:
+        if tokenizer == "events":
+            _check_events_melody(out.melody, 4, (3, 4))
+        else:  # ABC: the text is parsed leniently; the meter prompt and the bar budget hold
+            assert out.melody.time_signature == (3, 4)
+            assert out.melody.n_bars <= 4 + 1
+    again = generator.generate([SampleRequest(style=STYLES[0], seed=0, bars=4, time_signature=(3, 4))])
+    assert again[0].tokens == outs[0].tokens
