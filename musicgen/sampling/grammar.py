@@ -33,6 +33,9 @@ GRID = (0, 3, 4, 6, 8, 9)  # onsets within a beat that quantisation keeps (see m
 
 # phases of the events grammar
 NEED_TIME_SIGNATURE, BOUNDARY, NEED_DURATION, AFTER_DURATION = 0, 1, 2, 3
+# token kinds, and the phase each one leads to (-1: unchanged)
+OTHER, TIME_SIGNATURE, BAR, NOTE, REST, DURATION, EOS = range(7)
+_PHASE_AFTER = (-1, BOUNDARY, BOUNDARY, NEED_DURATION, NEED_DURATION, AFTER_DURATION, -1)
 
 
 @dataclass
@@ -57,7 +60,7 @@ class EventGrammar:
         first_note, first_dur, first_ts = tokenizer.first_note_id, tokenizer.first_dur_id, tokenizer.first_ts_id
         low, high = pitch_range
         self.note_ok = (ids >= first_note + low) & (ids <= first_note + high)
-        self.is_note = (ids >= first_note) & (ids < first_note + 128)
+        self.is_note = (ids >= first_note) & (ids < first_note + 128)  # only to build ``kind``
         self.is_duration = (ids >= first_dur) & (ids < first_dur + len(DURATIONS))
         self.duration = torch.zeros(V, dtype=torch.long)
         self.duration[first_dur : first_dur + len(DURATIONS)] = torch.tensor(DURATIONS)
@@ -66,7 +69,12 @@ class EventGrammar:
         self.ts_bar[first_ts : first_ts + len(TIME_SIGNATURES)] = torch.tensor([bar_ticks(ts) for ts in TIME_SIGNATURES])
         self.on_grid = torch.zeros(TICKS_PER_BEAT, dtype=torch.bool)
         self.on_grid[list(GRID)] = True
-        for name in ("note_ok", "is_note", "is_duration", "duration", "is_ts", "ts_bar", "on_grid"):
+        self.to_next_grid = torch.tensor([min(g for g in (*GRID, TICKS_PER_BEAT) if g > t) - t for t in range(TICKS_PER_BEAT)])
+        self.kind = torch.full((V,), OTHER)
+        self.kind[self.is_ts], self.kind[self.is_note], self.kind[self.is_duration] = TIME_SIGNATURE, NOTE, DURATION
+        self.kind[[tokenizer.bar_id, tokenizer.rest_id, tokenizer.eos_id]] = torch.tensor([BAR, REST, EOS])
+        self.phase_after = torch.tensor(_PHASE_AFTER)
+        for name in ("note_ok", "is_duration", "duration", "is_ts", "ts_bar", "on_grid", "to_next_grid", "kind", "phase_after"):
             setattr(self, name, getattr(self, name).to(self.device))
         self.ids = ids.to(self.device)
         self.pad, self.eos = tokenizer.pad_id, tokenizer.eos_id
@@ -95,8 +103,8 @@ class EventGrammar:
         at_end = boundary & (s.cursor >= total)
         need_bar = boundary & ~at_end & (s.next_bar <= s.cursor)
         free = boundary & ~at_end & ~need_bar
-        # a rest may not reach the end (a melody ends on a note) and never follows a rest (rests merge)
-        rest_ok = free & ~s.in_rest & (remaining > 1)
+        # a rest ends on the grid before the end (a melody ends on a note) and never follows a rest (rests merge)
+        rest_ok = free & ~s.in_rest & (remaining > self.to_next_grid[s.cursor % TICKS_PER_BEAT])
 
         in_event = (s.phase == NEED_DURATION) | (s.phase == AFTER_DURATION)
         limit = torch.where(s.in_rest, remaining - 1, remaining)
@@ -116,22 +124,16 @@ class EventGrammar:
         return mask & ~(s.done[:, None] & (self.ids[None, :] != self.pad))
 
     def advance(self, s: EventState, tokens: Tensor) -> None:
-        live = ~s.done
-        is_ts = live & self.is_ts[tokens]
-        s.bar = torch.where(is_ts, self.ts_bar[tokens], s.bar)
-        s.next_bar = torch.where(is_ts, 0, s.next_bar)
-        is_bar = live & (tokens == self.bar_id)
-        s.next_bar = torch.where(is_bar, s.next_bar + s.bar, s.next_bar)
-        is_note, is_rest = live & self.is_note[tokens], live & (tokens == self.rest_id)
-        s.in_rest = torch.where(is_note, False, torch.where(is_rest, True, s.in_rest))
-        is_dur = live & self.is_duration[tokens]
-        d = self.duration[tokens]
-        s.cursor = torch.where(is_dur, s.cursor + d, s.cursor)
-        s.last_duration = torch.where(is_dur, d, s.last_duration)
-        s.phase = torch.where(is_ts | is_bar, BOUNDARY, s.phase)
-        s.phase = torch.where(is_note | is_rest, NEED_DURATION, s.phase)
-        s.phase = torch.where(is_dur, AFTER_DURATION, s.phase)
-        s.done = s.done | (tokens == self.eos)
+        kind = self.kind[tokens]  # <pad> after <eos> is OTHER: it changes nothing
+        new_phase = self.phase_after[kind]
+        s.phase = torch.where(new_phase >= 0, new_phase, s.phase)
+        s.bar += self.ts_bar[tokens]  # 0 except on the one time-signature token
+        s.next_bar += (kind == BAR) * s.bar
+        s.in_rest = torch.where(kind == NOTE, False, s.in_rest | (kind == REST))
+        d = self.duration[tokens]  # 0 except on DUR tokens
+        s.cursor += d
+        s.last_duration = torch.where(d > 0, d, s.last_duration)
+        s.done |= kind == EOS
 
     def max_new_tokens(self, bars: list[int], time_signatures: list[tuple[int, int] | None]) -> int:
         """An upper bound on the body length: every event is >= 2 tokens and >= 1 tick."""
@@ -145,11 +147,14 @@ class AbcState:
     bar_lines: Tensor  # [B] '|' characters written in the tune body
     bars: Tensor
     closing: Tensor  # [B] 0: writing, 1: ']' next, 2: <eos> next
+    after_bar: Tensor  # [B] bool: the last character was '|' (so ']' ends the tune)
+    left: Tensor  # [B] tokens left in the length budget
     done: Tensor
 
 
 class AbcGrammar:
-    """Characters only inside the text; ``|]`` then <eos> once the bars (or the budget) are used."""
+    """Characters only inside the text, which ends with ``|]`` then <eos>: when the model writes
+    ``|]``, or is made to once the requested bar lines (or the length budget) are used."""
 
     def __init__(self, tokenizer: AbcTokenizer, device: torch.device | str = "cpu", chars_per_bar: int = 48):
         self.tokenizer = tokenizer
@@ -167,17 +172,17 @@ class AbcGrammar:
         return AbcState(bar_lines=torch.tensor(prompt_bar_lines, device=self.device),
                         bars=torch.tensor(bars, device=self.device),
                         closing=torch.zeros(B, dtype=torch.long, device=self.device),
+                        after_bar=torch.zeros(B, dtype=torch.bool, device=self.device),
+                        left=torch.full((B,), self.max_new_tokens(bars), device=self.device),
                         done=torch.zeros(B, dtype=torch.bool, device=self.device))
 
-    def allowed(self, s: AbcState, tokens_left: int) -> Tensor:
+    def allowed(self, s: AbcState) -> Tensor:
         writing = ~s.done & (s.closing == 0)
-        mask = writing[:, None] & self.text_ok[None, :]
-        mask[:, self.eos] |= writing & (s.bar_lines > 0)
+        mask = writing[:, None] & self.text_ok[None, :]  # the model ends a tune by writing "|]"
+        out_of_budget = writing & (s.left <= 3)  # room for exactly "|]<eos>"
         forced = torch.where(s.closing == 1, self.close_char, torch.where(s.closing == 2, self.eos, self.pad))
-        force = s.done | (s.closing > 0)
-        if tokens_left <= 2:  # out of budget: close the tune
-            forced = torch.where(~force, self.bar_char, forced)
-            force = torch.ones_like(force)
+        forced = torch.where(out_of_budget, self.bar_char, forced)
+        force = s.done | (s.closing > 0) | out_of_budget
         return torch.where(force[:, None], self.ids[None, :] == forced[:, None], mask)
 
     def advance(self, s: AbcState, tokens: Tensor) -> None:
@@ -186,7 +191,10 @@ class AbcGrammar:
         s.closing = torch.where(live & (s.closing == 1), 2, s.closing)
         is_bar = live & (tokens == self.bar_char) & (s.closing == 0)
         s.bar_lines = s.bar_lines + is_bar.long()
-        s.closing = torch.where(is_bar & (s.bar_lines >= s.bars), 1, s.closing)
+        s.closing = torch.where(is_bar & ((s.bar_lines >= s.bars) | (s.left <= 3)), 1, s.closing)
+        s.closing = torch.where(live & s.after_bar & (tokens == self.close_char), 2, s.closing)
+        s.after_bar = is_bar
+        s.left = s.left - 1
 
     def max_new_tokens(self, bars: list[int]) -> int:
         return max(bars) * self.chars_per_bar + 32

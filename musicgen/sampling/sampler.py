@@ -62,15 +62,19 @@ class GeneratedMelody:
 
 
 def pick_tokens(logits: Tensor, allowed: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor,
-                uniform: Tensor) -> Tensor:
+                uniform: Tensor, filtered: bool = True) -> Tensor:
     """One token per row from ``logits`` [B,V] restricted to ``allowed``, by inverse CDF on ``uniform`` [B].
 
     Filters apply in the usual order: mask, temperature, top-k, then the
     smallest set whose probability reaches top-p (the most likely token always stays).
+    ``filtered=False`` promises no row uses top-k, top-p or greedy decoding, and skips the sort.
     """
     V = logits.size(-1)
     logits = logits.float().masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(logits / temperature.clamp_min(1e-4)[:, None], dim=-1)
+    if not filtered:
+        cdf = probs.double().cumsum(-1)
+        return torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None]).clamp_(max=V - 1).squeeze(1)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     rank = torch.arange(V, device=logits.device)[None, :]
     k = torch.where(top_k > 0, top_k, V)
@@ -139,12 +143,13 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     top_p = torch.tensor([r.top_p for r in requests], device=device)
     uniforms = torch.stack([torch.rand(max_new, generator=torch.Generator().manual_seed(r.seed), dtype=torch.float64)
                             for r in requests]).to(device)
+    filtered = any(r.top_k > 0 or r.top_p < 1 or r.temperature == 0 for r in requests)
     step = _Stepper(model, style)
     logits = step(prompt)
     out: list[Tensor] = []
     for t in range(max_new):
-        allowed = grammar.allowed(state, max_new - t) if isinstance(grammar, AbcGrammar) else grammar.allowed(state)
-        tokens = pick_tokens(logits, allowed, temperature, top_k, top_p, uniforms[:, t])
+        allowed = grammar.allowed(state)
+        tokens = pick_tokens(logits, allowed, temperature, top_k, top_p, uniforms[:, t], filtered)
         grammar.advance(state, tokens)
         out.append(tokens)
         if bool(state.done.all()):

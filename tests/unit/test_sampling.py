@@ -150,8 +150,10 @@ def test_every_model_kind_samples_through_the_same_interface(tmp_path, model, to
     for out in outs:
         if tokenizer == "events":
             _check_events_melody(out.melody, 4, (3, 4))
-        else:  # ABC: the text is parsed leniently; the meter prompt and the bar budget hold
+        else:  # ABC: the text is parsed leniently; the meter prompt and the bar-line budget hold
+            text = "".join(generator.tokenizer.vocab[t] for t in out.tokens[2:-1])
+            assert text.startswith("M:3/4\nL:1/8\n") and text.endswith("|]")
+            assert text.count("|") <= 4 and out.tokens[-1] == generator.tokenizer.eos_id
             assert out.melody.time_signature == (3, 4)
-            assert out.melody.n_bars <= 4 + 1
     again = generator.generate([SampleRequest(style=STYLES[0], seed=0, bars=4, time_signature=(3, 4))])
     assert again[0].tokens == outs[0].tokens

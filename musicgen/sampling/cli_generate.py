@@ -1,0 +1,113 @@
+"""What ``musicgen generate`` does, apart from parsing flags: read a primer, sample, write the files."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from musicgen import storage
+from musicgen.music.export import write_outputs
+from musicgen.music.melody import Melody, parse_key
+from musicgen.music.midi import read_midi
+from musicgen.music.notation import NOTATION_SUFFIXES, read_notation
+from musicgen.sampling.generator import MelodyGenerator
+from musicgen.sampling.sampler import SampleRequest
+
+MIDI_SUFFIXES = (".mid", ".midi")
+PRIMER_SUFFIXES = MIDI_SUFFIXES + NOTATION_SUFFIXES
+BATCH_SIZE = 32  # melodies sampled in one loop: bounds memory for a large --n
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    """One generated melody and the files written for it (format -> URI)."""
+
+    stem: str
+    melody: Melody
+    files: dict[str, str]
+
+
+def read_primer(uri: str) -> Melody:
+    """The melody to continue: a MIDI file's melodic track, or the first tune of a notation file."""
+    suffix = posixpath.splitext(uri)[1].lower()
+    if suffix not in PRIMER_SUFFIXES:
+        raise ValueError(f"cannot read primer {uri}: use one of {', '.join(PRIMER_SUFFIXES)}")
+    data = storage.read_bytes(uri)
+    try:
+        return read_midi(data) if suffix in MIDI_SUFFIXES else read_notation(data, suffix)[0]
+    except ValueError as exc:  # UnusableInput says what is wrong with the file
+        raise ValueError(f"cannot read primer {uri}: {exc}") from exc
+
+
+def check_style(generator: MelodyGenerator, style: str) -> None:
+    """A clear error before any sampling, naming the styles this model knows."""
+    if style not in generator.styles:
+        raise ValueError(f"unknown style {style!r}; this model knows {', '.join(generator.styles)}")
+
+
+def parse_time_signature(text: str) -> tuple[int, int]:
+    """'6/8' -> (6, 8)."""
+    numerator, sep, denominator = text.partition("/")
+    if not (sep and numerator.strip().isdigit() and denominator.strip().isdigit()):
+        raise ValueError(f"time signature {text!r} is not N/D, e.g. 4/4 or 6/8")
+    return int(numerator), int(denominator)
+
+
+def make_requests(style: str, n: int, seed: int, *, primer: Melody | None = None,
+                  time_signature: tuple[int, int] | None = None, key: str | None = None, **settings) -> list[SampleRequest]:
+    """``n`` requests; melody ``i`` gets seed ``seed + i``. A primer brings its own meter."""
+    if n < 1:
+        raise ValueError("--n must be at least 1")
+    if key:
+        try:
+            parse_key(key)
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"unknown key {key!r}: give a tonic and a mode, e.g. 'D minor' or 'Bb major'") from exc
+    if primer is not None:
+        if time_signature and tuple(time_signature) != primer.time_signature:
+            meter = "/".join(map(str, primer.time_signature))
+            raise ValueError(f"the primer is in {meter}; leave out --time-signature or make them agree")
+        time_signature = primer.time_signature
+    return [SampleRequest(style, seed + i, time_signature=time_signature, key=key, primer=primer, **settings)
+            for i in range(n)]
+
+
+def stem_of(request: SampleRequest) -> str:
+    return f"{request.style}-{request.seed}"
+
+
+def generate_files(
+    generator: MelodyGenerator,
+    requests: Sequence[SampleRequest],
+    out_dir: str,
+    formats: Sequence[str],
+) -> list[GeneratedFile]:
+    """Sample ``requests`` in batches and write each melody as ``<out_dir>/<style>-<seed>.<format>``.
+
+    The JSON file records the model and every sampling setting, so a melody can be made again.
+    """
+    out = []
+    for start in range(0, len(requests), BATCH_SIZE):
+        for generated in generator.generate(list(requests[start : start + BATCH_SIZE])):
+            r, stem = generated.request, stem_of(generated.request)
+            metadata = {
+                "model_id": generator.model_id, "model_version": generator.model_version,
+                "model": generator.model_name, "style": r.style, "seed": r.seed, "bars_requested": r.bars,
+                "temperature": r.temperature, "top_k": r.top_k, "top_p": r.top_p,
+                "primer_notes": len(r.primer.notes) if r.primer else 0,
+            }
+            files = write_outputs(generated.melody, out_dir, stem, formats, title=f"{r.style} {r.seed}",
+                                  metadata=metadata)
+            out.append(GeneratedFile(stem, generated.melody, files))
+    return out
+
+
+def format_table(generated: Sequence[GeneratedFile]) -> str:
+    """One line per melody: file stem, key, meter, bars and notes."""
+    width = max([len("file"), *(len(g.stem) for g in generated)]) + 2
+    lines = [f"{'file':<{width}}{'key':<11}{'meter':>6}{'bars':>6}{'notes':>7}"]
+    for g in generated:
+        n, d = g.melody.time_signature
+        lines.append(f"{g.stem:<{width}}{g.melody.key:<11}{f'{n}/{d}':>6}{g.melody.n_bars:>6}{len(g.melody.notes):>7}")
+    return "\n".join(lines)
