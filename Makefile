@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml infra/requirements.lock
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c infra/requirements.lock -e ".[test]"
 	$(BIN)/python -m pip check
+	sh infra/install-audio.sh
 	touch $@
 
 demo: setup
