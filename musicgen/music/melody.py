@@ -106,18 +106,21 @@ def _key_profile(tonic: int, mode: str) -> np.ndarray:
     return np.roll(_MINOR_PROFILE if mode == "minor" else _MAJOR_PROFILE, tonic)
 
 
+_ALL_PROFILES = np.stack([np.roll(profile, tonic) for profile in (_MAJOR_PROFILE, _MINOR_PROFILE) for tonic in range(12)])
+_ALL_PROFILES_CENTRED = _ALL_PROFILES - _ALL_PROFILES.mean(axis=1, keepdims=True)
+_ALL_PROFILES_CENTRED /= np.linalg.norm(_ALL_PROFILES_CENTRED, axis=1, keepdims=True)
+
+
 def estimate_key(pitches: Sequence[int], durations: Sequence[float]) -> str:
-    """Krumhansl–Schmuckler key finding on a duration-weighted pitch-class histogram."""
+    """Krumhansl–Schmuckler key finding on a duration-weighted pitch-class histogram
+    (Pearson correlation with all 24 rotated profiles in one matrix product)."""
     hist = _pitch_class_histogram(pitches, durations)
-    if not hist.any():
+    centred = hist - hist.mean()
+    norm = np.linalg.norm(centred)
+    if norm == 0:
         return "C major"
-    best, best_r = "C major", -2.0
-    for mode, profile in (("major", _MAJOR_PROFILE), ("minor", _MINOR_PROFILE)):
-        for tonic in range(12):
-            r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
-            if r > best_r:
-                best, best_r = key_name(tonic, mode), r
-    return best
+    best = int(np.argmax(_ALL_PROFILES_CENTRED @ (centred / norm)))
+    return key_name(best % 12, "major" if best < 12 else "minor")
 
 
 def transpose_to_key(melody: Melody, key: str, low: int = 0, high: int = 127) -> Melody:
