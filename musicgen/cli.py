@@ -247,6 +247,96 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="sample melodies in a style from a trained model and write them as files",
+        description=(
+            "Sample --n melodies in --style from a model artifact (the <storage>/<name>/model folder `musicgen "
+            "train` writes) and write each as <out>/<style>-<seed>.<format>; melody i uses seed --seed + i, so "
+            "a rerun with the same settings writes the same files. With --primer the melodies continue that "
+            "file's melody (it counts towards --bars). Formats: mid, abc, musicxml, json (notes and the "
+            "settings that made them), wav (needs fluidsynth and a General MIDI soundfont, found in the usual "
+            "places or at $MUSICGEN_SOUNDFONT; skipped with a warning otherwise) and png (a piano roll)."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model artifact folder, local or s3://")
+    p.add_argument("--style", required=True, help="a style the model was trained on (a wrong one lists them)")
+    p.add_argument("--n", type=int, default=1, help="number of melodies (default: 1)")
+    p.add_argument("--out", required=True, help="output folder, local or s3://")
+    p.add_argument("--bars", type=int, default=16, help="length in bars, primer included, 1..64 (default: 16)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature; lower is safer, 0 is greedy (default: 1.0)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens; 0 = off (default: 0)")
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="sample among the likeliest tokens holding this much probability; 1 = off (default: 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first melody (default: 0)")
+    p.add_argument("--key", help="transpose each melody into this key, e.g. 'D minor' (default: the model's own)")
+    p.add_argument("--tempo", type=float, default=100.0, help="quarter notes per minute (default: 100)")
+    p.add_argument("--time-signature", help="meter, e.g. 6/8 (default: the model chooses; a primer sets its own)")
+    p.add_argument("--primer", help="a .mid/.midi or .abc/.xml/.musicxml/.mxl/.krn file whose melody to continue")
+    p.add_argument("--format", default="mid,abc,json",
+                   help="comma-separated formats out of mid,abc,musicxml,json,wav,png, or all (default: mid,abc,json)")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ... (default: auto)")
+    p.set_defaults(run=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from musicgen import storage
+    from musicgen.music.export import parse_formats
+    from musicgen.sampling import MelodyGenerator
+    from musicgen.sampling.cli_generate import (
+        check_style,
+        format_table,
+        generate_files,
+        make_requests,
+        parse_time_signature,
+        read_primer,
+    )
+
+    formats = parse_formats(args.format)
+    time_signature = parse_time_signature(args.time_signature) if args.time_signature else None
+    primer = read_primer(args.primer) if args.primer else None
+    generator = MelodyGenerator.from_artifact(args.model, device=args.device)
+    check_style(generator, args.style)
+    requests = make_requests(
+        args.style, args.n, args.seed, primer=primer, time_signature=time_signature, key=args.key, bars=args.bars,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, tempo=args.tempo,
+    )
+    generated = generate_files(generator, requests, args.out, formats)
+    print(format_table(generated))
+    print(f"{sum(len(g.files) for g in generated)} files written to {storage.absolute(args.out)}")
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve melodies over HTTP with Ray Serve (one autoscaling deployment per style)",
+        description=(
+            "Start Ray Serve (on the cluster in RAY_ADDRESS, or a local one) with a FastAPI ingress and one "
+            "deployment per style, and serve until Ctrl-C: GET /v1/styles, POST /v1/styles/{style}/melodies, "
+            "GET /healthz, API docs at /docs. --config is a YAML file of ServeConfig settings (styles, "
+            "autoscaling and style_autoscaling, max_batch_size, batch_wait_timeout_s, replica_num_cpus, "
+            "auth_token_env, ...); flags win over it. When the variable named by auth_token_env "
+            "(default MUSICGEN_API_TOKEN) is set, requests need 'Authorization: Bearer <token>'."
+        ),
+    )
+    p.add_argument("--model", help="model artifact folder, local or s3:// (or `model:` in --config)")
+    p.add_argument("--config", help="YAML file of serving settings")
+    p.add_argument("--host", help="HTTP host (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, help="HTTP port (default: 8000)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster (ignored when joining RAY_ADDRESS)")
+    p.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from musicgen.serving.app import load_config, run_server
+
+    run_server(load_config(args.config, model=args.model, host=args.host, port=args.port), num_cpus=args.num_cpus)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="musicgen",
@@ -259,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preprocess(sub)
     _add_train(sub)
     _add_demo(sub)
+    _add_generate(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -54,8 +54,16 @@ def parse_time_signature(text: str) -> tuple[int, int]:
     return int(numerator), int(denominator)
 
 
-def make_requests(style: str, n: int, seed: int, *, primer: Melody | None = None,
-                  time_signature: tuple[int, int] | None = None, key: str | None = None, **settings) -> list[SampleRequest]:
+def make_requests(
+    style: str,
+    n: int,
+    seed: int,
+    *,
+    primer: Melody | None = None,
+    time_signature: tuple[int, int] | None = None,
+    key: str | None = None,
+    **settings,
+) -> list[SampleRequest]:
     """``n`` requests; melody ``i`` gets seed ``seed + i``. A primer brings its own meter."""
     if n < 1:
         raise ValueError("--n must be at least 1")
@@ -74,6 +82,7 @@ def make_requests(style: str, n: int, seed: int, *, primer: Melody | None = None
 
 
 def stem_of(request: SampleRequest) -> str:
+    """File name without suffix: style and seed are what it takes to make the melody again."""
     return f"{request.style}-{request.seed}"
 
 
@@ -93,7 +102,7 @@ def generate_files(
             r, stem = generated.request, stem_of(generated.request)
             metadata = {
                 "model_id": generator.model_id, "model_version": generator.model_version,
-                "model": generator.model_name, "style": r.style, "seed": r.seed, "bars_requested": r.bars,
+                "model": generator.model_name, "style": r.style, "seed": r.seed, "bars": r.bars,
                 "temperature": r.temperature, "top_k": r.top_k, "top_p": r.top_p,
                 "primer_notes": len(r.primer.notes) if r.primer else 0,
             }
