@@ -135,8 +135,10 @@ class LSTMModel(MLETrainingMixin, nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        nn.init.normal_(self.tok_emb.weight, std=0.02)
-        nn.init.normal_(self.style_emb.weight, std=0.02)
+        # N(0, 1) embeddings (PyTorch's default): with GPT-style std 0.02 the inputs are so small that
+        # the LSTM sat ~300 steps on a unigram plateau (3.19 vs 2.33 val bits/token after 300 steps, 2x192)
+        nn.init.normal_(self.tok_emb.weight, std=1.0)
+        nn.init.normal_(self.style_emb.weight, std=1.0)
         # Forget-gate bias 1 (Jozefowicz et al. 2015): remembers by default early in training.
         h = self.config.hidden_size
         for name, p in self.lstm.named_parameters():
