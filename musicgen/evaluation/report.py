@@ -1,0 +1,267 @@
+"""``musicgen evaluate``: do generated melodies sound like their style, and are they new?
+
+For one or more models (side by side) against the preprocessed corpus:
+
+* style fidelity: a classifier trained on the corpus's train split (its
+  accuracy on the held-out test split reported beside it) labels each
+  generated melody; the share labelled with the requested style, per style,
+  and the confusion matrix;
+* the objective metrics of generated vs real melodies of the same style: means,
+  overlapping area and KL of their distributions;
+* novelty: the longest run of pitch intervals shared with any corpus melody
+  (an n-gram index, not a pairwise scan), the nearest corpus melody, the share
+  at or above the copy threshold, and exact copies;
+* validation bits/token of the model next to the n-gram baseline's (from training).
+
+Writes ``report.json``, ``report.md`` and PNG plots (metric histograms, confusion
+matrices, piano rolls) plus WAV previews when FluidSynth is installed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from musicgen import storage
+from musicgen.evaluation.classifier import StyleClassifier, confusion_matrix, fidelity
+from musicgen.evaluation.metrics import SCALAR_METRICS, compare_sets
+from musicgen.music.melody import Melody, interval_fingerprints
+from musicgen.tokenizers import tokenizer_from_dict
+
+log = logging.getLogger(__name__)
+MAX_CLASSIFIER_TRAIN = 8000  # melodies: plenty for a linear model, and keeps the fit under a minute
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    models: tuple[str, ...]  # model artifact URIs; several are compared side by side
+    data: str  # preprocessed shards (the corpus the models learned)
+    out: str
+    n_per_style: int = 50
+    generated: str | None = None  # a bulk catalog folder to judge instead of sampling (one model)
+    bars: int = 16
+    temperature: float = 1.0
+    top_p: float = 0.95
+    seed: int = 0
+    copy_threshold: int = 16  # intervals: the bulk job's default
+    previews_per_style: int = 1  # piano rolls (and WAVs) in the report
+
+
+@dataclass
+class Labelled:
+    melody: Melody
+    style: str
+
+
+def corpus_melodies(data: str, split: str) -> list[Labelled]:
+    from musicgen.training.trainer import read_split
+
+    tokenizer = tokenizer_from_dict(storage.read_json(storage.join(data, "vocab.json")))
+    table = read_split(data, split, ("tokens", "style"))
+    return [Labelled(tokenizer.decode(t)[0], s)
+            for t, s in zip(table.column("tokens").to_pylist(), table.column("style").to_pylist())]
+
+
+def sample_melodies(model: str, styles: Sequence[str], config: EvaluateConfig) -> tuple[list[Labelled], dict]:
+    """``n_per_style`` melodies per style from the model, and the model's own metadata."""
+    from musicgen.sampling import MelodyGenerator, SampleRequest
+
+    generator = MelodyGenerator.from_artifact(model)
+    known = [s for s in styles if s in generator.styles]
+    requests = [SampleRequest(style=s, seed=config.seed + i, bars=config.bars, temperature=config.temperature,
+                              top_p=config.top_p) for s in known for i in range(config.n_per_style)]
+    melodies = []
+    for start in range(0, len(requests), 256):
+        melodies += [Labelled(g.melody, g.request.style) for g in generator.generate(requests[start : start + 256])]
+    training = generator.meta.get("extra", {}).get("training", {})
+    return melodies, {"model": generator.model_name, "model_id": generator.model_id,
+                      "model_version": generator.model_version, "training": training}
+
+
+def catalog_melodies(catalog: str) -> tuple[list[Labelled], dict]:
+    """The accepted melodies of a bulk catalog, read back from its MIDI files."""
+    import pyarrow.parquet as pq
+
+    from musicgen.music.midi import read_midi
+
+    fs, path = storage.resolve(storage.join(catalog, "manifest.parquet"))
+    rows = pq.read_table(path, filesystem=fs).to_pylist()
+    melodies = [Labelled(read_midi(storage.read_bytes(storage.join(catalog, r["path"]))), r["style"]) for r in rows]
+    first = rows[0] if rows else {}
+    return melodies, {"model": first.get("model_name", "catalog"), "model_id": first.get("model_id", catalog),
+                      "model_version": first.get("model_version", ""), "training": {}}
+
+
+def novelty(melodies: Sequence[Melody], reference, corpus_fingerprints: set[str], threshold: int) -> dict:
+    runs = [reference.longest_shared_run(m) for m in melodies]
+    lengths = np.array([r.length for r in runs])
+    exact = sum(interval_fingerprints(m, 16)[0] in corpus_fingerprints for m in melodies)
+    return {
+        "mean_longest_shared_run": float(lengths.mean()) if len(lengths) else 0.0,
+        "max_longest_shared_run": int(lengths.max()) if len(lengths) else 0,
+        "share_at_or_above_copy_threshold": float((lengths >= threshold).mean()) if len(lengths) else 0.0,
+        "exact_copies": int(exact),
+        "longest_runs": lengths.tolist(),
+    }
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def metric_histograms_png(generated: Sequence[Melody], real: Sequence[Melody], title: str) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(14, 6))
+    axes = fig.subplots(2, 4).flatten()
+    for ax, (name, (fn, value_range)) in zip(axes, SCALAR_METRICS.items()):
+        bins = np.linspace(*value_range, 21)
+        ax.hist(np.clip([fn(m) for m in real], *value_range), bins=bins, alpha=0.5, density=True, label="real")
+        ax.hist(np.clip([fn(m) for m in generated], *value_range), bins=bins, alpha=0.5, density=True, label="generated")
+        ax.set_title(name.replace("_", " "), fontsize=9)
+    axes[-1].axis("off")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def confusion_png(matrix: np.ndarray, styles: Sequence[str], title: str) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(styles)), styles, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(styles)), styles, fontsize=8)
+    ax.set_xlabel("classified as")
+    ax.set_ylabel("requested style")
+    for i in range(len(styles)):
+        for j in range(len(styles)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_title(title, fontsize=10)
+    return _png(fig)
+
+
+def run_evaluation(config: EvaluateConfig) -> dict:
+    from musicgen.catalog.generate import reference_index
+    from musicgen.music.export import to_png_bytes, to_wav_bytes, wav_available
+
+    train, test = corpus_melodies(config.data, "train"), corpus_melodies(config.data, "test")
+    styles = sorted({x.style for x in train})
+    rng = np.random.default_rng(0)
+    fit_on = [train[i] for i in sorted(rng.permutation(len(train))[:MAX_CLASSIFIER_TRAIN])]
+    log.info("training the style classifier on %d melodies", len(fit_on))
+    classifier = StyleClassifier.fit([x.melody for x in fit_on], [x.style for x in fit_on])
+    storage.write_json(storage.join(config.out, "classifier.json"), classifier.to_dict())
+    real_fidelity = fidelity([x.style for x in test], classifier.predict([x.melody for x in test]))
+
+    reference = reference_index(config.data, min_run=8)
+    corpus_fingerprints = {interval_fingerprints(x.melody, 16)[0] for x in train + test if len(x.melody.notes) > 1}
+    real_by_style = {s: [x.melody for x in (test if sum(t.style == s for t in test) >= 20 else train) if x.style == s]
+                     for s in styles}
+
+    results = []
+    sources = [config.generated] if config.generated else list(config.models)
+    for index, source in enumerate(sources):
+        generated, about = (catalog_melodies(source) if config.generated else sample_melodies(source, styles, config))
+        label = f"{about['model']}:{about['model_id']}"
+        predicted = classifier.predict([g.melody for g in generated])
+        requested = [g.style for g in generated]
+        present = [s for s in styles if s in requested]
+        matrix = confusion_matrix(requested, predicted, styles)
+        tag = f"model{index}"
+        storage.write_bytes(storage.join(config.out, f"{tag}-confusion.png"), confusion_png(matrix, styles, f"{label}: style fidelity"))
+        per_style = {}
+        for s in present:
+            mine = [g.melody for g in generated if g.style == s]
+            per_style[s] = {"n": len(mine), "metrics": compare_sets(mine, real_by_style[s])}
+            storage.write_bytes(storage.join(config.out, f"{tag}-{s}-metrics.png"),
+                                metric_histograms_png(mine, real_by_style[s], f"{label}: {s}, generated vs real"))
+            for k, melody in enumerate(mine[: config.previews_per_style]):
+                stem = f"{tag}-{s}-{k}"
+                storage.write_bytes(storage.join(config.out, f"{stem}.png"), to_png_bytes(melody, f"{label} {s}"))
+                if wav_available():
+                    storage.write_bytes(storage.join(config.out, f"{stem}.wav"), to_wav_bytes(melody))
+        overlap = {m: float(np.mean([per_style[s]["metrics"][m]["overlap"] for s in present])) for m in SCALAR_METRICS}
+        results.append({
+            **about, "tag": tag, "label": label, "n": len(generated),
+            "style_fidelity": fidelity(requested, predicted),
+            "confusion": matrix.tolist(),
+            "metric_overlap": overlap,
+            "per_style": per_style,
+            "novelty": novelty([g.melody for g in generated], reference, corpus_fingerprints, config.copy_threshold),
+        })
+    report = {"config": asdict(config), "styles": styles,
+              "classifier": {"train_melodies": len(fit_on), "test_melodies": len(test), "real_accuracy": real_fidelity},
+              "models": results, "wav_previews": wav_available()}
+    storage.write_json(storage.join(config.out, "report.json"), report)
+    storage.write_bytes(storage.join(config.out, "report.md"), format_report(report).encode())
+    return report
+
+
+def format_summary(report: dict) -> str:
+    """A few lines for the terminal: fidelity and novelty per model."""
+    real = report["classifier"]["real_accuracy"]["all"]
+    lines = [f"style classifier accuracy on held-out real melodies: {real:.1%}"]
+    for r in report["models"]:
+        nov = r["novelty"]
+        lines.append(
+            f"{r['label']}: style fidelity {r['style_fidelity']['all']:.1%} over {r['n']} melodies; "
+            f"longest run shared with the corpus: mean {nov['mean_longest_shared_run']:.1f}, "
+            f"max {nov['max_longest_shared_run']} intervals; exact copies {nov['exact_copies']}"
+        )
+    return "\n".join(lines)
+
+
+def format_report(report: dict) -> str:
+    styles, models = report["styles"], report["models"]
+    real = report["classifier"]["real_accuracy"]
+    lines = ["# Evaluation report", "",
+             f"Corpus: `{report['config']['data']}`. Style classifier (logistic regression, "
+             f"{report['classifier']['train_melodies']} train melodies): accuracy on "
+             f"{report['classifier']['test_melodies']} held-out real melodies **{real['all']:.1%}** (mean over styles).",
+             "", "## Models side by side", "",
+             "| | " + " | ".join(r["label"] for r in models) + " |",
+             "|---|" + "---:|" * len(models)]
+
+    def row(name: str, cells: list[str]) -> None:
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    row("melodies", [str(r["n"]) for r in models])
+    row("**style fidelity (mean)**", [f"**{r['style_fidelity']['all']:.1%}**" for r in models])
+    for s in styles:
+        row(f"fidelity {s} (real: {real.get(s, float('nan')):.0%})",
+            [f"{r['style_fidelity'][s]:.1%}" if s in r["style_fidelity"] else "–" for r in models])
+    row("val bits/token (5-gram)", [
+        f"{r['training'].get('val_bits_per_token', {}).get('all', float('nan')):.3f} "
+        f"({r['training'].get('ngram_bits_per_token', {}).get('all', float('nan')):.3f})" if r["training"] else "–"
+        for r in models])
+    for m in SCALAR_METRICS:
+        row(f"overlap {m.replace('_', ' ')}", [f"{r['metric_overlap'][m]:.2f}" for r in models])
+    row("longest shared run, mean / max", [
+        f"{r['novelty']['mean_longest_shared_run']:.1f} / {r['novelty']['max_longest_shared_run']}" for r in models])
+    row(f"share >= {report['config']['copy_threshold']} intervals",
+        [f"{r['novelty']['share_at_or_above_copy_threshold']:.1%}" for r in models])
+    row("exact copies", [str(r["novelty"]["exact_copies"]) for r in models])
+    for r in models:
+        lines += ["", f"## {r['label']}", "", f"![confusion matrix]({r['tag']}-confusion.png)", "",
+                  "| style | metric | generated mean | real mean | overlap | KL(real‖gen) |", "|---|---|---:|---:|---:|---:|"]
+        for s, v in r["per_style"].items():
+            for m, figures in v["metrics"].items():
+                lines.append(f"| {s} | {m} | {figures['generated_mean']:.2f} | {figures['real_mean']:.2f} | "
+                             f"{figures['overlap']:.2f} | {figures['kl_real_generated']:.2f} |")
+        for s in r["per_style"]:
+            lines += ["", f"### {s}", "", f"![metrics]({r['tag']}-{s}-metrics.png)", "",
+                      f"![piano roll]({r['tag']}-{s}-0.png)"]
+            if report["wav_previews"]:
+                lines.append(f"[listen]({r['tag']}-{s}-0.wav)")
+    return "\n".join(lines) + "\n"
+
