@@ -39,6 +39,20 @@ def random_melody(rng: random.Random, n_notes: int = 24, time_signature=(4, 4), 
     return Melody(tuple(notes), time_signature, "C major", 100.0)
 
 
+def jig(rng: random.Random) -> Melody:
+    """Stepwise running eighths in 6/8."""
+    pitch, notes = rng.randint(62, 70), []
+    for i in range(24):
+        pitch += rng.choice([-2, -1, 1, 2])
+        notes.append(Note(pitch, 6 * i, 6))
+    return Melody(tuple(notes), (6, 8))
+
+
+def hymn(rng: random.Random) -> Melody:
+    """Quarter and half notes with leaps, in 4/4."""
+    return random_melody(rng, 16, (4, 4))
+
+
 @pytest.fixture(scope="session")
 def real_corpus(tmp_path_factory):
     """A few real works per style exported from the music21 corpus (MidiTok-style round-trip data)."""

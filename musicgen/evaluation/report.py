@@ -90,7 +90,7 @@ def catalog_melodies(catalog: str) -> tuple[list[Labelled], dict]:
 
     fs, path = storage.resolve(storage.join(catalog, "manifest.parquet"))
     rows = pq.read_table(path, filesystem=fs).to_pylist()
-    melodies = [Labelled(read_midi(storage.read_bytes(storage.join(catalog, r["path"]))), r["style"]) for r in rows]
+    melodies = [Labelled(read_midi(storage.read_bytes(storage.join(catalog, r["mid_path"]))), r["style"]) for r in rows]
     first = rows[0] if rows else {}
     return melodies, {"model": first.get("model_name", "catalog"), "model_id": first.get("model_id", catalog),
                       "model_version": first.get("model_version", ""), "training": {}}

@@ -6,22 +6,7 @@ import json
 import random
 
 from musicgen.evaluation.classifier import StyleClassifier, confusion_matrix, fidelity
-from musicgen.music.melody import Melody, Note
-from tests.conftest import random_melody
-
-
-def jig(rng: random.Random) -> Melody:
-    """Stepwise running eighths in 6/8."""
-    pitch, notes = rng.randint(62, 70), []
-    for i in range(24):
-        pitch += rng.choice([-2, -1, 1, 2])
-        notes.append(Note(pitch, 6 * i, 6))
-    return Melody(tuple(notes), (6, 8))
-
-
-def hymn(rng: random.Random) -> Melody:
-    """Quarter and half notes with leaps, in 4/4."""
-    return random_melody(rng, 16, (4, 4))
+from tests.conftest import hymn, jig
 
 
 def test_separates_styles_on_held_out_melodies_and_round_trips():
