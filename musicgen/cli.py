@@ -337,6 +337,68 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bulk(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bulk",
+        help="Ray Data job: a catalog of N new melodies per style, copies of the corpus filtered out",
+        description=(
+            "Generate --per-style accepted melodies in each style with a pool of Ray Data actors (batched "
+            "sampling, one GPU each with --use-gpu) and write <out>/<style>/<id>.mid and .abc (and .wav), then "
+            "<id>.json, plus <out>/manifest.parquet, rejected.parquet and summary.json. Style s's melodies use "
+            "seeds --seed, --seed + 1, ... and are judged in that order: a melody sharing --copy-threshold "
+            "consecutive pitch intervals (in any key) with any melody of the corpus the model was trained on "
+            "(all splits, or --reference) is rejected as a copy, one repeating or sharing "
+            "--near-duplicate-threshold intervals with a melody already accepted as a near duplicate. Ids are "
+            "sha256(model version:style:seed), so reruns name the same melodies. A killed run resumes when "
+            "rerun with the same settings; settings that change which melodies come out cannot change "
+            "in between. Submit with `ray job submit -- python -m pipelines.bulk_generate ...`."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model artifact folder, local or s3://")
+    p.add_argument("--out", required=True, help="catalog folder, local or s3://")
+    p.add_argument("--per-style", type=int, required=True, help="accepted melodies per style")
+    p.add_argument("--styles", nargs="+", help="styles to generate (default: every style of the model)")
+    p.add_argument("--bars", type=int, help="length in bars (default: 16)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: 1.0)")
+    p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens; 0 = off (default: 0)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass; 1 = off (default: 1.0)")
+    p.add_argument("--seed", type=int, help="first seed of every style (default: 0)")
+    p.add_argument("--format", dest="formats", type=lambda text: tuple(t.strip() for t in text.split(",") if t.strip()),
+                   help="comma-separated, out of mid,abc,wav (default: mid,abc; wav needs fluidsynth and a soundfont)")
+    p.add_argument("--copy-threshold", type=int,
+                   help="reject melodies sharing this many consecutive pitch intervals with a corpus melody "
+                   "(default: 16)")
+    p.add_argument("--near-duplicate-threshold", type=int,
+                   help="reject melodies sharing this many with an accepted melody of their style (default: 16)")
+    p.add_argument("--min-notes", type=int, help="reject shorter melodies (default: 8)")
+    p.add_argument("--reference",
+                   help="preprocessed shards to check copies against (default: the data the model was trained on)")
+    p.add_argument("--batch-size", type=int, help="melodies per sampling call (default: 128)")
+    p.add_argument("--actors", type=int, help="generator actors (default: one per CPU, or per GPU, of the cluster)")
+    p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction,
+                   help="one GPU per actor (default: when the cluster has GPUs)")
+    p.add_argument("--max-rounds", type=int, help="give up after this many rounds of generation (default: 8)")
+    p.add_argument("--checkpoint-every", type=int,
+                   help="save progress after about this many melodies; a rerun redoes at most these (default: 256)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster (ignored when joining RAY_ADDRESS)")
+    p.add_argument("--inject-kill-after", type=int, help=argparse.SUPPRESS)  # chaos testing of resume
+    p.set_defaults(run=_run_bulk)
+
+
+def _run_bulk(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from musicgen.catalog.bulk import format_summary, run_bulk
+    from musicgen.config import BulkConfig, from_dict
+    from musicgen.runtime import init_ray
+
+    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(BulkConfig)}
+    config = from_dict(BulkConfig, {k: v for k, v in values.items() if v is not None})
+    init_ray(args.num_cpus)
+    print(format_summary(run_bulk(config)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="musicgen",
@@ -351,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_generate(sub)
     _add_serve(sub)
+    _add_bulk(sub)
     return parser
 
 

@@ -83,3 +83,53 @@ class TrainConfig:
             raise ValueError("workers must be >= 1")
         if self.max_steps is None and self.epochs < 1:
             raise ValueError("give --epochs >= 1 or --max-steps")
+
+
+BULK_FORMATS = ("mid", "abc", "wav")
+
+
+@dataclass(frozen=True)
+class BulkConfig:
+    """Settings of a bulk catalog job: N accepted melodies per style, checked against the corpus.
+
+    The fields up to ``oversample`` decide which melodies end up in the catalog, so
+    a rerun that finishes a catalog must keep them; the others only decide how fast.
+    """
+
+    model: str
+    out: str
+    per_style: int
+    styles: tuple[str, ...] = ()  # empty: every style the model knows
+    bars: int = 16
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0  # a style's melodies use seeds seed, seed + 1, ... in turn
+    formats: tuple[str, ...] = ("mid", "abc")  # "wav" as well where fluidsynth and a soundfont exist
+    # rejected as a copy: shares a run of at least this many pitch intervals with a corpus melody
+    copy_threshold: int = 16
+    # rejected as a near duplicate: shares that long a run with a melody of its style already accepted
+    near_duplicate_threshold: int = 16
+    min_notes: int = 8
+    reference: str | None = None  # shards to check copies against (default: those the model was trained on)
+    batch_size: int = 128  # melodies per sampling call (on a CPU core, per-melody cost levels off from ~128)
+    oversample: float = 1.1  # extra seeds per round beyond those the acceptance rate so far calls for
+    actors: int | None = None  # generator actors (default: one per CPU of the cluster, or per GPU)
+    use_gpu: bool | None = None  # None: when the cluster has a GPU
+    max_rounds: int = 8
+    checkpoint_every: int = 256  # progress is saved after about this many melodies
+    write_threads: int = 16
+    # Chaos testing: the driver SIGKILLs itself in the middle of writing melody N+1. Never set in normal runs.
+    inject_kill_after: int | None = None
+
+    def __post_init__(self):
+        if self.per_style < 1 or self.batch_size < 1:
+            raise ValueError("per_style and batch_size must be >= 1")
+        if min(self.copy_threshold, self.near_duplicate_threshold) < 1:
+            raise ValueError("copy and near-duplicate thresholds must be >= 1 interval")
+        if self.oversample < 1 or self.max_rounds < 1:
+            raise ValueError("oversample must be >= 1 and max_rounds >= 1")
+        unknown = sorted(set(self.formats) - set(BULK_FORMATS))
+        if unknown or not self.formats:
+            raise ValueError(f"unknown formats {', '.join(unknown) or '(none)'}; "
+                             f"choose from {', '.join(BULK_FORMATS)}")

@@ -1,0 +1,443 @@
+"""The bulk catalog job: N accepted melodies per style, checked against the corpus, written atomically, resumable.
+
+1. Reference: every melody of the shards the model was trained on (all splits),
+   indexed once on the driver (:class:`~musicgen.evaluation.novelty.IntervalIndex`)
+   and put in the object store for the actors.
+2. Rounds: a plan of (style, seed) requests (each style's next seeds, as many as
+   its acceptance rate so far calls for, times ``oversample``) goes through
+   ``map_batches(CatalogGenerator, ActorPoolStrategy)`` in fixed batches; an
+   actor samples a batch in one call and returns figures and file contents.
+3. Acceptance on the driver, in seed order per style, whatever order batches
+   come back in: rejected if it shares ``copy_threshold`` intervals with a corpus
+   melody, repeats (same fingerprint) or nearly repeats (a long shared run, from
+   a second, growing index) a melody of its style accepted before, or is too
+   short; else accepted until the style has N. Styles are judged apart, so one
+   style's decisions never wait on another's.
+4. Writes, in threads as melodies are accepted: ``<out>/<style>/<id>.mid`` and
+   ``.abc`` (``.wav``), then ``<id>.json`` last: its presence means complete.
+5. Progress (``<out>/progress.json``: the round's plan, how much of it is
+   decided, the melodies accepted and rejected) is saved atomically every
+   ``checkpoint_every`` melodies, once the writes before it have finished. A
+   rerun with the same settings resumes there: complete melodies are not written
+   again, partial ones are rewritten, stray files are removed at the end.
+6. ``manifest.parquet``, ``rejected.parquet`` and ``summary.json``.
+
+Ids are sha256(model version:style:seed) and a melody depends only on its seed,
+so a resumed run ends with the catalog an uninterrupted run makes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import posixpath
+import signal
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from musicgen import storage
+from musicgen.catalog.generate import CatalogGenerator, Loader, reference_index
+from musicgen.config import BulkConfig
+from musicgen.evaluation.novelty import IntervalIndex
+
+PROGRESS, MANIFEST, REJECTED, SUMMARY = "progress.json", "manifest.parquet", "rejected.parquet", "summary.json"
+MIN_REPORTED_RUN = 8  # shared runs shorter than this are recorded as 0 (chance, not copying)
+MIN_RATE = 0.1  # a round plans at most 1/MIN_RATE seeds per missing melody
+# settings that decide which melodies the catalog holds: a rerun into the same folder must keep them
+RESULT_SETTINGS = ("per_style", "bars", "temperature", "top_k", "top_p", "seed", "formats", "copy_threshold",
+                   "near_duplicate_threshold", "min_notes", "batch_size", "oversample")
+REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("style", pa.string()), ("seed", pa.int64()),
+                             ("reason", pa.string()), ("longest_run", pa.int32()), ("nearest_id", pa.string()),
+                             ("error", pa.string())])
+
+
+@dataclass
+class Progress:
+    """What a rerun needs to go on where a run stopped; saved as ``<out>/progress.json``."""
+
+    settings: dict
+    next_seed: dict[str, int]
+    decided_upto: dict[str, int | None]  # per style: every planned seed up to this one is decided
+    round: int = 0
+    plan: list[list] = field(default_factory=list)  # this round's [style, seed] requests, in batch order
+    done_batches: int = 0  # leading batches of the plan whose melodies are all decided
+    accepted: list[dict] = field(default_factory=list)  # manifest records, plus each melody's pitches
+    rejected: list[dict] = field(default_factory=list)
+
+
+class StyleCatalog:
+    """The accepted melodies of one style so far, as the duplicate filters see them."""
+
+    def __init__(self, near_duplicate_threshold: int):
+        self.index = IntervalIndex(min_run=near_duplicate_threshold)
+        self.fingerprints: dict[str, str] = {}
+        self.accepted = self.decided = 0
+
+    def add(self, record: dict) -> None:
+        self.index.add(record["pitches"], record["id"])
+        self.fingerprints[record["fingerprint"]] = record["id"]
+        self.accepted += 1
+
+
+def judge(row: dict, catalog: StyleCatalog, config: BulkConfig) -> tuple[str, int, str | None] | None:
+    """Why ``row`` is rejected, as (reason, shared run, the melody it repeats), or None to accept it."""
+    if row["error"]:
+        return "failed", 0, None
+    if row["n_notes"] < config.min_notes:
+        return "too_short", 0, None
+    if row["longest_shared_run"] >= config.copy_threshold:
+        return "copies_training", row["longest_shared_run"], row["nearest_training_id"]
+    if row["fingerprint"] in catalog.fingerprints:
+        return "duplicate", row["n_notes"] - 1, catalog.fingerprints[row["fingerprint"]]
+    run = catalog.index.longest_shared_run(row["pitches"])
+    if run.length >= config.near_duplicate_threshold:
+        return "near_duplicate", run.length, run.id
+    return None
+
+
+def plan_round(progress: Progress, catalogs: dict[str, StyleCatalog], config: BulkConfig) -> list[list]:
+    """The next seeds of every unfinished style, interleaved so each batch advances every style."""
+    counts = {}
+    for style, catalog in catalogs.items():
+        missing = config.per_style - catalog.accepted
+        if missing > 0:
+            rate = max((catalog.accepted + 1) / (catalog.decided + 1), MIN_RATE)
+            counts[style] = math.ceil(missing * config.oversample / rate)
+    plan = [[style, progress.next_seed[style] + k] for k in range(max(counts.values(), default=0))
+            for style in counts if k < counts[style]]
+    for style, n in counts.items():
+        progress.next_seed[style] += n
+    return plan
+
+
+class Writer:
+    """Writes accepted melodies in threads: data files first, ``<id>.json`` last."""
+
+    def __init__(self, out: str, threads: int, complete: set[str], kill_after: int | None = None):
+        self.out, self.complete, self.kill_after = out, complete, kill_after
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="catalog-writer")
+        self.futures: list[Future] = []
+        self.written, self.lock = 0, threading.Lock()
+
+    def submit(self, record: dict, files: dict[str, bytes]) -> None:
+        if record["id"] not in self.complete:  # written in full by an earlier run
+            self.futures.append(self.pool.submit(self._write, record, files))
+
+    def _write(self, record: dict, files: dict[str, bytes]) -> None:
+        for fmt, data in files.items():
+            storage.write_bytes(storage.join(self.out, *record[f"{fmt}_path"].split("/")), data)
+        with self.lock:
+            self.written += 1
+            if self.kill_after is not None and self.written > self.kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)  # chaos testing: this melody stays partial
+        storage.write_json(storage.join(self.out, record["style"], f"{record['id']}.json"), record)
+
+    def flush(self) -> None:
+        futures, self.futures = self.futures, []
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        self.flush()
+        self.pool.shutdown()
+
+
+def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
+    """Make or finish the catalog ``config`` describes on the current Ray cluster; returns its summary.
+
+    ``loader(model_uri, device=...)`` builds the generator, on the driver (for
+    its metadata) and in every actor; default ``MelodyGenerator.from_artifact``.
+    """
+    import ray
+    from tqdm import tqdm
+
+    from musicgen.sampling import MelodyGenerator
+
+    started = time.perf_counter()
+    loader = loader or MelodyGenerator.from_artifact
+    config = dataclasses.replace(config, model=storage.absolute(config.model), out=storage.absolute(config.out))
+    generator = loader(config.model, device="cpu")
+    styles = tuple(config.styles) or generator.styles
+    unknown = sorted(set(styles) - set(generator.styles))
+    if unknown:
+        raise KeyError(f"unknown styles {', '.join(unknown)}; this model knows {', '.join(generator.styles)}")
+    data = reference_data(config, generator)
+    if "wav" in config.formats:
+        from musicgen.music.export import wav_available
+
+        if not wav_available():
+            raise ValueError("wav needs the fluidsynth program and a General MIDI soundfont; drop wav from --formats")
+    settings = {"model_version": generator.model_version, "styles": list(styles), "reference": data,
+                **{k: getattr(config, k) for k in RESULT_SETTINGS}}
+    progress = load_progress(config.out, settings)
+    accepted_before = len(progress.accepted)
+
+    index_started = time.perf_counter()
+    reference = reference_index(data, min(MIN_REPORTED_RUN, config.copy_threshold))
+    index_seconds = time.perf_counter() - index_started
+    use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    actors = config.actors or max(1, int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)))
+    job = Job(config, generator, styles, progress, ray.put(reference), loader, use_gpu, actors)
+    writer = Writer(config.out, config.write_threads, complete_ids(config.out, styles), config.inject_kill_after)
+    generating = time.perf_counter()
+    with tqdm(total=config.per_style * len(styles), initial=accepted_before, unit="melody", desc="catalog") as bar:
+        job.run(writer, bar)
+    writer.close()
+    generation_seconds = time.perf_counter() - generating
+
+    def in_order(rows: list[dict]) -> list[dict]:
+        return sorted(rows, key=lambda r: (styles.index(r["style"]), r["seed"]))
+
+    records = in_order(progress.accepted)
+    manifest = pa.Table.from_pylist([{k: v for k, v in r.items() if k != "pitches"} for r in records])
+    write_parquet(storage.join(config.out, MANIFEST), manifest)
+    write_parquet(storage.join(config.out, REJECTED),
+                  pa.Table.from_pylist(in_order(progress.rejected), schema=REJECTED_SCHEMA))
+    removed = remove_strays(config.out, records, styles)
+    wall = time.perf_counter() - started
+    summary = {
+        "out": config.out,
+        "manifest": storage.join(config.out, MANIFEST),
+        "model": config.model,
+        "model_id": generator.model_id,
+        "model_version": generator.model_version,
+        "per_style": config.per_style,
+        "accepted": dict(Counter(r["style"] for r in records)),
+        "rejected": dict(Counter(r["reason"] for r in progress.rejected)),
+        "rejected_per_style": {s: dict(Counter(r["reason"] for r in progress.rejected if r["style"] == s))
+                               for s in styles},
+        "copy_threshold": config.copy_threshold,
+        "near_duplicate_threshold": config.near_duplicate_threshold,
+        "reference": data,
+        "reference_melodies": len(reference),
+        "rounds": progress.round,
+        "accepted_before": accepted_before,
+        "accepted_this_run": len(records) - accepted_before,
+        "generated_this_run": job.generated,
+        "stray_files_removed": removed,
+        "actors": actors,
+        "device": "cuda" if use_gpu else "cpu",
+        "batch_size": config.batch_size,
+        "index_seconds": round(index_seconds, 2),
+        "generation_seconds": round(generation_seconds, 2),
+        "wall_seconds": round(wall, 2),
+        "melodies_per_second": round((len(records) - accepted_before) / wall, 2),
+        "generated_per_second": round(job.generated / generation_seconds, 2),
+    }
+    storage.write_json(storage.join(config.out, SUMMARY), summary)
+    return summary
+
+
+def reference_data(config: BulkConfig, generator) -> str:
+    """The shards to check copies against: ``--reference``, else those the model was trained on."""
+    data = config.reference or generator.meta.get("extra", {}).get("train_config", {}).get("data")
+    if not data:
+        raise ValueError(f"{config.model} names no training data to check copies against; pass --reference SHARDS")
+    return storage.absolute(data)
+
+
+class Job:
+    """One bulk run's moving parts: rounds through Ray Data, and the decisions on the driver."""
+
+    def __init__(self, config: BulkConfig, generator, styles: tuple[str, ...], progress: Progress, reference_ref,
+                 loader: Loader, use_gpu: bool, actors: int):
+        self.config, self.generator, self.styles, self.progress = config, generator, styles, progress
+        self.reference_ref, self.loader, self.use_gpu, self.actors = reference_ref, loader, use_gpu, actors
+        self.catalogs = {style: StyleCatalog(config.near_duplicate_threshold) for style in styles}
+        for record in progress.accepted:
+            self.catalogs[record["style"]].add(record)
+        for record in [*progress.accepted, *progress.rejected]:
+            self.catalogs[record["style"]].decided += 1
+        self.generated = 0
+
+    def run(self, writer: Writer, bar) -> None:
+        """Rounds until every style has its N melodies: the saved round first, if it was cut short."""
+        progress = self.progress
+        while self.unfinished():
+            if progress.done_batches * self.config.batch_size >= len(progress.plan):
+                if progress.round >= self.config.max_rounds:
+                    raise ValueError(incomplete_message(progress, self.catalogs, self.config))
+                progress.plan, progress.done_batches = plan_round(progress, self.catalogs, self.config), 0
+                progress.round += 1
+                save_progress(self.config.out, progress)
+            self.run_round(writer, bar)
+
+    def unfinished(self) -> bool:
+        return any(c.accepted < self.config.per_style for c in self.catalogs.values())
+
+    def dataset(self, plan: list[list]):
+        """The plan's remaining requests through the actor pool, one block per sampling batch."""
+        import ray.data
+
+        b = self.config.batch_size
+        blocks = [pa.table({"style": [s for s, _ in plan[i : i + b]], "seed": [n for _, n in plan[i : i + b]]})
+                  for i in range(0, len(plan), b)]
+        sampling = {"bars": self.config.bars, "temperature": self.config.temperature, "top_k": self.config.top_k,
+                    "top_p": self.config.top_p}
+        resources = {"num_gpus": 1} if self.use_gpu else {"num_cpus": 1}
+        return ray.data.from_arrow(blocks).map_batches(
+            CatalogGenerator,
+            fn_constructor_kwargs={"model": self.config.model, "device": "cuda" if self.use_gpu else "cpu",
+                                   "reference": self.reference_ref, "sampling": sampling,
+                                   "formats": self.config.formats, "loader": self.loader},
+            batch_size=b, batch_format="pyarrow",
+            # every actor starts at once: an autoscaling pool would add them one model load at a time
+            compute=ray.data.ActorPoolStrategy(min_size=min(self.actors, len(blocks)), max_size=self.actors),
+            **resources,
+        )
+
+    def run_round(self, writer: Writer, bar) -> None:
+        """Generate the rest of the round's plan and decide each melody as soon as its style's earlier seeds are."""
+        progress, b = self.progress, self.config.batch_size
+        first = progress.done_batches
+        remaining = progress.plan[first * b :]
+        batch_of = {(s, n): first + i // b for i, (s, n) in enumerate(remaining)}
+        size = Counter(batch_of.values())
+        received: Counter = Counter()
+        # a resumed round may regenerate melodies decided before the stop: only the undecided are waited for
+        queues = {s: deque(n for st, n in remaining if st == s and n > (progress.decided_upto[s] or -math.inf))
+                  for s in self.styles}
+        wanted = {s: set(q) for s, q in queues.items()}
+        pending: dict[str, dict[int, tuple[dict, dict]]] = {s: {} for s in self.styles}
+        saved_at = first
+        for block in self.dataset(remaining).iter_batches(batch_size=None, batch_format="pyarrow"):
+            files = {fmt: block.column(fmt).to_pylist() for fmt in self.config.formats}
+            for i, row in enumerate(block.drop_columns(list(self.config.formats)).to_pylist()):
+                self.generated += 1
+                received[batch_of[(row["style"], row["seed"])]] += 1
+                if row["seed"] in wanted[row["style"]]:
+                    pending[row["style"]][row["seed"]] = (row, {fmt: files[fmt][i] for fmt in files})
+            for style in self.styles:
+                self.decide_ready(style, queues[style], pending[style], writer, bar)
+            while progress.done_batches in size and received[progress.done_batches] == size[progress.done_batches]:
+                progress.done_batches += 1
+            if not self.unfinished():
+                break  # the rest of the plan is not needed
+            if (progress.done_batches - saved_at) * b >= self.config.checkpoint_every:
+                writer.flush()
+                save_progress(self.config.out, progress)
+                saved_at = progress.done_batches
+        writer.flush()
+        save_progress(self.config.out, progress)
+
+    def decide_ready(self, style: str, queue: deque, pending: dict, writer: Writer, bar) -> None:
+        """Decide the style's melodies in seed order, as far as they have arrived."""
+        catalog = self.catalogs[style]
+        while queue and queue[0] in pending and catalog.accepted < self.config.per_style:
+            row, files = pending.pop(queue.popleft())
+            self.progress.decided_upto[style] = row["seed"]
+            catalog.decided += 1
+            verdict = judge(row, catalog, self.config)
+            if verdict:
+                reason, run, nearest = verdict
+                self.progress.rejected.append({"id": row["id"], "style": style, "seed": row["seed"], "reason": reason,
+                                               "longest_run": run, "nearest_id": nearest, "error": row["error"]})
+                continue
+            record = self.record(row)
+            catalog.add(record)
+            self.progress.accepted.append(record)
+            writer.submit({k: v for k, v in record.items() if k != "pitches"}, files)
+            bar.update(1)
+        if catalog.accepted >= self.config.per_style:  # the style's later melodies are not needed
+            queue.clear()
+            pending.clear()
+
+    def record(self, row: dict) -> dict:
+        """A catalog entry: the melody's figures, how it was made, and where its files are (relative to out)."""
+        c, g = self.config, self.generator
+        return {
+            **{k: v for k, v in row.items() if k != "error"},
+            "model_id": g.model_id, "model_version": g.model_version, "model_name": g.model_name,
+            "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p, "copy_threshold": c.copy_threshold,
+            **{f"{fmt}_path": posixpath.join(row["style"], f"{row['id']}.{fmt}") for fmt in c.formats},
+        }
+
+
+def load_progress(out: str, settings: dict) -> Progress:
+    """The saved progress of a catalog in ``out`` made with the same settings, or a fresh start."""
+    uri = storage.join(out, PROGRESS)
+    styles = settings["styles"]
+    if not storage.exists(uri):
+        return Progress(settings, {s: settings["seed"] for s in styles}, dict.fromkeys(styles))
+    saved = storage.read_json(uri)
+    wanted = json.loads(json.dumps(settings))
+    if saved["settings"] != wanted:
+        differ = sorted(k for k in wanted.keys() | saved["settings"].keys()
+                        if wanted.get(k) != saved["settings"].get(k))
+        raise ValueError(f"{out} holds a catalog made with other settings (differing: {', '.join(differ)}); "
+                         "rerun with the same settings to finish it, or choose another --out")
+    return Progress(**saved)
+
+
+def save_progress(out: str, progress: Progress) -> None:
+    storage.write_json(storage.join(out, PROGRESS), dataclasses.asdict(progress))
+
+
+def complete_ids(out: str, styles) -> set[str]:
+    """Ids whose ``<id>.json`` exists: written in full by an earlier run."""
+    ids = set()
+    for style in styles:
+        folder = storage.join(out, style)
+        if storage.exists(folder):
+            ids |= {posixpath.basename(p)[: -len(".json")] for p in storage.list_files(folder, [".json"])}
+    return ids
+
+
+def remove_strays(out: str, records: list[dict], styles) -> int:
+    """Delete files in the style folders that belong to no catalog melody: partial writes of a killed
+    run (temporary files, melodies a crash left without their record). Returns how many."""
+    fs, root = storage.resolve(out)
+    keep = {posixpath.join(root, r[k]) for r in records for k in r if k.endswith("_path")}
+    keep |= {posixpath.join(root, r["style"], f"{r['id']}.json") for r in records}
+    removed = 0
+    for style in styles:
+        folder = storage.join(out, style)
+        if storage.exists(folder):
+            for path in storage.list_files(folder):
+                if path not in keep:
+                    fs.delete_file(path)
+                    removed += 1
+    return removed
+
+
+def write_parquet(uri: str, table: pa.Table) -> None:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    storage.write_bytes(uri, sink.getvalue())
+
+
+def incomplete_message(progress: Progress, catalogs: dict[str, StyleCatalog], config: BulkConfig) -> str:
+    short = [f"{s} has {c.accepted} of {config.per_style}" for s, c in catalogs.items()
+             if c.accepted < config.per_style]
+    reasons = Counter(r["reason"] for r in progress.rejected)
+    return (f"after {progress.round} rounds {'; '.join(short)} (rejected: "
+            f"{', '.join(f'{k}={v}' for k, v in reasons.most_common()) or 'none'}). Loosen --copy-threshold or "
+            "--near-duplicate-threshold, sample more freely (--temperature, --top-p), or allow more --max-rounds")
+
+
+def format_summary(summary: dict) -> str:
+    """The few lines printed at the end of a run."""
+    lines = [
+        f"{summary['accepted_this_run']} melodies accepted in {summary['wall_seconds']} s "
+        f"({summary['melodies_per_second']} melodies/s; {summary['generated_this_run']} generated at "
+        f"{summary['generated_per_second']}/s on {summary['actors']} {summary['device']} actor(s)); "
+        f"{summary['accepted_before']} were already there",
+        f"{'style':<16}{'accepted':>9}  rejected",
+    ]
+    for style, n in summary["accepted"].items():
+        rejected = summary["rejected_per_style"].get(style, {})
+        lines.append(f"{style:<16}{n:>9}  {', '.join(f'{k}={v}' for k, v in sorted(rejected.items())) or '-'}")
+    lines.append(f"copies: rejected at >= {summary['copy_threshold']} shared intervals with any of "
+                 f"{summary['reference_melodies']} corpus melodies; near duplicates at >= "
+                 f"{summary['near_duplicate_threshold']}")
+    lines.append(f"files: {summary['out']}/<style>/<id>.*  manifest: {summary['manifest']}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Evaluating generated melodies: objective metrics, a style classifier, and copy detection (novelty)."""

@@ -1,0 +1,143 @@
+"""Copy detection at corpus scale: the longest run of pitch intervals a melody shares with any reference.
+
+Runs of pitch *intervals* ignore transposition and rhythm, so a tune moved to
+another key or re-barred still counts as the same tune. A pairwise scan of
+thousands of generated melodies against ~17k reference melodies would cost
+billions of comparisons; instead every run of ``GRAM`` consecutive intervals of
+every reference is packed into one ``uint64`` (an interval fits a byte, so the
+key is exact: no hash collisions) and kept in sorted arrays with its melody and
+position. A query looks its own grams up with ``np.searchsorted``; hits on the
+same reference melody at the same offset (one diagonal) at consecutive query
+positions form a shared run, ``GRAM - 1`` intervals longer than the number of
+hits in it. The cost is that of the hits, not of the corpus.
+
+The index grows by :meth:`IntervalIndex.add` as a log-structured set of sorted
+segments (equal-sized neighbours merge), so the same structure finds
+near-duplicates inside a catalog that grows one melody at a time. It is plain
+numpy and pickles cheaply (``ray.put``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from musicgen.music.melody import Melody
+
+GRAM = 8  # intervals per key: eight bytes fill a uint64 exactly
+
+MelodyLike = Melody | Sequence[int] | np.ndarray  # a melody, or its sequence of MIDI pitches
+
+
+class SharedRun(NamedTuple):
+    length: int  # intervals shared in one unbroken run; 0 when shorter than the index's min_run
+    id: str | None  # the reference melody holding that run (the first one added, on ties)
+
+
+def pitch_intervals(melody: MelodyLike) -> np.ndarray:
+    pitches = [n.pitch for n in melody.notes] if isinstance(melody, Melody) else melody
+    return np.diff(np.asarray(pitches, dtype=np.int16))
+
+
+def gram_keys(intervals: np.ndarray, n: int) -> np.ndarray:
+    """One uint64 per run of ``n`` (<= 8) consecutive intervals, one byte per interval (-127..127 -> 1..255)."""
+    if len(intervals) < n:
+        return np.empty(0, dtype=np.uint64)
+    codes = np.lib.stride_tricks.sliding_window_view(intervals.astype(np.int64) + 128, n).astype(np.uint64)
+    keys = np.zeros(len(codes), dtype=np.uint64)
+    for j in range(n):
+        keys = (keys << np.uint64(8)) | codes[:, j]
+    return keys
+
+
+class _Segment:
+    """Gram keys of some melodies, sorted, with the melody index and start position of each."""
+
+    def __init__(self, keys: np.ndarray, melody: np.ndarray, pos: np.ndarray):
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.melody, self.pos = keys[order], melody[order], pos[order]
+
+    @classmethod
+    def of(cls, grams: list[np.ndarray], first_melody: int) -> _Segment:
+        lengths = np.array([len(g) for g in grams], dtype=np.int64)
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return cls(
+            np.concatenate(grams) if grams else np.empty(0, dtype=np.uint64),
+            np.repeat(np.arange(first_melody, first_melody + len(grams), dtype=np.int32), lengths),
+            (np.arange(int(lengths.sum()), dtype=np.int64) - starts).astype(np.int32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def merge(self, other: _Segment) -> _Segment:
+        return _Segment(np.concatenate([self.keys, other.keys]), np.concatenate([self.melody, other.melody]),
+                        np.concatenate([self.pos, other.pos]))
+
+    def hits(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query position, melody, reference position) of every key of ``query`` found here."""
+        lo = np.searchsorted(self.keys, query, side="left")
+        counts = np.searchsorted(self.keys, query, side="right") - lo
+        qpos = np.repeat(np.arange(len(query), dtype=np.int64), counts)
+        index = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+        return qpos, self.melody[index], self.pos[index]
+
+
+class IntervalIndex:
+    """Reference melodies indexed by their runs of pitch intervals; see the module docstring."""
+
+    def __init__(self, min_run: int = 8):
+        if min_run < 1:
+            raise ValueError("min_run must be >= 1")
+        self.min_run = min_run
+        self.gram = min(min_run, GRAM)
+        self.ids: list[str] = []
+        self._segments: list[_Segment] = []
+
+    @classmethod
+    def build(cls, melodies: Sequence[MelodyLike], ids: Sequence[str], min_run: int = 8) -> IntervalIndex:
+        """An index of ``melodies`` (Melody objects or pitch sequences) named by ``ids``, in one sorted segment."""
+        if len(melodies) != len(ids):
+            raise ValueError(f"{len(melodies)} melodies but {len(ids)} ids")
+        index = cls(min_run)
+        index.ids = [str(i) for i in ids]
+        index._segments = [_Segment.of([gram_keys(pitch_intervals(m), index.gram) for m in melodies], 0)]
+        return index
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, melody: MelodyLike, id: str) -> None:
+        """Index one more melody; amortised O(log n) merges per gram, so a catalog can grow melody by melody."""
+        self._segments.append(_Segment.of([gram_keys(pitch_intervals(melody), self.gram)], len(self.ids)))
+        self.ids.append(str(id))
+        while len(self._segments) > 1 and len(self._segments[-2]) <= 2 * len(self._segments[-1]):
+            last = self._segments.pop()
+            self._segments[-1] = self._segments[-1].merge(last)
+
+    def longest_shared_run(self, melody: MelodyLike) -> SharedRun:
+        """The longest run of consecutive pitch intervals ``melody`` shares with one indexed melody, and whose.
+
+        Runs shorter than ``min_run`` report ``SharedRun(0, None)``.
+        """
+        query = gram_keys(pitch_intervals(melody), self.gram)
+        found = [s.hits(query) for s in self._segments if len(s)]
+        if not found:
+            return SharedRun(0, None)
+        qpos, mel, pos = (np.concatenate(parts) for parts in zip(*found))
+        if not len(qpos):
+            return SharedRun(0, None)
+        diagonal = pos.astype(np.int64) - qpos
+        order = np.lexsort((qpos, diagonal, mel))
+        qpos, mel, diagonal = qpos[order], mel[order], diagonal[order]
+        follows = np.zeros(len(qpos), dtype=bool)
+        follows[1:] = (mel[1:] == mel[:-1]) & (diagonal[1:] == diagonal[:-1]) & (qpos[1:] == qpos[:-1] + 1)
+        run_of = np.cumsum(~follows) - 1
+        hits_per_run = np.bincount(run_of)
+        best = int(np.argmax(hits_per_run))  # the first maximum: lowest melody index, then lowest offset
+        length = int(hits_per_run[best]) + self.gram - 1
+        if length < self.min_run:
+            return SharedRun(0, None)
+        return SharedRun(length, self.ids[int(mel[np.flatnonzero(run_of == best)[0]])])

@@ -1,0 +1,141 @@
+"""Bulk generation throughput: the batched sampler and the Ray Data bulk job against the naive loop, in one run.
+
+The naive loop is the classic char-RNN one: one melody at a time, one token per
+``model.step`` call, the next token drawn with ``torch.multinomial`` from the
+softmax (no grammar, no batching). It runs for as many tokens as the batched
+melodies hold on average, so both make melodies of the same length. Then:
+
+(i)  ``MelodyGenerator.generate`` in this process, one call per batch, at a few batch sizes;
+(ii) ``run_bulk`` end to end on a local Ray cluster (one single-threaded actor per CPU, the
+     reference index of the whole corpus, copy and duplicate filters, files written), accepted
+     melodies per second of wall time, Ray Data start-up and indexing included.
+
+The in-process paths use ``--threads`` torch threads (default 1: per core, as each actor runs).
+
+    python tests/bench/bench_bulk.py [--model artifacts/runs/full-lstm/model] [--per-style 200] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+
+
+@torch.inference_mode()
+def naive_melody(model, tokenizer, style: str, n_tokens: int, seed: int) -> list[int]:
+    """One melody the char-RNN way: step, softmax, multinomial, feed the token back."""
+    rng = torch.Generator().manual_seed(seed)
+    style_index = torch.tensor([tokenizer.styles.index(style)])
+    logits, cache = model.step(torch.tensor([[tokenizer.bos_id, tokenizer.style_token(style)]]), style_index, None)
+    out = []
+    for _ in range(n_tokens):
+        token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=rng)
+        out.append(int(token))
+        logits, cache = model.step(token, style_index, cache)
+    return out
+
+
+def naive_loop(generator, n_melodies: int, n_tokens: int) -> float:
+    """Seconds per melody."""
+    model = generator.model.eval()
+    naive_melody(model, generator.tokenizer, generator.styles[0], 8, 0)  # warm-up
+    started = time.perf_counter()
+    for i in range(n_melodies):
+        naive_melody(model, generator.tokenizer, generator.styles[i % len(generator.styles)], n_tokens, i)
+    return (time.perf_counter() - started) / n_melodies
+
+
+def batched(generator, batch_size: int, bars: int, calls: int) -> dict:
+    from musicgen.sampling import SampleRequest
+
+    styles = generator.styles
+    generator.generate([SampleRequest(styles[0], 0, bars=bars)])  # warm-up
+    seconds, tokens = 0.0, []
+    for call in range(calls):
+        requests = [SampleRequest(styles[i % len(styles)], 1000 + call * batch_size + i, bars=bars)
+                    for i in range(batch_size)]
+        started = time.perf_counter()
+        out = generator.generate(requests)
+        seconds += time.perf_counter() - started
+        tokens += [len(g.tokens) - 2 for g in out]  # sampled tokens, without <bos> STYLE
+    return {"batch_size": batch_size, "melodies": len(tokens), "melodies_per_second": len(tokens) / seconds,
+            "tokens_per_melody": statistics.mean(tokens)}
+
+
+def bulk_job(model: str, per_style: int, batch_size: int, cpus: int) -> dict:
+    import ray
+
+    from musicgen.catalog.bulk import run_bulk
+    from musicgen.config import BulkConfig
+
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            return run_bulk(BulkConfig(model=model, out=out, per_style=per_style, batch_size=batch_size))
+    finally:
+        ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="artifacts/runs/full-lstm/model")
+    parser.add_argument("--bars", type=int, default=16)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--naive-melodies", type=int, default=10)
+    parser.add_argument("--per-style", type=int, default=200, help="melodies per style of the Ray Data job")
+    parser.add_argument("--job-batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the in-process paths")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the Ray cluster")
+    parser.add_argument("--out", help="write the figures here as JSON")
+    args = parser.parse_args()
+
+    from musicgen.sampling import MelodyGenerator
+
+    load_before = os.getloadavg()[0]
+    torch.set_num_threads(args.threads)
+    generator = MelodyGenerator.from_artifact(args.model, device="cpu")
+    rows = [batched(generator, b, args.bars, calls=max(1, 8 // b)) for b in args.batch_sizes]
+    tokens = round(statistics.mean(r["tokens_per_melody"] for r in rows))
+    naive_seconds = naive_loop(generator, args.naive_melodies, tokens)
+    job = bulk_job(args.model, args.per_style, args.job_batch_size, args.cpus)
+
+    naive_rate = 1 / naive_seconds
+    table = [
+        "| path | batch | melodies | melodies/s | s/melody | vs naive |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| naive loop (`model.step` + `torch.multinomial`) | 1 | {args.naive_melodies} | {naive_rate:.2f} | "
+        f"{naive_seconds:.3f} | 1.0x |",
+    ]
+    for r in rows:
+        table.append(f"| batched sampler, in-process | {r['batch_size']} | {r['melodies']} | "
+                     f"{r['melodies_per_second']:.2f} | {1 / r['melodies_per_second']:.4f} | "
+                     f"{r['melodies_per_second'] / naive_rate:.1f}x |")
+    table.append(
+        f"| Ray Data bulk job, end to end ({job['actors']} actors) | {job['batch_size']} | "
+        f"{job['accepted_this_run']} | {job['melodies_per_second']:.2f} | {1 / job['melodies_per_second']:.4f} | "
+        f"{job['melodies_per_second'] / naive_rate:.1f}x |"
+    )
+    print("\n".join(table))
+    notes = (f"{args.bars}-bar melodies, {tokens} sampled tokens each on average; model {args.model} "
+             f"({generator.model_name}, {generator.model_version}); torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads in-process; {platform.machine()}, {os.cpu_count()} CPUs, "
+             f"load average {load_before:.1f} at the start. Bulk job: {job['generated_this_run']} generated at "
+             f"{job['generated_per_second']}/s while sampling, {job['wall_seconds']} s wall including "
+             f"{job['index_seconds']} s to index {job['reference_melodies']} corpus melodies; "
+             f"rejected {job['rejected']}")
+    print(notes)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"naive_seconds_per_melody": naive_seconds, "tokens_per_melody": tokens, "batched": rows,
+                       "bulk_job": job, "notes": notes, "table": table}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
