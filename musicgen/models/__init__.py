@@ -2,9 +2,9 @@
 
 Every model takes ``(tokens [B,T], style [B])`` and has ``forward(tokens,
 style, targets=None) -> (logits, loss)``, ``step(tokens, style, cache)`` for
-incremental sampling, and the training hook ``configure_optimizers`` /
-``training_step``, so one training loop and one sampler
-serve all of them.
+incremental sampling, ``select_rows(cache, rows)`` to drop finished rows from a
+batch, and the training hook ``configure_optimizers`` / ``training_step``, so
+one training loop and one sampler serve all of them.
 
 An artifact is a folder (any storage URI) with ``weights.pt`` (a state_dict,
 loaded with ``weights_only=True`` so it can never run code) and

@@ -136,6 +136,9 @@ class MelodyGAN(nn.Module):
     def step(self, tokens: Tensor, style: Tensor, cache=None):
         return self.generator.step(tokens, style, cache)
 
+    def select_rows(self, cache, rows: Tensor):
+        return self.generator.select_rows(cache, rows)
+
     # -- adversarial parts ---------------------------------------------------------------
     def temperature_at(self, adversarial_step: int) -> float:
         """RelGAN's exponential schedule, from gumbel_temperature to gumbel_temperature_end."""

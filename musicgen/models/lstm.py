@@ -169,6 +169,11 @@ class LSTMModel(MLETrainingMixin, nn.Module):
         logits, cache = self.run_embeddings(self.tok_emb(tokens), style, cache)
         return logits[:, -1, :], cache
 
+    @staticmethod
+    def select_rows(cache: LSTMCache, rows: Tensor) -> LSTMCache:
+        """The cache of only these batch rows (a sampler drops finished melodies)."""
+        return cache[0][:, rows], cache[1][:, rows]
+
     def _cell_step(self, token: Tensor, style: Tensor, cache: LSTMCache | None) -> tuple[Tensor, LSTMCache]:
         """One token through the layers with the fused ``lstm_cell`` kernel (what ``nn.LSTMCell``
         runs): for a single time step ``nn.LSTM`` spends ~1.1 ms on CPU where this takes ~0.35 ms

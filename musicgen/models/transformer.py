@@ -58,6 +58,10 @@ class KVCache:
         self.values[layer][:, :, self.pos : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def select_rows(self, rows: Tensor) -> KVCache:
+        """The cache of only these batch rows (a sampler drops finished melodies)."""
+        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values], self.pos)
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig):
@@ -160,3 +164,7 @@ class TransformerModel(MLETrainingMixin, nn.Module):
         prompt on the first call, then the one new token); returns the last position's logits [B,V]."""
         cache = cache if cache is not None else KVCache()
         return self._run(tokens, style, cache)[:, -1, :], cache
+
+    @staticmethod
+    def select_rows(cache: KVCache, rows: Tensor) -> KVCache:
+        return cache.select_rows(rows)

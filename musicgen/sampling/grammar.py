@@ -19,7 +19,7 @@ requested number of bar lines is written or the length budget runs out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -36,6 +36,11 @@ NEED_TIME_SIGNATURE, BOUNDARY, NEED_DURATION, AFTER_DURATION = 0, 1, 2, 3
 # token kinds, and the phase each one leads to (-1: unchanged)
 OTHER, TIME_SIGNATURE, BAR, NOTE, REST, DURATION, EOS = range(7)
 _PHASE_AFTER = (-1, BOUNDARY, BOUNDARY, NEED_DURATION, NEED_DURATION, AFTER_DURATION, -1)
+
+
+def select_rows(state, rows: Tensor):
+    """The grammar state of only these rows (every field of a state is a per-row tensor)."""
+    return replace(state, **{f.name: getattr(state, f.name)[rows] for f in fields(state)})
 
 
 @dataclass

@@ -22,12 +22,13 @@ from torch import Tensor
 
 from musicgen.models import unwrap
 from musicgen.music.melody import Melody, transpose_to_key
-from musicgen.sampling.grammar import AbcGrammar, EventGrammar
+from musicgen.sampling.grammar import AbcGrammar, EventGrammar, select_rows
 from musicgen.tokenizers.abc import AbcTokenizer
 from musicgen.tokenizers.base import Tokenizer
 from musicgen.tokenizers.events import EventTokenizer
 
 MAX_BARS = 64
+COMPACT_FRACTION = 8  # compact the batch once 1/8 of its live rows have finished
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,12 @@ class _Stepper:
         self.length += tokens.size(1)
         return logits
 
+    def keep(self, rows: Tensor) -> None:
+        """Go on with only these rows of the batch (the others have finished)."""
+        self.style = self.style[rows]
+        self.history = [h[rows] for h in self.history] if self.window is not None else []
+        self.cache = self.model.select_rows(self.cache, rows)
+
 
 def _prompt(tokenizer: Tokenizer, request: SampleRequest) -> tuple[list[int], int]:
     """Token ids before sampling starts, and for ABC the bar lines they already hold."""
@@ -146,16 +153,24 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     filtered = any(r.top_k > 0 or r.top_p < 1 or r.temperature == 0 for r in requests)
     step = _Stepper(model, style)
     logits = step(prompt)
-    out: list[Tensor] = []
+    out = torch.full((len(requests), max_new), tokenizer.pad_id, device=device)
+    active = torch.arange(len(requests), device=device)  # rows of ``out`` still being sampled
     for t in range(max_new):
         allowed = grammar.allowed(state)
         tokens = pick_tokens(logits, allowed, temperature, top_k, top_p, uniforms[:, t], filtered)
         grammar.advance(state, tokens)
-        out.append(tokens)
-        if bool(state.done.all()):
+        out[active, t] = tokens
+        finished = int(state.done.sum())
+        if finished == len(active):
             break
+        if finished * COMPACT_FRACTION >= len(active):  # drop finished rows: a batch costs its live rows
+            keep = (~state.done).nonzero().squeeze(1)
+            active, tokens, temperature, top_k, top_p, uniforms = (
+                x[keep] for x in (active, tokens, temperature, top_k, top_p, uniforms))
+            state = select_rows(state, keep)
+            step.keep(keep)
         logits = step(tokens[:, None])
-    sampled = torch.stack(out, dim=1).tolist()
+    sampled = out.tolist()
     return [p + row[: row.index(tokenizer.eos_id) + 1] if tokenizer.eos_id in row else p + row
             for p, row in zip(prompts, sampled)]
 

@@ -91,6 +91,18 @@ def test_step_with_cache_matches_full_forward(name):
     torch.testing.assert_close(last, full[:, -1], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_select_rows_continues_only_those_rows(name):
+    model = tiny(name).eval()
+    tokens, style = make_batch()
+    rows = torch.tensor([3, 1])
+    with torch.no_grad():
+        _, cache = model.step(tokens[:, :5], style)
+        last, _ = model.step(tokens[rows, 5:6], style[rows], model.select_rows(cache, rows))
+        alone, _ = model.step(tokens[rows, :6], style[rows])
+    torch.testing.assert_close(last, alone, atol=1e-5, rtol=0)
+
+
 def test_transformer_refuses_positions_beyond_block_size():
     model = tiny("transformer").eval()
     tokens, style = make_batch()
