@@ -193,34 +193,41 @@ def format_training_summary(summary: dict) -> str:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="the main job end to end on the embedded corpus (export, preprocess, train)",
+        help="the main job end to end on the embedded corpus (export, preprocess, train, catalog, evaluate)",
         description=(
             "Run every stage on the corpus bundled with music21, on a local Ray cluster, into --workdir: "
-            "export the corpus as MIDI, preprocess it with Ray Data, train a small LSTM with Ray Train, and "
-            "print its validation bits/token next to the n-gram baseline's."
+            "export the corpus as MIDI, preprocess it with Ray Data, train a small LSTM with Ray Train (its "
+            "validation bits/token printed next to the n-gram baseline's), write a small catalog of new melodies "
+            "per style with the bulk job, and judge it: style fidelity and novelty."
         ),
     )
     p.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"default: {DEFAULT_WORKDIR}")
     p.add_argument("--limit-per-style", type=int, default=300, help="works per style to export (default: 300)")
     p.add_argument("--train-steps", type=int, default=400, help="LSTM training steps (default: 400)")
+    p.add_argument("--catalog-per-style", type=int, default=8, help="catalog melodies per style (default: 8)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
     p.set_defaults(run=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from musicgen import storage
-    from musicgen.config import PreprocessConfig, TrainConfig
+    from musicgen.catalog.bulk import format_summary as format_bulk_summary
+    from musicgen.catalog.bulk import run_bulk
+    from musicgen.config import BulkConfig, PreprocessConfig, TrainConfig
     from musicgen.data.corpus import export_corpus
     from musicgen.data.preprocess import run_preprocess
+    from musicgen.evaluation.report import EvaluateConfig, run_evaluation
+    from musicgen.evaluation.report import format_summary as format_evaluation_summary
+    from musicgen.music.export import wav_available
     from musicgen.runtime import init_ray
     from musicgen.training.trainer import run_training
 
     corpus_dir = storage.join(args.workdir, "corpus")
     shards_dir = storage.join(args.workdir, "shards")
     runs_dir = storage.join(args.workdir, "runs")
-    print(f"[1/3] exporting the music21 corpus to {corpus_dir} ({args.limit_per_style} works per style)")
+    print(f"[1/5] exporting the music21 corpus to {corpus_dir} ({args.limit_per_style} works per style)")
     export_corpus(corpus_dir, limit_per_style=args.limit_per_style, workers=args.num_cpus)
-    print(f"[2/3] preprocessing with Ray Data into {shards_dir}")
+    print(f"[2/5] preprocessing with Ray Data into {shards_dir}")
     init_ray(args.num_cpus)
     stats = run_preprocess(
         PreprocessConfig(inputs=(corpus_dir,), output=shards_dir, style_from=storage.join(corpus_dir, "corpus.csv"))
@@ -228,7 +235,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(format_preprocess_summary(stats))
     if not stats["melodies"]:
         return 1
-    print(f"[3/3] training a small LSTM ({DEMO_LSTM}) with Ray Train for {args.train_steps} steps into {runs_dir}/demo-lstm")
+    print(f"[3/5] training a small LSTM ({DEMO_LSTM}) with Ray Train for {args.train_steps} steps into {runs_dir}/demo-lstm")
     summary = run_training(
         TrainConfig(
             data=shards_dir,
@@ -241,9 +248,21 @@ def _run_demo(args: argparse.Namespace) -> int:
             eval_every_steps=max(1, args.train_steps // 4),
         )
     )
+    catalog_dir = storage.join(args.workdir, "catalog")
+    print(f"[4/5] writing {args.catalog_per_style} new melodies per style into {catalog_dir} with the bulk job")
+    catalog = run_bulk(BulkConfig(model=summary["artifact"], out=catalog_dir, per_style=args.catalog_per_style,
+                                  formats=("mid", "abc", "wav") if wav_available() else ("mid", "abc")))
+    report_dir = storage.join(args.workdir, "report")
+    print(f"[5/5] judging the catalog (style classifier, metrics, novelty) into {report_dir}")
+    report = run_evaluation(EvaluateConfig(models=(), data=shards_dir, out=report_dir, generated=catalog_dir))
     print(format_preprocess_summary(stats))
     print(format_training_summary(summary))
+    print(format_bulk_summary(catalog))
+    print(format_evaluation_summary(report))
     print(f"loss curves: {runs_dir}/demo-lstm/loss.png   model: {summary['artifact']}")
+    listen = "listen to the .wav files, " if wav_available() else ""
+    print(f"catalog: {catalog_dir}/<style>/*.mid (+ .abc) — {listen}open the MIDI in any player, or read "
+          f"{report_dir}/report.md with its piano rolls")
     return 0
 
 
@@ -399,6 +418,46 @@ def _run_bulk(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="does a model (or a catalog) sound like its styles, and is it new? writes a report",
+        description=(
+            "Judge generated melodies against the preprocessed corpus at --data: style fidelity (a classifier "
+            "trained on the corpus's train split, its accuracy on the test split beside it), objective metrics "
+            "of generated vs real melodies per style (overlap and KL of their distributions), novelty (longest "
+            "run of intervals shared with any corpus melody, exact copies) and the model's validation bits/token "
+            "next to the n-gram baseline's. Several --model values are compared side by side; --generated judges "
+            "a bulk catalog folder instead of sampling. Writes report.md, report.json, PNG plots and (with "
+            "fluidsynth) WAV previews to --out."
+        ),
+    )
+    p.add_argument("--model", action="append", default=[], help="model artifact (repeat to compare models)")
+    p.add_argument("--data", required=True, help="preprocessed shards (the corpus the models learned)")
+    p.add_argument("--out", required=True, help="report folder, local or s3://")
+    p.add_argument("--generated", help="a bulk catalog folder (with manifest.parquet) to judge instead of sampling")
+    p.add_argument("--n-per-style", type=int, default=50, help="melodies sampled per style and model (default: 50)")
+    p.add_argument("--bars", type=int, default=16, help="bars per sampled melody (default: 16)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (default: 0.95)")
+    p.add_argument("--copy-threshold", type=int, default=16,
+                   help="intervals shared with a corpus melody that count as a copy (default: 16)")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from musicgen.evaluation.report import EvaluateConfig, format_summary, run_evaluation
+
+    if bool(args.model) == bool(args.generated):
+        raise ValueError("give --model (one or more) or --generated, not both")
+    report = run_evaluation(EvaluateConfig(
+        models=tuple(args.model), data=args.data, out=args.out, generated=args.generated, n_per_style=args.n_per_style,
+        bars=args.bars, temperature=args.temperature, top_p=args.top_p, copy_threshold=args.copy_threshold))
+    print(format_summary(report))
+    print(f"report: {args.out}/report.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="musicgen",
@@ -414,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_serve(sub)
     _add_bulk(sub)
+    _add_evaluate(sub)
     return parser
 
 
