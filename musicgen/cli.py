@@ -309,9 +309,9 @@ def _run_generate(args: argparse.Namespace) -> int:
         format_table,
         generate_files,
         make_requests,
-        parse_time_signature,
         read_primer,
     )
+    from musicgen.tokenizers.events import parse_time_signature
 
     formats = parse_formats(args.format)
     time_signature = parse_time_signature(args.time_signature) if args.time_signature else None

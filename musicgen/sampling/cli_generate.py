@@ -46,14 +46,6 @@ def check_style(generator: MelodyGenerator, style: str) -> None:
         raise ValueError(f"unknown style {style!r}; this model knows {', '.join(generator.styles)}")
 
 
-def parse_time_signature(text: str) -> tuple[int, int]:
-    """'6/8' -> (6, 8)."""
-    numerator, sep, denominator = text.partition("/")
-    if not (sep and numerator.strip().isdigit() and denominator.strip().isdigit()):
-        raise ValueError(f"time signature {text!r} is not N/D, e.g. 4/4 or 6/8")
-    return int(numerator), int(denominator)
-
-
 def make_requests(
     style: str,
     n: int,

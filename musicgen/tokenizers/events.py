@@ -11,6 +11,7 @@ it as a grammar check. See docs/tokens.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, estimate_key
@@ -18,6 +19,18 @@ from musicgen.tokenizers.base import Tokenizer
 
 DURATIONS = (*range(1, 4 * TICKS_PER_BEAT + 1), 60, 72, 84, 96, 120, 144, 192)
 TIME_SIGNATURES = tuple((n, d) for d in (1, 2, 4, 8, 16) for n in range(1, 17))
+_TIME_SIGNATURE = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+def parse_time_signature(text: str) -> tuple[int, int]:
+    """'6/8' -> (6, 8), for meters the tokenizers can write (1..16 over 1, 2, 4, 8 or 16)."""
+    match = _TIME_SIGNATURE.fullmatch(text)
+    if not match:
+        raise ValueError(f"time_signature must look like '6/8', got {text!r}")
+    meter = int(match[1]), int(match[2])
+    if meter not in TIME_SIGNATURES:
+        raise ValueError(f"time signature {text!r} is not supported: use 1..16 beats over 1, 2, 4, 8 or 16")
+    return meter
 
 
 class EventTokenizer(Tokenizer):

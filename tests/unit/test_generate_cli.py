@@ -90,7 +90,7 @@ def test_unknown_style_exits_2_and_lists_the_styles(tiny_artifact, tmp_path, cap
         (["--primer", "{tmp}/junk.mid"], "no MIDI header"),
         (["--primer", "{tmp}/missing.mid"], "missing.mid"),
         (["--key", "H minor"], "unknown key 'H minor'"),
-        (["--time-signature", "six-eight"], "is not N/D"),
+        (["--time-signature", "six-eight"], "must look like"),
         (["--primer", "{tmp}/primer.mid", "--time-signature", "4/4"], "the primer is in 3/4"),
         (["--primer", "{tmp}/primer.mid", "--bars", "2"], "the primer already fills 2 bars"),
     ],

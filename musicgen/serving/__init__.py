@@ -1,0 +1,1 @@
+"""The melody service: pydantic schemas, the Ray Serve deployments (one per style) and the app builder."""

@@ -1,0 +1,354 @@
+"""The melody service on Ray Serve: a FastAPI ingress in front of one deployment per style.
+
+A deployment per style gives each style its own replicas and autoscaling (a
+popular style scales out without dragging the others along), while every
+replica loads the model with ``MelodyGenerator.from_artifact``, the loader the
+bulk job uses. Inside a replica ``@serve.batch`` turns concurrent requests into
+one batched ``generate`` call, so a burst costs one sampling loop, not many;
+requests that arrive while a batch samples wait for it and then go in together.
+
+Nothing here starts Ray or Serve on import: ``build_app`` returns an
+application and ``run_server`` (``musicgen serve``) runs it. No ``from
+__future__ import annotations`` here: FastAPI must see real types on the
+route methods, which Serve copies into the replicas.
+"""
+
+import asyncio
+import base64
+import dataclasses
+import hmac
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import yaml
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from musicgen import __version__, storage
+from musicgen.config import from_dict
+from musicgen.music.export import to_abc_text, to_midi_bytes
+from musicgen.music.melody import TICKS_PER_BEAT
+from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
+from musicgen.serving.schemas import (
+    MAX_MELODIES,
+    MAX_SEED,
+    AutoscalingOut,
+    ErrorResponse,
+    Format,
+    HealthResponse,
+    MelodiesResponse,
+    MelodyOut,
+    MelodyRequest,
+    NoteOut,
+    StyleInfo,
+    StylesResponse,
+    describe_errors,
+    parse_time_signature,
+)
+
+APP_NAME = "musicgen"
+INGRESS_NAME = "api"
+BATCH_SETTINGS = ("max_batch_size", "batch_wait_timeout_s")  # a style deployment's user_config
+
+
+def style_deployment_name(style: str) -> str:
+    """The deployment serving ``style``: the name a Serve config file overrides settings by."""
+    return f"style-{style}"
+
+
+# -- settings ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    """Serve autoscaling for one style's deployment (``min_replicas >= 1`` avoids cold starts)."""
+
+    min_replicas: int = 1
+    max_replicas: int = 2
+    # per replica. A batch costs little more than one melody on a CPU (the step overhead dominates),
+    # so replicas are added only once batches are half full
+    target_ongoing_requests: float = 8.0
+    upscale_delay_s: float = 3.0
+    downscale_delay_s: float = 30.0
+
+    def __post_init__(self):
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ValueError("autoscaling needs 0 <= min_replicas <= max_replicas and max_replicas >= 1")
+        if self.target_ongoing_requests <= 0:
+            raise ValueError("target_ongoing_requests must be > 0")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings of the melody service; ``load_config`` reads them from YAML."""
+
+    model: str  # artifact folder written by `musicgen train` (local or s3://)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    styles: tuple[str, ...] = ()  # styles to deploy; empty: every style the model knows
+    autoscaling: Autoscaling = Autoscaling()  # for every style ...
+    style_autoscaling: Mapping[str, Autoscaling] = field(default_factory=dict)  # ... unless overridden here
+    max_batch_size: int = 16  # melodies sampled together in one replica (16 cost ~3x one, on a CPU)
+    batch_wait_timeout_s: float = 0.005  # an idle replica's wait for more requests (a busy one gathers them anyway)
+    max_ongoing_requests: int = 32  # per style replica; at least max_batch_size, or batches never fill
+    replica_num_cpus: float = 0.25  # fractional: several replicas share a CPU (each samples on one thread)
+    replica_num_gpus: float = 0.0
+    device: str = "auto"  # torch device in the replicas
+    ingress_replicas: int = 1
+    ingress_num_cpus: float = 0.1
+    ingress_max_ongoing_requests: int = 256  # the ingress only awaits the style deployments
+    auth_token_env: str | None = "MUSICGEN_API_TOKEN"  # bearer token read from this variable; unset: no auth
+
+    def __post_init__(self):
+        if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
+            raise ValueError("need max_batch_size >= 1 and batch_wait_timeout_s >= 0")
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError("max_ongoing_requests must be >= max_batch_size, or batches never fill")
+        unknown = set(self.style_autoscaling) - set(self.styles) if self.styles else set()
+        if unknown:
+            raise ValueError(f"style_autoscaling names styles not in styles: {', '.join(sorted(unknown))}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> "ServeConfig":
+        """From plain YAML values; a style's autoscaling entry overrides only the keys it names."""
+        values = dict(values)
+        default = from_dict(Autoscaling, values.pop("autoscaling", None) or {})
+        overrides = {
+            style: from_dict(Autoscaling, {**dataclasses.asdict(default), **(entry or {})})
+            for style, entry in (values.pop("style_autoscaling", None) or {}).items()
+        }
+        return from_dict(cls, {**values, "autoscaling": default, "style_autoscaling": overrides})
+
+    def autoscaling_for(self, style: str) -> Autoscaling:
+        return self.style_autoscaling.get(style, self.autoscaling)
+
+
+def load_config(path: str | None = None, **overrides) -> ServeConfig:
+    """Settings from a YAML file (optional), then ``overrides`` that are not None (command-line flags)."""
+    values: dict = {}
+    if path:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of settings")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if not values.get("model"):
+        raise ValueError("no model: give --model URI or `model:` in the config file")
+    return ServeConfig.from_dict(values)
+
+
+# -- one style ---------------------------------------------------------------------
+
+
+def render(generated: GeneratedMelody, formats: tuple[Format, ...], generator: MelodyGenerator,
+           batch_size: int) -> MelodyOut:
+    """The response entry for one sampled melody, in the requested formats."""
+    melody, request = generated.melody, generated.request
+    title = f"{request.style} {request.seed}"
+    extra: dict = {}
+    if "json" in formats:
+        extra["notes"] = [NoteOut(pitch=n.pitch, onset=n.onset / TICKS_PER_BEAT, duration=n.duration / TICKS_PER_BEAT)
+                          for n in melody.notes]
+    if "midi" in formats:
+        extra["midi_base64"] = base64.b64encode(to_midi_bytes(melody, title)).decode("ascii")
+    if "abc" in formats:
+        extra["abc"] = to_abc_text(melody, title)
+    numerator, denominator = melody.time_signature
+    return MelodyOut(style=request.style, seed=request.seed, bars=request.bars, key=melody.key, tempo=melody.tempo,
+                     time_signature=f"{numerator}/{denominator}", model_id=generator.model_id,
+                     model_version=generator.model_version, model_name=generator.model_name,
+                     batch_size=batch_size, **extra)
+
+
+@serve.deployment
+class StyleGenerator:
+    """Replicas sampling one style. ``user_config`` carries the batch settings, so a Serve config
+    file can change them per style without restarting replicas."""
+
+    def __init__(self, model: str, style: str, device: str):
+        import torch
+
+        torch.set_num_threads(1)  # replicas share the machine's cores; one thread each scales best
+        self.generator = MelodyGenerator.from_artifact(model, device=device)
+        self.style = style
+        self.generator.check(SampleRequest(style=style, seed=0))
+        self.batching: dict = {}
+        self._model_free = asyncio.Event()
+        self._model_free.set()
+
+    def reconfigure(self, user_config: dict) -> None:
+        if set(user_config) != set(BATCH_SETTINGS):
+            raise ValueError(f"user_config needs exactly {', '.join(BATCH_SETTINGS)}; got {', '.join(user_config)}")
+        self._sample.set_max_batch_size(int(user_config["max_batch_size"]))
+        self._sample.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+        self.batching = dict(user_config)
+
+    async def generate(self, request: SampleRequest, formats: tuple[Format, ...]) -> MelodyOut:
+        if request.style != self.style:
+            raise ValueError(f"this deployment serves {self.style!r}, not {request.style!r}")
+        # Serve closes a batch when its wait ends, even while the previous batch still samples; a closed
+        # batch then only queues. Holding requests here while the model is busy lets all that arrived
+        # meanwhile enter the queue together, as one batch, without making a lone request wait.
+        await self._model_free.wait()
+        return await self._sample((request, formats))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)  # replaced from user_config in reconfigure
+    async def _sample(self, items: list[tuple[SampleRequest, tuple[Format, ...]]]) -> list[MelodyOut]:
+        self._model_free.clear()
+        try:
+            # the torch loop blocks: run it off the event loop, which keeps accepting requests
+            return await asyncio.to_thread(self._sample_now, items)
+        finally:
+            self._model_free.set()
+
+    def _sample_now(self, items: list[tuple[SampleRequest, tuple[Format, ...]]]) -> list[MelodyOut]:
+        generated = self.generator.generate([request for request, _ in items])
+        return [render(g, formats, self.generator, len(items)) for g, (_, formats) in zip(generated, items)]
+
+    def describe(self) -> StyleInfo:
+        context = serve.get_replica_context()
+        # the replica's own deployment config: what a Serve config file overrode by name is in it
+        config = context._deployment_config
+        autoscaling = config.autoscaling_config
+        return StyleInfo(
+            name=self.style,
+            deployment=context.deployment,
+            model_id=self.generator.model_id,
+            model_version=self.generator.model_version,
+            model_name=self.generator.model_name,
+            autoscaling=AutoscalingOut(**{k: getattr(autoscaling, k) for k in AutoscalingOut.model_fields})
+            if autoscaling else None,
+            num_replicas=None if autoscaling else config.num_replicas,
+            max_ongoing_requests=config.max_ongoing_requests,
+            **self.batching,
+        )
+
+
+# -- the HTTP API ----------------------------------------------------------------
+
+api = FastAPI(
+    title="musicgen",
+    version=__version__,
+    description="Melodies in the style of a corpus, sampled by a trained model. One Ray Serve deployment per style.",
+)
+bearer = HTTPBearer(auto_error=False, description="the token in the server's auth_token_env variable, when set")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+_AUTH_FAILED = {401: {"model": ErrorResponse, "description": "missing or wrong bearer token"}}
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, with the errors also spelled out in one line for people."""
+    return JSONResponse(status_code=422,
+                        content={"detail": describe_errors(exc.errors()), "errors": jsonable_encoder(exc.errors())})
+
+
+@serve.deployment(name=INGRESS_NAME)
+@serve.ingress(api)
+class MelodyAPI:
+    """The HTTP front: checks auth and input, fans the melodies out to the style's deployment."""
+
+    def __init__(self, styles: dict[str, DeploymentHandle], auth_token_env: str | None):
+        self.styles = styles
+        # read in the replica, so the token never travels in the application's config
+        self.token = os.environ.get(auth_token_env) if auth_token_env else None
+
+    def _authorize(self, credentials: HTTPAuthorizationCredentials | None) -> None:
+        if self.token and (credentials is None or not hmac.compare_digest(credentials.credentials, self.token)):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    def _handle(self, style: str) -> DeploymentHandle:
+        if style not in self.styles:
+            raise HTTPException(404, f"unknown style {style!r}; available styles: {', '.join(self.styles)}")
+        return self.styles[style]
+
+    @api.get("/healthz", response_model=HealthResponse, summary="liveness (no auth)")
+    async def health(self) -> HealthResponse:
+        return HealthResponse(styles=list(self.styles))
+
+    @api.get("/v1/styles", response_model=StylesResponse, responses=_AUTH_FAILED,
+             summary="styles, their model and their deployment settings")
+    async def list_styles(self, credentials: Credentials) -> StylesResponse:
+        self._authorize(credentials)
+        infos = await asyncio.gather(*(handle.describe.remote() for handle in self.styles.values()))
+        return StylesResponse(styles=list(infos))
+
+    @api.post("/v1/styles/{style}/melodies", response_model=MelodiesResponse,
+              responses={**_AUTH_FAILED, 404: {"model": ErrorResponse, "description": "unknown style"}},
+              summary="sample n melodies in a style")
+    async def melodies(self, style: str, body: MelodyRequest, credentials: Credentials) -> MelodiesResponse:
+        self._authorize(credentials)
+        handle = self._handle(style)
+        seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED - MAX_MELODIES)
+        meter = parse_time_signature(body.time_signature) if body.time_signature else None
+        try:
+            requests = [SampleRequest(style=style, seed=seed + i, bars=body.bars, temperature=body.temperature,
+                                      top_k=body.top_k, top_p=body.top_p, time_signature=meter, key=body.key,
+                                      tempo=body.tempo) for i in range(body.n)]
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        formats = tuple(body.format)
+        melodies = await asyncio.gather(*(handle.generate.remote(r, formats) for r in requests))
+        return MelodiesResponse(melodies=list(melodies))
+
+
+# -- building and running ------------------------------------------------------------
+
+
+def build_app(config: ServeConfig) -> serve.Application:
+    """The ingress bound to one deployment per style. Loads the model once here, so a bad URI
+    or style fails now with a clear error rather than in crash-looping replicas."""
+    model = storage.absolute(config.model)  # replicas run in other working directories
+    known = MelodyGenerator.from_artifact(model, device="cpu").styles
+    styles = config.styles or known
+    unknown = (set(styles) | set(config.style_autoscaling)) - set(known)
+    if unknown:
+        raise ValueError(f"the model has no style {', '.join(sorted(unknown))}; it knows {', '.join(known)}")
+    handles = {
+        style: StyleGenerator.options(
+            name=style_deployment_name(style),
+            autoscaling_config=dataclasses.asdict(config.autoscaling_for(style)),
+            max_ongoing_requests=config.max_ongoing_requests,
+            ray_actor_options={"num_cpus": config.replica_num_cpus, "num_gpus": config.replica_num_gpus},
+            user_config={"max_batch_size": config.max_batch_size, "batch_wait_timeout_s": config.batch_wait_timeout_s},
+        ).bind(model, style, config.device)
+        for style in styles
+    }
+    return MelodyAPI.options(
+        num_replicas=config.ingress_replicas,
+        max_ongoing_requests=config.ingress_max_ongoing_requests,
+        ray_actor_options={"num_cpus": config.ingress_num_cpus},
+    ).bind(handles, config.auth_token_env)
+
+
+def run_server(config: ServeConfig, num_cpus: int | None = None) -> None:
+    """``musicgen serve``: deploy on the cluster in RAY_ADDRESS (or a local one) and serve until Ctrl-C."""
+    from musicgen.runtime import init_ray
+
+    init_ray(num_cpus)
+    app = build_app(config)
+    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.run(app, name=APP_NAME, route_prefix="/")
+    url = f"http://{config.host}:{config.port}"
+    print(f"musicgen is serving {config.model} at {url}/v1/styles; API docs: {url}/docs. Ctrl-C stops it.", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, container stops: shut down as on Ctrl-C
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,142 @@
+"""The HTTP contract of the melody service: request validation and response shapes.
+
+Everything a client can get wrong is rejected here with a 422, before any
+sampling starts, so a replica only ever sees requests it can sample.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from musicgen.music.melody import key_name, parse_key
+from musicgen.sampling.sampler import MAX_BARS
+from musicgen.tokenizers.events import parse_time_signature
+
+MAX_MELODIES = 16
+MAX_SEED = 2**32 - 1
+Format = Literal["json", "midi", "abc"]
+FORMATS: tuple[Format, ...] = ("json", "midi", "abc")
+
+
+def normalise_key(text: str) -> str:
+    """'f# MINOR' -> 'F# minor'; only major and minor keys exist for the models."""
+    words = text.split()
+    if not 1 <= len(words) <= 2 or (len(words) == 2 and words[1].lower() not in ("major", "minor")):
+        raise ValueError(f"key must look like 'D minor' or 'Bb major', got {text!r}")
+    tonic, mode = parse_key(text)  # ValueError for an unknown tonic
+    return key_name(tonic, mode)
+
+
+class MelodyRequest(BaseModel):
+    """Body of ``POST /v1/styles/{style}/melodies``: ``n`` melodies sampled with the same settings."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"n": 2, "bars": 8, "temperature": 0.9, "top_p": 0.95, "seed": 7,
+                                         "key": "D minor", "time_signature": "6/8", "format": ["json", "abc"]}]},
+    )
+
+    n: int = Field(1, ge=1, le=MAX_MELODIES, description="number of melodies; melody i uses seed + i")
+    bars: int = Field(16, ge=1, le=MAX_BARS)
+    temperature: float = Field(1.0, gt=0, le=2)
+    top_k: int = Field(0, ge=0, le=256, description="0 switches top-k filtering off")
+    top_p: float = Field(1.0, gt=0, le=1, description="1 switches nucleus filtering off")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="picked by the server (and returned) when missing")
+    key: str | None = Field(None, description="e.g. 'D minor'; the melody is transposed into it")
+    tempo: float = Field(100.0, ge=20, le=300, description="quarter notes per minute")
+    time_signature: str | None = Field(None, description="e.g. '6/8'; the model chooses when missing")
+    format: list[Format] = Field(list(FORMATS), min_length=1, description="what to return for each melody")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_key(value)
+
+    @field_validator("time_signature")
+    @classmethod
+    def _time_signature(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        numerator, denominator = parse_time_signature(value)
+        return f"{numerator}/{denominator}"
+
+    @field_validator("format")
+    @classmethod
+    def _unique_formats(cls, value: list[Format]) -> list[Format]:
+        return list(dict.fromkeys(value))
+
+
+class NoteOut(BaseModel):
+    pitch: int = Field(description="MIDI pitch")
+    onset: float = Field(description="beats (quarter notes) from the start of the first bar")
+    duration: float = Field(description="beats")
+
+
+class MelodyOut(BaseModel):
+    """One generated melody, in the requested formats, with what it takes to reproduce it."""
+
+    style: str
+    seed: int
+    bars: int
+    key: str
+    tempo: float
+    time_signature: str
+    model_id: str
+    model_version: str = Field(description="first 12 hex digits of the weights' sha256")
+    model_name: str
+    batch_size: int = Field(description="melodies sampled together in the replica's batch that made this one")
+    notes: list[NoteOut] | None = None
+    midi_base64: str | None = None
+    abc: str | None = None
+
+
+class MelodiesResponse(BaseModel):
+    melodies: list[MelodyOut]
+
+
+class AutoscalingOut(BaseModel):
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
+    upscale_delay_s: float
+    downscale_delay_s: float
+
+
+class StyleInfo(BaseModel):
+    """A style's deployment as its replica runs it (settings overridden by a Serve config file included)."""
+
+    name: str
+    deployment: str
+    model_id: str
+    model_version: str
+    model_name: str
+    autoscaling: AutoscalingOut | None = Field(description="None for a fixed number of replicas")
+    num_replicas: int | None = Field(description="the fixed replica count when autoscaling is off")
+    max_ongoing_requests: int
+    max_batch_size: int
+    batch_wait_timeout_s: float
+
+
+class StylesResponse(BaseModel):
+    styles: list[StyleInfo]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    styles: list[str]
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+def describe_errors(errors: list[dict]) -> str:
+    """pydantic/FastAPI validation errors as one readable line: 'bars: Input should be ... ; seed: ...'."""
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{'.'.join(loc)}: {message}" if loc else message)
+    return "; ".join(parts)
