@@ -9,7 +9,8 @@ import yaml
 from musicgen.cli import build_parser, main, train_config_from_args
 
 
-@pytest.mark.parametrize("command", [[], ["corpus", "export"], ["preprocess"], ["train"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["corpus", "export"], ["preprocess"], ["train"], ["demo"], ["generate"],
+                                     ["serve"], ["bulk"], ["evaluate"]])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])
@@ -17,10 +18,15 @@ def test_help(command, capsys):
     assert "usage: musicgen" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("module", ["pipelines.preprocess", "pipelines.train"])
+@pytest.mark.parametrize("module", ["pipelines.preprocess", "pipelines.train", "pipelines.bulk_generate"])
 def test_job_entry_points_have_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True).stdout
-    assert "--storage" in out or "--output" in out
+    assert "--storage" in out or "--output" in out or "--out" in out
+
+
+def test_evaluate_needs_models_or_a_catalog(capsys):
+    assert main(["evaluate", "--data", "d", "--out", "o"]) == 2
+    assert "give --model (one or more) or --generated" in capsys.readouterr().err
 
 
 def test_train_settings_come_from_yaml_then_flags(tmp_path):
