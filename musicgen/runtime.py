@@ -10,6 +10,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``), or start a local one.
 
     ``num_cpus`` only applies to a local cluster: a running cluster's size is its own.
+    A local cluster is always a new one (``address="local"``): without it Ray would
+    join whatever cluster ``ray start`` left running on the machine.
     """
     import ray
 
@@ -19,4 +21,4 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:
-        ray.init(num_cpus=num_cpus, **quiet)
+        ray.init(address="local", num_cpus=num_cpus, **quiet)

@@ -68,7 +68,7 @@ def ray_local():
     """A local Ray cluster for a test module: 2 CPUs, no dashboard."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")  # never a stray cluster
     yield ray
     ray.shutdown()
 

@@ -61,8 +61,12 @@ def test_ray_job_submit_preprocess_then_train(head_node, real_corpus, tmp_path):
     runtime_env = json.dumps({"excludes": [".venv", ".git", "artifacts", "*.egg-info", ".pytest_cache", ".hypothesis"]})
 
     def submit(*entrypoint: str) -> str:
-        result = _ray("job", "submit", "--address", address, "--working-dir", str(REPO),
-                      "--runtime-env-json", runtime_env, "--", sys.executable, *entrypoint, env=env, cwd=REPO)
+        for _ in range(20):  # the job agent can come up a little after the job server on a busy machine
+            result = _ray("job", "submit", "--address", address, "--working-dir", str(REPO),
+                          "--runtime-env-json", runtime_env, "--", sys.executable, *entrypoint, env=env, cwd=REPO)
+            if "No available agent" not in result.stderr:
+                break
+            time.sleep(3)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "succeeded" in result.stdout
         return result.stdout
