@@ -305,7 +305,6 @@ def _run_generate(args: argparse.Namespace) -> int:
     from musicgen.music.export import parse_formats
     from musicgen.sampling import MelodyGenerator
     from musicgen.sampling.cli_generate import (
-        check_style,
         format_table,
         generate_files,
         make_requests,
@@ -317,7 +316,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     time_signature = parse_time_signature(args.time_signature) if args.time_signature else None
     primer = read_primer(args.primer) if args.primer else None
     generator = MelodyGenerator.from_artifact(args.model, device=args.device)
-    check_style(generator, args.style)
+    generator.check_styles([args.style])
     requests = make_requests(
         args.style, args.n, args.seed, primer=primer, time_signature=time_signature, key=args.key, bars=args.bars,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, tempo=args.tempo,
@@ -485,7 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         if args.verbose:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        # a KeyError's str() is its message in quotes: print the message itself
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
         return 2
 
 

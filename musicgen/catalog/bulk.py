@@ -167,9 +167,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     config = dataclasses.replace(config, model=storage.absolute(config.model), out=storage.absolute(config.out))
     generator = loader(config.model, device="cpu")
     styles = tuple(config.styles) or generator.styles
-    unknown = sorted(set(styles) - set(generator.styles))
-    if unknown:
-        raise KeyError(f"unknown styles {', '.join(unknown)}; this model knows {', '.join(generator.styles)}")
+    generator.check_styles(styles)
     data = reference_data(config, generator)
     if "wav" in config.formats:
         from musicgen.music.export import wav_available

@@ -40,12 +40,6 @@ def read_primer(uri: str) -> Melody:
         raise ValueError(f"cannot read primer {uri}: {exc}") from exc
 
 
-def check_style(generator: MelodyGenerator, style: str) -> None:
-    """A clear error before any sampling, naming the styles this model knows."""
-    if style not in generator.styles:
-        raise ValueError(f"unknown style {style!r}; this model knows {', '.join(generator.styles)}")
-
-
 def make_requests(
     style: str,
     n: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -52,14 +53,16 @@ class MelodyGenerator:
     def model_name(self) -> str:
         return self.meta["model"]
 
-    def check(self, request: SampleRequest) -> None:
-        if request.style not in self.styles:
-            raise KeyError(f"unknown style {request.style!r}; this model knows {', '.join(self.styles)}")
+    def check_styles(self, styles: Iterable[str]) -> None:
+        """A clear error before any sampling, naming the styles this model knows."""
+        unknown = sorted(set(styles) - set(self.styles))
+        if unknown:
+            raise KeyError(f"unknown style{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                           f"this model knows {', '.join(self.styles)}")
 
     def generate(self, requests: list[SampleRequest]) -> list[GeneratedMelody]:
         """Melodies for ``requests`` in order, sampled in one batch."""
-        for r in requests:
-            self.check(r)
+        self.check_styles(r.style for r in requests)
         with self._lock:
             sampled = sample_tokens(self.model, self.tokenizer, requests, self.device)
         return [GeneratedMelody(finish_melody(self.tokenizer, tokens, r), r, tokens) for tokens, r in zip(sampled, requests)]

@@ -181,7 +181,7 @@ class StyleGenerator:
         torch.set_num_threads(1)  # replicas share the machine's cores; one thread each scales best
         self.generator = MelodyGenerator.from_artifact(model, device=device)
         self.style = style
-        self.generator.check(SampleRequest(style=style, seed=0))
+        self.generator.check_styles([style])
         self.batching: dict = {}
         self._model_free = asyncio.Event()
         self._model_free.set()
