@@ -12,6 +12,8 @@ from musicgen import __version__
 
 DEFAULT_WORKDIR = "artifacts/demo"
 # small enough to train for a few hundred steps within the demo's budget on two CPUs
+GUIDANCE_HELP = ("classifier-free guidance weight: above 1 melodies are more clearly of their style; needs a model "
+                 "trained with style dropout (default: 2 for such models, else 1 = none)")
 DEMO_LSTM = {"num_layers": 2, "hidden_size": 192, "embed_dim": 128}
 
 
@@ -139,6 +141,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--model-option", "-m", action="append", default=[], metavar="KEY=VALUE",
         help="model size setting, e.g. -m hidden_size=128 -m num_layers=2 (repeatable)",
     )
+    p.add_argument(
+        "--init-from", metavar="ARTIFACT",
+        help="fine-tune: start from this model artifact (same model kind and vocabulary); -m options override "
+             "its config, e.g. -m style_dropout=0.1 to add classifier-free guidance to a trained model",
+    )
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster (ignored when joining RAY_ADDRESS)")
     p.set_defaults(run=_run_train)
 
@@ -154,7 +161,7 @@ def train_config_from_args(args: argparse.Namespace):
         with open(args.config) as f:
             values = yaml.safe_load(f) or {}
     for flag in ("data", "model", "name", "storage", "workers", "use_gpu", "epochs", "max_steps", "batch_size",
-                 "max_len", "lr", "eval_every_steps"):
+                 "max_len", "lr", "eval_every_steps", "init_from"):
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
     model_config = dict(values.get("model_config") or {})
@@ -289,6 +296,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens; 0 = off (default: 0)")
     p.add_argument("--top-p", type=float, default=1.0,
                    help="sample among the likeliest tokens holding this much probability; 1 = off (default: 1.0)")
+    p.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the first melody (default: 0)")
     p.add_argument("--key", help="transpose each melody into this key, e.g. 'D minor' (default: the model's own)")
     p.add_argument("--tempo", type=float, default=100.0, help="quarter notes per minute (default: 100)")
@@ -319,7 +327,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     generator.check_styles([args.style])
     requests = make_requests(
         args.style, args.n, args.seed, primer=primer, time_signature=time_signature, key=args.key, bars=args.bars,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, tempo=args.tempo,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, tempo=args.tempo, guidance=args.guidance,
     )
     generated = generate_files(generator, requests, args.out, formats)
     print(format_table(generated))
@@ -380,6 +388,7 @@ def _add_bulk(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature (default: 1.0)")
     p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens; 0 = off (default: 0)")
     p.add_argument("--top-p", type=float, help="nucleus sampling mass; 1 = off (default: 1.0)")
+    p.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
     p.add_argument("--seed", type=int, help="first seed of every style (default: 0)")
     p.add_argument("--format", dest="formats", type=lambda text: tuple(t.strip() for t in text.split(",") if t.strip()),
                    help="comma-separated, out of mid,abc,wav (default: mid,abc; wav needs fluidsynth and a soundfont)")
@@ -439,6 +448,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bars", type=int, default=16, help="bars per sampled melody (default: 16)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (default: 0.95)")
+    p.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
     p.add_argument("--copy-threshold", type=int, default=16,
                    help="intervals shared with a corpus melody that count as a copy (default: 16)")
     p.set_defaults(run=_run_evaluate)
@@ -451,7 +461,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("give --model (one or more) or --generated, not both")
     report = run_evaluation(EvaluateConfig(
         models=tuple(args.model), data=args.data, out=args.out, generated=args.generated, n_per_style=args.n_per_style,
-        bars=args.bars, temperature=args.temperature, top_p=args.top_p, copy_threshold=args.copy_threshold))
+        bars=args.bars, temperature=args.temperature, top_p=args.top_p, guidance=args.guidance,
+        copy_threshold=args.copy_threshold))
     print(format_summary(report))
     print(f"report: {args.out}/report.md")
     return 0

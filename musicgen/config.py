@@ -74,6 +74,9 @@ class TrainConfig:
     max_failures: int = 2
     keep_checkpoints: int = 3
     seed: int = 0
+    # Fine-tuning: start from this model artifact's weights and config (model_config overrides the
+    # config, e.g. style_dropout); it must be the same model kind, trained on the same vocabulary.
+    init_from: str | None = None
     # Chaos testing: the rank-0 worker raises once at this global step, to exercise
     # FailureConfig restarts. Never set in normal runs.
     inject_failure_at_step: int | None = None
@@ -104,6 +107,7 @@ class BulkConfig:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    guidance: float | None = None  # classifier-free guidance weight; None: the model's default
     seed: int = 0  # a style's melodies use seeds seed, seed + 1, ... in turn
     formats: tuple[str, ...] = ("mid", "abc")  # "wav" as well where fluidsynth and a soundfont exist
     # rejected as a copy: shares a run of at least this many pitch intervals with a corpus melody

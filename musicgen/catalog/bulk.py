@@ -53,8 +53,8 @@ PROGRESS, MANIFEST, REJECTED, SUMMARY = "progress.json", "manifest.parquet", "re
 MIN_REPORTED_RUN = 8  # shared runs shorter than this are recorded as 0 (chance, not copying)
 MIN_RATE = 0.1  # a round plans at most 1/MIN_RATE seeds per missing melody
 # settings that decide which melodies the catalog holds: a rerun into the same folder must keep them
-RESULT_SETTINGS = ("per_style", "bars", "temperature", "top_k", "top_p", "seed", "formats", "copy_threshold",
-                   "near_duplicate_threshold", "min_notes", "batch_size", "oversample")
+RESULT_SETTINGS = ("per_style", "bars", "temperature", "top_k", "top_p", "guidance", "seed", "formats",
+                   "copy_threshold", "near_duplicate_threshold", "min_notes", "batch_size", "oversample")
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("style", pa.string()), ("seed", pa.int64()),
                              ("reason", pa.string()), ("longest_run", pa.int32()), ("nearest_id", pa.string()),
                              ("error", pa.string())])
@@ -250,6 +250,10 @@ class Job:
                  loader: Loader, use_gpu: bool, actors: int):
         self.config, self.generator, self.styles, self.progress = config, generator, styles, progress
         self.reference_ref, self.loader, self.use_gpu, self.actors = reference_ref, loader, use_gpu, actors
+        from musicgen.sampling.sampler import SampleRequest, with_guidance
+
+        # the weight every melody is sampled with (the model's default when not set); fails now if unusable
+        self.guidance = with_guidance(generator.model, SampleRequest(styles[0], 0, guidance=config.guidance)).guidance
         self.catalogs = {style: StyleCatalog(config.near_duplicate_threshold) for style in styles}
         for record in progress.accepted:
             self.catalogs[record["style"]].add(record)
@@ -280,7 +284,7 @@ class Job:
         blocks = [pa.table({"style": [s for s, _ in plan[i : i + b]], "seed": [n for _, n in plan[i : i + b]]})
                   for i in range(0, len(plan), b)]
         sampling = {"bars": self.config.bars, "temperature": self.config.temperature, "top_k": self.config.top_k,
-                    "top_p": self.config.top_p}
+                    "top_p": self.config.top_p, "guidance": self.guidance}
         resources = {"num_gpus": 1} if self.use_gpu else {"num_cpus": 1}
         return ray.data.from_arrow(blocks).map_batches(
             CatalogGenerator,
@@ -355,7 +359,8 @@ class Job:
         return {
             **{k: v for k, v in row.items() if k != "error"},
             "model_id": g.model_id, "model_version": g.model_version, "model_name": g.model_name,
-            "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p, "copy_threshold": c.copy_threshold,
+            "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p, "guidance": self.guidance,
+            "copy_threshold": c.copy_threshold,
             **{f"{fmt}_path": posixpath.join(row["style"], f"{row['id']}.{fmt}") for fmt in c.formats},
         }
 

@@ -46,6 +46,7 @@ class EvaluateConfig:
     bars: int = 16
     temperature: float = 1.0
     top_p: float = 0.95
+    guidance: float | None = None  # classifier-free guidance weight; None: each model's default
     seed: int = 0
     copy_threshold: int = 16  # intervals: the bulk job's default
     previews_per_style: int = 1  # piano rolls (and WAVs) in the report
@@ -73,7 +74,7 @@ def sample_melodies(model: str, styles: Sequence[str], config: EvaluateConfig) -
     generator = MelodyGenerator.from_artifact(model)
     known = [s for s in styles if s in generator.styles]
     requests = [SampleRequest(style=s, seed=config.seed + i, bars=config.bars, temperature=config.temperature,
-                              top_p=config.top_p) for s in known for i in range(config.n_per_style)]
+                              top_p=config.top_p, guidance=config.guidance) for s in known for i in range(config.n_per_style)]
     melodies = []
     for start in range(0, len(requests), 256):
         melodies += [Labelled(g.melody, g.request.style) for g in generator.generate(requests[start : start + 256])]

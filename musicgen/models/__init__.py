@@ -98,6 +98,28 @@ def model_from_state(name: str, config: dict, state: dict | bytes, map_location=
     return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
 
 
+def copy_weights_for_finetuning(model: nn.Module, source: nn.Module) -> None:
+    """Start ``model`` from ``source``'s weights (same architecture and vocabulary).
+
+    One difference is allowed: an embedding table that gained rows, as a style
+    table does when fine-tuning with style dropout adds "no style"; the new rows
+    start at the mean of the old ones.
+    """
+    target, given = unwrap(model).state_dict(), unwrap(source).state_dict()
+    if set(target) != set(given):
+        raise ValueError(f"cannot fine-tune: parameters differ ({', '.join(sorted(set(target) ^ set(given)))})")
+    for name, value in given.items():
+        have = target[name]
+        if have.shape == value.shape:
+            have.copy_(value)
+        elif have.dim() == 2 and have.shape[1] == value.shape[1] and have.size(0) > value.size(0):
+            have[: value.size(0)] = value
+            have[value.size(0) :] = value.mean(0)
+        else:
+            raise ValueError(f"cannot fine-tune: {name} is {tuple(value.shape)} in the artifact, {tuple(have.shape)} here")
+    unwrap(model).load_state_dict(target)
+
+
 def save_artifact(uri: str, model: nn.Module, name: str, extra: dict) -> None:
     model = unwrap(model)
     config_cls, model_cls = _registered(name)
@@ -127,6 +149,6 @@ def load_artifact(uri: str, map_location="cpu") -> tuple[nn.Module, dict]:
 
 
 __all__ = [
-    "MODELS", "build_model", "save_artifact", "load_artifact", "safe_load", "state_to_bytes", "model_from_state", "unwrap",
+    "MODELS", "build_model", "copy_weights_for_finetuning", "save_artifact", "load_artifact", "safe_load", "state_to_bytes", "model_from_state", "unwrap",
     "LSTMConfig", "LSTMModel", "TransformerConfig", "TransformerModel", "GANConfig", "MelodyGAN",
 ]

@@ -74,6 +74,20 @@ def _device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+def null_style_index(config) -> int | None:
+    """The style id meaning "no style" in a model trained with style dropout, else None.
+
+    Such a model also learns the unconditional distribution, which is what
+    classifier-free guidance contrasts the requested style against when sampling.
+    """
+    return config.n_styles if getattr(config, "style_dropout", 0.0) > 0 else None
+
+
+def style_table_size(config) -> int:
+    """Rows of a model's style embedding: one per style, plus "no style" when trained with style dropout."""
+    return config.n_styles + (null_style_index(config) is not None)
+
+
 class MLETrainingMixin:
     """The training hook shared by the language models (next-token MLE).
 
@@ -90,6 +104,14 @@ class MLETrainingMixin:
     def mle_loss(self, tokens: Tensor, style: Tensor, forward: nn.Module | None = None) -> Tensor:
         device = _device(self)
         tokens, style = tokens.to(device), style.to(device)
+        null = null_style_index(self.config)
+        if null is not None and self.training:
+            # style dropout (Ho & Salimans 2022, classifier-free guidance): some rows lose both the style
+            # embedding and the STYLE token, so the same network also learns melodies of no given style
+            dropped = torch.rand(style.shape, device=device) < self.config.style_dropout
+            style = torch.where(dropped, null, style)
+            tokens = tokens.clone()
+            tokens[:, 1] = torch.where(dropped, PAD_ID, tokens[:, 1])
         _, loss = (forward or self)(tokens[:, :-1], style, tokens[:, 1:])
         return loss
 
@@ -112,6 +134,7 @@ class LSTMConfig:
     num_layers: int = 3
     dropout: float = 0.3
     style_dim: int = 32
+    style_dropout: float = 0.0  # share of training rows without their style (> 0 enables guidance)
 
 
 LSTMCache = tuple[Tensor, Tensor]  # (h, c), each [num_layers, B, hidden_size]
@@ -122,7 +145,7 @@ class LSTMModel(MLETrainingMixin, nn.Module):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.embed_dim)
-        self.style_emb = nn.Embedding(config.n_styles, config.style_dim)
+        self.style_emb = nn.Embedding(style_table_size(config), config.style_dim)
         self.lstm = nn.LSTM(
             config.embed_dim + config.style_dim,
             config.hidden_size,

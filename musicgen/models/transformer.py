@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from musicgen.models.lstm import MLETrainingMixin, lm_loss
+from musicgen.models.lstm import MLETrainingMixin, lm_loss, style_table_size
 
 
 @dataclass
@@ -29,6 +29,7 @@ class TransformerConfig:
     n_embd: int = 256
     block_size: int = 512
     dropout: float = 0.1
+    style_dropout: float = 0.0  # share of training rows without their style (> 0 enables guidance)
 
 
 @dataclass
@@ -118,7 +119,7 @@ class TransformerModel(MLETrainingMixin, nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        self.wse = nn.Embedding(config.n_styles, config.n_embd)
+        self.wse = nn.Embedding(style_table_size(config), config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)

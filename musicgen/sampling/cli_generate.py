@@ -89,7 +89,7 @@ def generate_files(
             metadata = {
                 "model_id": generator.model_id, "model_version": generator.model_version,
                 "model": generator.model_name, "style": r.style, "seed": r.seed, "bars": r.bars,
-                "temperature": r.temperature, "top_k": r.top_k, "top_p": r.top_p,
+                "temperature": r.temperature, "top_k": r.top_k, "top_p": r.top_p, "guidance": r.guidance,
                 "primer_notes": len(r.primer.notes) if r.primer else 0,
             }
             files = write_outputs(generated.melody, out_dir, stem, formats, title=f"{r.style} {r.seed}",

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from musicgen import storage
 from musicgen.models import load_artifact
-from musicgen.sampling.sampler import GeneratedMelody, SampleRequest, finish_melody, sample_tokens
+from musicgen.sampling.sampler import GeneratedMelody, SampleRequest, finish_melody, is_guidable, sample_tokens, with_guidance
 from musicgen.tokenizers import Tokenizer, tokenizer_from_dict
 
 
@@ -50,6 +50,11 @@ class MelodyGenerator:
         return self.tokenizer.styles
 
     @property
+    def guidable(self) -> bool:
+        """Whether requests may ask for classifier-free guidance (the model was trained with style dropout)."""
+        return is_guidable(self.model)
+
+    @property
     def model_name(self) -> str:
         return self.meta["model"]
 
@@ -63,6 +68,7 @@ class MelodyGenerator:
     def generate(self, requests: list[SampleRequest]) -> list[GeneratedMelody]:
         """Melodies for ``requests`` in order, sampled in one batch."""
         self.check_styles(r.style for r in requests)
+        requests = [with_guidance(self.model, r) for r in requests]
         with self._lock:
             sampled = sample_tokens(self.model, self.tokenizer, requests, self.device)
         return [GeneratedMelody(finish_melody(self.tokenizer, tokens, r), r, tokens) for tokens, r in zip(sampled, requests)]

@@ -10,6 +10,12 @@ inverting the CDF of its filtered distribution. A row's melody therefore
 depends on its seed, model and settings, not on which other rows share its
 batch (up to floating-point differences between batch sizes, which can flip a
 near-tie on another machine, never on a rerun of the same batch).
+
+Models trained with style dropout also know melodies of no given style, and
+sample with classifier-free guidance (Ho & Salimans 2022; for language models
+Sanchez et al. 2023): each row runs twice, with and without its style, and
+the logits ``u + w * (c - u)`` push away from the unstyled distribution, so a
+melody is more clearly of its style. ``guidance=1`` is plain conditional sampling.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from musicgen.models import unwrap
+from musicgen.models.lstm import null_style_index
 from musicgen.music.melody import Melody, transpose_to_key
 from musicgen.sampling.grammar import AbcGrammar, EventGrammar, select_rows
 from musicgen.tokenizers.abc import AbcTokenizer
@@ -28,7 +35,10 @@ from musicgen.tokenizers.base import Tokenizer
 from musicgen.tokenizers.events import EventTokenizer
 
 MAX_BARS = 64
+MAX_GUIDANCE = 5.0
 COMPACT_FRACTION = 8  # compact the batch once 1/8 of its live rows have finished
+DEFAULT_GUIDANCE = 2.0  # for models trained with style dropout (see docs/quality.md for how it was chosen)
+UNGUIDABLE = "this model was trained without style dropout, so it cannot be guided: use guidance 1"
 
 
 @dataclass(frozen=True)
@@ -45,12 +55,15 @@ class SampleRequest:
     key: str | None = None  # None: the model's own key, estimated
     tempo: float = 100.0
     primer: Melody | None = None  # a quantised melody to continue; counts towards ``bars``
+    guidance: float | None = None  # classifier-free guidance weight; None: the model's default
 
     def __post_init__(self):
         if not 1 <= self.bars <= MAX_BARS:
             raise ValueError(f"bars must be between 1 and {MAX_BARS}")
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
             raise ValueError("need temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+        if self.guidance is not None and not 0 <= self.guidance <= MAX_GUIDANCE:
+            raise ValueError(f"guidance must be between 0 and {MAX_GUIDANCE:g}")
         if self.primer is not None and self.primer.end >= self.bars * self.primer.bar_ticks:
             raise ValueError(f"the primer already fills {self.primer.n_bars} bars; ask for more than that")
 
@@ -88,25 +101,46 @@ def pick_tokens(logits: Tensor, allowed: Tensor, temperature: Tensor, top_k: Ten
 
 class _Stepper:
     """Feeds tokens to a model's ``step`` and keeps its cache, re-priming a Transformer with the
-    second half of its window when a sequence outgrows ``block_size``."""
+    second half of its window when a sequence outgrows ``block_size``.
 
-    def __init__(self, model: nn.Module, style: Tensor):
-        self.model, self.style = model, style
-        self.window = getattr(unwrap(model).config, "block_size", None)
+    With ``guidance`` (per row), the model also runs every row without its style
+    (the "no style" id, and <pad> for the prompt's STYLE token) in the same batch,
+    and the two rows' logits are combined.
+    """
+
+    def __init__(self, model: nn.Module, style: Tensor, guidance: Tensor | None = None, pad_id: int = 0):
+        self.model, self.guidance, self.pad_id = model, guidance, pad_id
+        config = unwrap(model).config
+        if guidance is not None:
+            style = torch.cat([style, torch.full_like(style, null_style_index(config))])
+        self.style = style
+        self.window = getattr(config, "block_size", None)
         self.history: list[Tensor] = []
         self.cache, self.length = None, 0
 
     def __call__(self, tokens: Tensor) -> Tensor:
+        if self.guidance is not None:
+            unstyled = tokens.clone()
+            if self.cache is None and not self.history:  # the prompt: hide its STYLE token
+                unstyled[:, 1] = self.pad_id
+            tokens = torch.cat([tokens, unstyled])
         self.history.append(tokens)
         if self.window is not None and self.length + tokens.size(1) > self.window:
             recent = torch.cat(self.history, dim=1)[:, -(self.window // 2):]
             self.cache, self.length, tokens = None, 0, recent
         logits, self.cache = self.model.step(tokens, self.style, self.cache)
         self.length += tokens.size(1)
-        return logits
+        if self.guidance is None:
+            return logits
+        styled, unstyled_logits = logits.float().chunk(2)
+        w = self.guidance[:, None]
+        return torch.where(w == 1, styled, unstyled_logits + w * (styled - unstyled_logits))
 
     def keep(self, rows: Tensor) -> None:
         """Go on with only these rows of the batch (the others have finished)."""
+        if self.guidance is not None:
+            rows = torch.cat([rows, rows + len(self.guidance)])  # and their unstyled twins
+            self.guidance = self.guidance[rows[: len(rows) // 2]]
         self.style = self.style[rows]
         self.history = [h[rows] for h in self.history] if self.window is not None else []
         self.cache = self.model.select_rows(self.cache, rows)
@@ -151,7 +185,9 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     uniforms = torch.stack([torch.rand(max_new, generator=torch.Generator().manual_seed(r.seed), dtype=torch.float64)
                             for r in requests]).to(device)
     filtered = any(r.top_k > 0 or r.top_p < 1 or r.temperature == 0 for r in requests)
-    step = _Stepper(model, style)
+    guided = any(r.guidance != 1 for r in requests)
+    guidance = torch.tensor([float(r.guidance) for r in requests], device=device) if guided else None
+    step = _Stepper(model, style, guidance, tokenizer.pad_id)
     logits = step(prompt)
     out = torch.full((len(requests), max_new), tokenizer.pad_id, device=device)
     active = torch.arange(len(requests), device=device)  # rows of ``out`` still being sampled
@@ -175,19 +211,37 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
             for p, row in zip(prompts, sampled)]
 
 
+def with_guidance(model: nn.Module, request: SampleRequest) -> SampleRequest:
+    """``request`` with its guidance weight set: the model's default when it has none, 1 (none) for
+    models trained without style dropout, which cannot be guided."""
+    guidable = is_guidable(model)
+    if request.guidance is None:
+        return replace(request, guidance=DEFAULT_GUIDANCE if guidable else 1.0)
+    if request.guidance != 1 and not guidable:
+        raise ValueError(UNGUIDABLE)
+    return request
+
+
+def is_guidable(model: nn.Module) -> bool:
+    """Whether the model learned melodies of no style too (style dropout), as guidance needs."""
+    return null_style_index(unwrap(model).config) is not None
+
+
 def sample_tokens(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
                   device: torch.device | str = "cpu") -> list[list[int]]:
     """Token sequences (``<bos> STYLE ... <eos>``) for ``requests``, in order.
 
     Rows whose prompts have the same length (all rows without a primer) are
-    sampled together in one loop; a model is put in eval mode first.
+    sampled together in one loop, guided rows apart from unguided ones (they
+    cost two model rows each); a model is put in eval mode first.
     """
     model.eval()
     device = torch.device(device)
+    requests = [with_guidance(model, r) for r in requests]
     prompts = [_prompt(tokenizer, r) for r in requests]
-    groups: dict[int, list[int]] = {}
+    groups: dict[tuple[int, bool], list[int]] = {}
     for i, (ids, _) in enumerate(prompts):
-        groups.setdefault(len(ids), []).append(i)
+        groups.setdefault((len(ids), requests[i].guidance != 1), []).append(i)
     result: list[list[int]] = [[] for _ in requests]
     for rows in groups.values():
         sampled = _sample_group(model, tokenizer, [requests[i] for i in rows], [prompts[i][0] for i in rows],
@@ -203,4 +257,4 @@ def finish_melody(tokenizer: Tokenizer, tokens: list[int], request: SampleReques
     if request.key:
         melody = transpose_to_key(melody, request.key, low=21, high=108)
     return replace(melody, tempo=float(request.tempo),
-                   meta={"style": request.style, "seed": request.seed, "bars": request.bars})
+                   meta={"style": request.style, "seed": request.seed, "bars": request.bars, "guidance": request.guidance})

@@ -39,6 +39,7 @@ from musicgen.config import from_dict
 from musicgen.music.export import to_abc_text, to_midi_bytes
 from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
+from musicgen.sampling.sampler import UNGUIDABLE, with_guidance
 from musicgen.serving.schemas import (
     MAX_MELODIES,
     MAX_SEED,
@@ -167,7 +168,7 @@ def render(generated: GeneratedMelody, formats: tuple[Format, ...], generator: M
     return MelodyOut(style=request.style, seed=request.seed, bars=request.bars, key=melody.key, tempo=melody.tempo,
                      time_signature=f"{numerator}/{denominator}", model_id=generator.model_id,
                      model_version=generator.model_version, model_name=generator.model_name,
-                     batch_size=batch_size, **extra)
+                     guidance=request.guidance, batch_size=batch_size, **extra)
 
 
 @serve.deployment
@@ -226,6 +227,7 @@ class StyleGenerator:
             model_id=self.generator.model_id,
             model_version=self.generator.model_version,
             model_name=self.generator.model_name,
+            default_guidance=with_guidance(self.generator.model, SampleRequest(self.style, 0)).guidance,
             autoscaling=AutoscalingOut(**{k: getattr(autoscaling, k) for k in AutoscalingOut.model_fields})
             if autoscaling else None,
             num_replicas=None if autoscaling else config.num_replicas,
@@ -258,8 +260,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 class MelodyAPI:
     """The HTTP front: checks auth and input, fans the melodies out to the style's deployment."""
 
-    def __init__(self, styles: dict[str, DeploymentHandle], auth_token_env: str | None):
-        self.styles = styles
+    def __init__(self, styles: dict[str, DeploymentHandle], auth_token_env: str | None, guidable: bool):
+        self.styles, self.guidable = styles, guidable
         # read in the replica, so the token never travels in the application's config
         self.token = os.environ.get(auth_token_env) if auth_token_env else None
 
@@ -291,10 +293,12 @@ class MelodyAPI:
         handle = self._handle(style)
         seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED - MAX_MELODIES)
         meter = parse_time_signature(body.time_signature) if body.time_signature else None
+        if body.guidance not in (None, 1) and not self.guidable:
+            raise HTTPException(422, UNGUIDABLE)
         try:
             requests = [SampleRequest(style=style, seed=seed + i, bars=body.bars, temperature=body.temperature,
                                       top_k=body.top_k, top_p=body.top_p, time_signature=meter, key=body.key,
-                                      tempo=body.tempo) for i in range(body.n)]
+                                      tempo=body.tempo, guidance=body.guidance) for i in range(body.n)]
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         formats = tuple(body.format)
@@ -309,7 +313,8 @@ def build_app(config: ServeConfig) -> serve.Application:
     """The ingress bound to one deployment per style. Loads the model once here, so a bad URI
     or style fails now with a clear error rather than in crash-looping replicas."""
     model = storage.absolute(config.model)  # replicas run in other working directories
-    known = MelodyGenerator.from_artifact(model, device="cpu").styles
+    generator = MelodyGenerator.from_artifact(model, device="cpu")
+    known = generator.styles
     styles = config.styles or known
     unknown = (set(styles) | set(config.style_autoscaling)) - set(known)
     if unknown:
@@ -328,7 +333,7 @@ def build_app(config: ServeConfig) -> serve.Application:
         num_replicas=config.ingress_replicas,
         max_ongoing_requests=config.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": config.ingress_num_cpus},
-    ).bind(handles, config.auth_token_env)
+    ).bind(handles, config.auth_token_env, generator.guidable)
 
 
 def run_server(config: ServeConfig, num_cpus: int | None = None) -> None:

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from musicgen.music.melody import key_name, parse_key
-from musicgen.sampling.sampler import MAX_BARS
+from musicgen.sampling.sampler import MAX_BARS, MAX_GUIDANCE
 from musicgen.tokenizers.events import parse_time_signature
 
 MAX_MELODIES = 16
@@ -43,6 +43,9 @@ class MelodyRequest(BaseModel):
     temperature: float = Field(1.0, gt=0, le=2)
     top_k: int = Field(0, ge=0, le=256, description="0 switches top-k filtering off")
     top_p: float = Field(1.0, gt=0, le=1, description="1 switches nucleus filtering off")
+    guidance: float | None = Field(None, ge=0, le=MAX_GUIDANCE, description=(
+        "classifier-free guidance weight: above 1 a melody is more clearly of its style; needs a model trained "
+        "with style dropout (see GET /v1/styles); missing: the model's default"))
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="picked by the server (and returned) when missing")
     key: str | None = Field(None, description="e.g. 'D minor'; the melody is transposed into it")
     tempo: float = Field(100.0, ge=20, le=300, description="quarter notes per minute")
@@ -86,6 +89,7 @@ class MelodyOut(BaseModel):
     model_id: str
     model_version: str = Field(description="first 12 hex digits of the weights' sha256")
     model_name: str
+    guidance: float = Field(description="classifier-free guidance weight used (1: none)")
     batch_size: int = Field(description="melodies sampled together in the replica's batch that made this one")
     notes: list[NoteOut] | None = None
     midi_base64: str | None = None
@@ -112,6 +116,7 @@ class StyleInfo(BaseModel):
     model_id: str
     model_version: str
     model_name: str
+    default_guidance: float = Field(description="guidance used when a request gives none; 1 when the model cannot be guided")
     autoscaling: AutoscalingOut | None = Field(description="None for a fixed number of replicas")
     num_replicas: int | None = Field(description="the fixed replica count when autoscaling is off")
     max_ongoing_requests: int

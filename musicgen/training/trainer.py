@@ -28,7 +28,7 @@ import torch
 from musicgen import storage
 from musicgen.config import TrainConfig, from_dict
 from musicgen.data.collate import Collate
-from musicgen.models import build_model, load_artifact, safe_load, save_artifact
+from musicgen.models import build_model, copy_weights_for_finetuning, load_artifact, safe_load, save_artifact
 from musicgen.tokenizers import tokenizer_from_dict
 from musicgen.training.loop import append_metrics, evaluate, learning_rate, plot_loss_curves
 from musicgen.training.ngram import StyleNgramBaseline
@@ -46,8 +46,8 @@ def read_split(data_uri: str, split: str, columns=("tokens", "style")):
     return pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=list(columns))
 
 
-def _model_kwargs(config: TrainConfig, tokenizer) -> dict:
-    kwargs = {"vocab_size": len(tokenizer), "n_styles": len(tokenizer.styles), **config.model_config}
+def _model_kwargs(config: TrainConfig, tokenizer, start_config: dict | None = None) -> dict:
+    kwargs = {**(start_config or {}), "vocab_size": len(tokenizer), "n_styles": len(tokenizer.styles), **config.model_config}
     if config.model == "gan":
         kwargs.setdefault("style_token_offset", tokenizer.first_style_id)
     return kwargs
@@ -67,10 +67,13 @@ def train_worker(loop_config: dict) -> None:
     if not config.use_gpu:
         torch.set_num_threads(max(1, config.cpus_per_worker))
 
-    model = build_model(config.model, **_model_kwargs(config, tokenizer))
+    start = load_artifact(config.init_from) if config.init_from else None
+    model = build_model(config.model, **_model_kwargs(config, tokenizer, start[1]["config"] if start else None))
     optimizers = model.configure_optimizers(config.lr, config.weight_decay)
     step, epoch, resumed_from = 0, 0, None
     checkpoint = ray.train.get_checkpoint()
+    if start and not checkpoint:
+        copy_weights_for_finetuning(model, start[0])
     if checkpoint:
         with checkpoint.as_directory() as folder:
             saved, _ = load_artifact(folder)
@@ -178,6 +181,15 @@ def _maybe_fail(config: TrainConfig, run_uri: str, rank: int, step: int) -> None
         raise RuntimeError(f"injected worker failure at step {step}")
 
 
+def _check_finetuning_source(config: TrainConfig, vocab: dict) -> None:
+    """Fail before any worker starts when ``init_from`` cannot seed this run."""
+    meta = storage.read_json(storage.join(config.init_from, "model.json"))
+    if meta["model"] != config.model:
+        raise ValueError(f"--init-from {config.init_from} is a {meta['model']} model, not {config.model}")
+    if meta.get("extra", {}).get("tokenizer") != vocab:
+        raise ValueError(f"--init-from {config.init_from} was trained on another vocabulary or style list than {config.data}")
+
+
 def ngram_baseline(data_uri: str, tokenizer, order: int) -> dict:
     """Validation bits/token of a per-style Kneser–Ney n-gram fitted on the training split."""
     train, val = read_split(data_uri, "train"), read_split(data_uri, "val")
@@ -212,6 +224,9 @@ def run_training(config: TrainConfig) -> dict:
     vocab = storage.read_json(storage.join(config.data, "vocab.json"))
     data_stats = storage.read_json(storage.join(config.data, "stats.json"))
     tokenizer = tokenizer_from_dict(vocab)
+    if config.init_from:
+        config = dataclasses.replace(config, init_from=storage.absolute(config.init_from))
+        _check_finetuning_source(config, vocab)
     run_uri = storage.join(config.storage, config.name)
     started = time.perf_counter()
     ngram = _cached_ngram_baseline(config, tokenizer, run_uri)

@@ -76,6 +76,7 @@ def test_styles_describe_their_deployments(server):
         assert s["deployment"] == f"style-{s['name']}" and s["model_id"] == "tiny-lstm"
         assert s["autoscaling"]["min_replicas"] == s["autoscaling"]["max_replicas"] == 1
         assert (s["max_batch_size"], s["batch_wait_timeout_s"], s["max_ongoing_requests"]) == (8, 0.05, 32)
+        assert s["default_guidance"] == 1.0, "the tiny model was trained without style dropout"
 
 
 def test_melody_in_all_formats(server):
@@ -84,7 +85,7 @@ def test_melody_in_all_formats(server):
     (m,) = r.json()["melodies"]
     assert (m["style"], m["seed"], m["bars"], m["key"], m["tempo"], m["time_signature"]) == (
         "irish_folk", 11, 4, "D minor", 90.0, "3/4")
-    assert (m["model_id"], m["model_name"], len(m["model_version"])) == ("tiny-lstm", "lstm", 12)
+    assert (m["model_id"], m["model_name"], len(m["model_version"]), m["guidance"]) == ("tiny-lstm", "lstm", 12, 1.0)
     end = max(n["onset"] + n["duration"] for n in m["notes"])
     assert end == 12  # four bars of 3/4, in beats
     midi = pretty_midi.PrettyMIDI(io.BytesIO(base64.b64decode(m["midi_base64"])))
@@ -105,12 +106,19 @@ def test_same_seed_same_melodies_and_consecutive_seeds(server):
 
 @pytest.mark.parametrize("body, field", [
     ({"bars": 0}, "bars"), ({"top_p": 2}, "top_p"), ({"loudness": 3}, "loudness"),
-    ({"key": "H major"}, "key"), ({"time_signature": "7/9"}, "time_signature"),
+    ({"key": "H major"}, "key"), ({"time_signature": "7/9"}, "time_signature"), ({"guidance": 6}, "guidance"),
 ])
 def test_invalid_bodies_are_422_with_a_message(server, body, field):
     r = post(server, **body)
     assert r.status_code == 422
     assert r.json()["detail"].startswith(f"{field}: ")
+
+
+def test_guidance_needs_a_model_trained_with_style_dropout(server):
+    r = post(server, guidance=2.0)
+    assert r.status_code == 422
+    assert "style dropout" in r.json()["detail"]
+    assert post(server, guidance=1.0, bars=2).status_code == 200
 
 
 def test_unknown_style_is_404_listing_styles(server):

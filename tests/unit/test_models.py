@@ -212,3 +212,39 @@ def test_distinct_ngram_ratio_sees_collapse():
     assert distinct_ngram_ratio(varied, 4) == 1.0
     assert distinct_ngram_ratio(collapsed, 4) == pytest.approx(2 / 34)
     assert distinct_ngram_ratio(torch.zeros(2, 5, dtype=torch.long), 4) == 0.0
+
+
+@pytest.mark.parametrize("name", ["lstm", "transformer"])
+def test_style_dropout_trains_a_no_style_row_too(name):
+    model = tiny(name, style_dropout=0.5)
+    table = model.style_emb if name == "lstm" else model.wse
+    assert table.num_embeddings == S + 1, "one extra row: no style"
+    tokens, style = make_batch()
+    tokens, style = tokens.repeat(16, 1), style.repeat(16)  # 64 rows: both kinds are drawn
+    model.train()
+    model.mle_loss(tokens, style).backward()
+    grads = table.weight.grad.abs().sum(1)
+    assert grads[S] > 0, "dropped rows train the no-style embedding"
+    assert (grads[style.unique()] > 0).all(), "the other rows train their own style"
+    model.zero_grad()
+    model.eval()  # no dropout outside training
+    model.mle_loss(tokens, style).backward()
+    assert table.weight.grad[S].abs().sum() == 0
+
+
+def test_fine_tuning_copies_weights_and_grows_the_style_table():
+    from musicgen.models import copy_weights_for_finetuning
+
+    trained = tiny("lstm")
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)  # anything but the fresh initialisation
+    model = tiny("lstm", style_dropout=0.1)
+    copy_weights_for_finetuning(model, trained)
+    for (name, new), old in zip(model.state_dict().items(), trained.state_dict().values()):
+        if name == "style_emb.weight":
+            assert torch.equal(new[:S], old) and torch.allclose(new[S], old.mean(0))
+        else:
+            assert torch.equal(new, old), name
+    with pytest.raises(ValueError, match="cannot fine-tune"):
+        copy_weights_for_finetuning(tiny("lstm", hidden_size=16), trained)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, bar_ticks, estimate_key, transpose_to_key
 from musicgen.sampling import MelodyGenerator, SampleRequest
 from musicgen.sampling.grammar import GRID, EventGrammar
-from musicgen.sampling.sampler import pick_tokens
+from musicgen.sampling.sampler import DEFAULT_GUIDANCE, pick_tokens
 from musicgen.tokenizers import EventTokenizer
 from tests.conftest import STYLES, random_melody, save_tiny_artifact
 
@@ -120,7 +120,7 @@ def test_primer_is_continued(generator):
 def test_requested_key_tempo_and_metadata(generator):
     out = generator.generate([SampleRequest(style="german_folk", seed=5, bars=8, key="D minor", tempo=132)])[0]
     assert out.melody.key == "D minor" and out.melody.tempo == 132.0
-    assert out.melody.meta == {"style": "german_folk", "seed": 5, "bars": 8}
+    assert out.melody.meta == {"style": "german_folk", "seed": 5, "bars": 8, "guidance": 1.0}
     with pytest.raises(KeyError, match="unknown style"):
         generator.generate([SampleRequest(style="polka", seed=0)])
 
@@ -157,3 +157,61 @@ def test_every_model_kind_samples_through_the_same_interface(tmp_path, model, to
             assert out.melody.time_signature == (3, 4)
     again = generator.generate([SampleRequest(style=STYLES[0], seed=0, bars=4, time_signature=(3, 4))])
     assert again[0].tokens == outs[0].tokens
+
+
+@pytest.fixture(scope="module")
+def guided_artifact(tmp_path_factory) -> str:
+    """A tiny LSTM trained-shape artifact with a "no style" row (style dropout), untrained."""
+    return save_tiny_artifact(str(tmp_path_factory.mktemp("guided") / "model"), style_dropout=0.1)
+
+
+def test_guided_logits_combine_the_styled_and_unstyled_runs(guided_artifact):
+    from musicgen.models import load_artifact
+    from musicgen.sampling.sampler import _Stepper
+
+    model, _ = load_artifact(guided_artifact)
+    tok = MelodyGenerator.from_artifact(guided_artifact).tokenizer
+    style = torch.tensor([0, 2, 4])
+    prompt = torch.tensor([[tok.bos_id, tok.style_token(STYLES[s])] for s in style.tolist()])
+    weight = torch.tensor([1.0, 2.0, 3.5])
+    stepper = _Stepper(model, style, weight, tok.pad_id)
+    with torch.inference_mode():
+        got = stepper(prompt)
+        styled, _ = model.step(prompt, style)
+        unstyled_prompt = prompt.clone()
+        unstyled_prompt[:, 1] = tok.pad_id
+        unstyled, _ = model.step(unstyled_prompt, torch.full_like(style, len(STYLES)))
+    assert torch.equal(got[0], styled[0]), "guidance 1 is plain conditional sampling"
+    expected = unstyled + weight[:, None] * (styled - unstyled)
+    assert torch.allclose(got[1:], expected[1:], atol=1e-5)
+    assert not torch.allclose(got[2], styled[2], atol=1e-3), "guidance moves the distribution"
+
+
+@pytest.mark.parametrize("model,config", [
+    ("lstm", {}),
+    ("transformer", {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 24}),  # re-priming with twin rows
+])
+def test_guided_sampling_is_valid_and_reproducible_whatever_the_batch(tmp_path, model, config):
+    uri = save_tiny_artifact(str(tmp_path / model), model=model, style_dropout=0.1, **config)
+    generator = MelodyGenerator.from_artifact(uri)
+    target = SampleRequest(style="irish_folk", seed=3, bars=4, guidance=3.0)
+    alone = generator.generate([target])[0]
+    # companions of other lengths finish at other times, so the batch is compacted around the target's twins
+    batch = generator.generate([SampleRequest(style=STYLES[s % 5], seed=s, bars=1 + s % 3, guidance=1.5 + s % 2)
+                                for s in range(9)] + [target])
+    assert batch[-1].tokens == alone.tokens
+    for out in batch:
+        _check_events_melody(out.melody, out.request.bars)
+    assert alone.melody.meta["guidance"] == 3.0
+    default = generator.generate([SampleRequest(style="irish_folk", seed=3, bars=4)])[0]
+    assert default.request.guidance == DEFAULT_GUIDANCE, "a guidable model is guided by default"
+    plain = generator.generate([SampleRequest(style="irish_folk", seed=3, bars=4, guidance=1.0)])[0]
+    assert plain.tokens != alone.tokens
+
+
+def test_a_model_without_style_dropout_cannot_be_guided(generator):
+    assert generator.generate([SampleRequest(style="irish_folk", seed=1, bars=2)])[0].request.guidance == 1.0
+    with pytest.raises(ValueError, match="style dropout"):
+        generator.generate([SampleRequest(style="irish_folk", seed=1, bars=2, guidance=2.0)])
+    with pytest.raises(ValueError, match="guidance"):
+        SampleRequest(style="irish_folk", seed=1, guidance=9.0)
