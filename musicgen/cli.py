@@ -14,7 +14,7 @@ DEFAULT_WORKDIR = "artifacts/demo"
 # small enough to train for a few hundred steps within the demo's budget on two CPUs
 GUIDANCE_HELP = ("classifier-free guidance weight: above 1 melodies are more clearly of their style; needs a model "
                  "trained with style dropout (default: 2 for such models, else 1 = none)")
-DEMO_LSTM = {"num_layers": 2, "hidden_size": 192, "embed_dim": 128}
+DEMO_LSTM = {"num_layers": 2, "hidden_size": 192, "embed_dim": 128, "style_dropout": 0.1}
 
 
 def _add_corpus(sub: argparse._SubParsersAction) -> None:
@@ -436,7 +436,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
             "of generated vs real melodies per style (overlap and KL of their distributions), novelty (longest "
             "run of intervals shared with any corpus melody, exact copies) and the model's validation bits/token "
             "next to the n-gram baseline's. Several --model values are compared side by side; --generated judges "
-            "a bulk catalog folder instead of sampling. Writes report.md, report.json, PNG plots and (with "
+            "a bulk catalog folder instead of sampling, with a Ray Data actor pool (also as `ray job submit ... -- python -m "
+            "pipelines.evaluate ...`). Writes report.md, report.json, PNG plots and (with "
             "fluidsynth) WAV previews to --out."
         ),
     )
@@ -451,6 +452,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
     p.add_argument("--copy-threshold", type=int, default=16,
                    help="intervals shared with a corpus melody that count as a copy (default: 16)")
+    p.add_argument("--actors", type=int,
+                   help="with --generated: Ray Data actors judging the catalog's melodies (default: the cluster's CPUs)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster (ignored when joining RAY_ADDRESS)")
     p.set_defaults(run=_run_evaluate)
 
 
@@ -459,10 +463,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     if bool(args.model) == bool(args.generated):
         raise ValueError("give --model (one or more) or --generated, not both")
+    if args.generated:  # a catalog is judged by a Ray Data actor pool
+        from musicgen.runtime import init_ray
+
+        init_ray(args.num_cpus)
     report = run_evaluation(EvaluateConfig(
         models=tuple(args.model), data=args.data, out=args.out, generated=args.generated, n_per_style=args.n_per_style,
         bars=args.bars, temperature=args.temperature, top_p=args.top_p, guidance=args.guidance,
-        copy_threshold=args.copy_threshold))
+        copy_threshold=args.copy_threshold, actors=args.actors))
     print(format_summary(report))
     print(f"report: {args.out}/report.md")
     return 0

@@ -167,10 +167,15 @@ def kl_divergence(p_values: Sequence[float], q_values: Sequence[float], value_ra
 
 def compare_sets(generated: Sequence[Melody], real: Sequence[Melody]) -> dict[str, dict[str, float]]:
     """Per scalar metric: the means of both sets, their overlapping area and KL(real || generated)."""
+    return compare_metric_values([melody_metrics(m) for m in generated], [melody_metrics(m) for m in real])
+
+
+def compare_metric_values(generated: Sequence[dict[str, float]], real: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """``compare_sets`` on metrics already computed per melody (``melody_metrics``), as a distributed job returns them."""
     out = {}
-    for name, (fn, value_range) in SCALAR_METRICS.items():
-        g = [fn(m) for m in generated]
-        r = [fn(m) for m in real]
+    for name, (_, value_range) in SCALAR_METRICS.items():
+        g = [values[name] for values in generated]
+        r = [values[name] for values in real]
         out[name] = {
             "generated_mean": float(np.mean(g)) if g else float("nan"),
             "real_mean": float(np.mean(r)) if r else float("nan"),

@@ -13,6 +13,11 @@ For one or more models (side by side) against the preprocessed corpus:
   at or above the copy threshold, and exact copies;
 * validation bits/token of the model next to the n-gram baseline's (from training).
 
+The per-melody work (classifier label, metrics, novelty) is one callable,
+``MelodyJudge``: run in-process on sampled melodies, and by a Ray Data actor
+pool over the MIDI files of a bulk catalog, so a catalog of any size is judged
+on the whole cluster (``python -m pipelines.evaluate`` under ``ray job submit``).
+
 Writes ``report.json``, ``report.md`` and PNG plots (metric histograms, confusion
 matrices, piano rolls) plus WAV previews when FluidSynth is installed.
 """
@@ -28,7 +33,7 @@ import numpy as np
 
 from musicgen import storage
 from musicgen.evaluation.classifier import StyleClassifier, confusion_matrix, fidelity
-from musicgen.evaluation.metrics import SCALAR_METRICS, compare_sets
+from musicgen.evaluation.metrics import SCALAR_METRICS, compare_metric_values, melody_metrics
 from musicgen.music.melody import Melody, interval_fingerprints
 from musicgen.tokenizers import tokenizer_from_dict
 
@@ -50,6 +55,8 @@ class EvaluateConfig:
     seed: int = 0
     copy_threshold: int = 16  # intervals: the bulk job's default
     previews_per_style: int = 1  # piano rolls (and WAVs) in the report
+    actors: int | None = None  # judges of a catalog's melodies (Ray Data actor pool; default: the cluster's CPUs)
+    batch_size: int = 256  # catalog melodies per judging call
 
 
 @dataclass
@@ -75,32 +82,91 @@ def sample_melodies(model: str, styles: Sequence[str], config: EvaluateConfig) -
     known = [s for s in styles if s in generator.styles]
     requests = [SampleRequest(style=s, seed=config.seed + i, bars=config.bars, temperature=config.temperature,
                               top_p=config.top_p, guidance=config.guidance) for s in known for i in range(config.n_per_style)]
-    melodies = []
+    melodies, guidance = [], None
     for start in range(0, len(requests), 256):
-        melodies += [Labelled(g.melody, g.request.style) for g in generator.generate(requests[start : start + 256])]
+        for g in generator.generate(requests[start : start + 256]):
+            melodies.append(Labelled(g.melody, g.request.style))
+            guidance = g.request.guidance
     training = generator.meta.get("extra", {}).get("training", {})
     return melodies, {"model": generator.model_name, "model_id": generator.model_id,
-                      "model_version": generator.model_version, "training": training}
+                      "model_version": generator.model_version, "training": training, "guidance": guidance}
 
 
-def catalog_melodies(catalog: str) -> tuple[list[Labelled], dict]:
-    """The accepted melodies of a bulk catalog, read back from its MIDI files."""
+class MelodyJudge:
+    """Per-melody verdicts: the classifier's style, the scalar metrics, the longest interval run shared
+    with the corpus and whether the melody is an exact copy. Called in-process on sampled melodies,
+    and as a Ray Data actor on blocks of catalog rows (``style``, ``mid_path``), reading the MIDI itself."""
+
+    def __init__(self, classifier: dict, reference, corpus_fingerprints, catalog: str | None = None):
+        import ray
+
+        def fetch(x):
+            return ray.get(x) if isinstance(x, ray.ObjectRef) else x
+
+        self.classifier = StyleClassifier.from_dict(classifier)
+        self.reference, self.corpus_fingerprints = fetch(reference), fetch(corpus_fingerprints)
+        self.catalog = catalog
+
+    def judge(self, melodies: Sequence[Melody]) -> list[dict]:
+        predicted = self.classifier.predict(list(melodies)) if melodies else []
+        return [{"predicted": label, "metrics": melody_metrics(m),
+                 "longest_run": self.reference.longest_shared_run(m).length,
+                 "exact_copy": len(m.notes) > 1 and interval_fingerprints(m, 16)[0] in self.corpus_fingerprints}
+                for m, label in zip(melodies, predicted)]
+
+    def __call__(self, batch: dict) -> dict:
+        from musicgen.music.midi import read_midi
+
+        melodies = [read_midi(storage.read_bytes(storage.join(self.catalog, p))) for p in batch["mid_path"]]
+        verdicts = self.judge(melodies)
+        return {"style": list(batch["style"]), "predicted": [v["predicted"] for v in verdicts],
+                "longest_run": [v["longest_run"] for v in verdicts], "exact_copy": [v["exact_copy"] for v in verdicts],
+                **{m: [v["metrics"][m] for v in verdicts] for m in SCALAR_METRICS}}
+
+
+def judge_catalog(catalog: str, judge_args: tuple, config: EvaluateConfig) -> tuple[list[dict], dict]:
+    """Verdicts on every melody of a bulk catalog (its manifest), by a Ray Data actor pool of ``MelodyJudge``."""
+    import pyarrow.parquet as pq
+    import ray
+    import ray.data
+
+    fs, path = storage.resolve(storage.join(catalog, "manifest.parquet"))
+    manifest = pq.read_table(path, filesystem=fs, columns=None)
+    first = manifest.slice(0, 1).to_pylist()[0] if manifest.num_rows else {}
+    about = {"model": first.get("model_name", "catalog"), "model_id": first.get("model_id", catalog),
+             "model_version": first.get("model_version", ""), "training": {}}
+    if not manifest.num_rows:
+        return [], about
+    actors = config.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    classifier, reference, fingerprints = judge_args
+    rows = (ray.data.from_arrow(manifest.select(["style", "mid_path"]))
+            .map_batches(MelodyJudge, fn_constructor_args=(classifier, ray.put(reference), ray.put(fingerprints), catalog),
+                         batch_size=config.batch_size, batch_format="numpy",
+                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors))
+            .take_all())
+    return [{"style": r["style"], "predicted": r["predicted"], "longest_run": int(r["longest_run"]),
+             "exact_copy": bool(r["exact_copy"]), "metrics": {m: float(r[m]) for m in SCALAR_METRICS}}
+            for r in rows], about
+
+
+def catalog_previews(catalog: str, per_style: int) -> dict[str, list[Melody]]:
+    """The first few melodies of each style of a catalog, for piano rolls and WAVs in the report."""
     import pyarrow.parquet as pq
 
     from musicgen.music.midi import read_midi
 
     fs, path = storage.resolve(storage.join(catalog, "manifest.parquet"))
-    rows = pq.read_table(path, filesystem=fs).to_pylist()
-    melodies = [Labelled(read_midi(storage.read_bytes(storage.join(catalog, r["mid_path"]))), r["style"]) for r in rows]
-    first = rows[0] if rows else {}
-    return melodies, {"model": first.get("model_name", "catalog"), "model_id": first.get("model_id", catalog),
-                      "model_version": first.get("model_version", ""), "training": {}}
+    previews: dict[str, list[Melody]] = {}
+    for row in pq.read_table(path, filesystem=fs, columns=["style", "mid_path"]).to_pylist():
+        chosen = previews.setdefault(row["style"], [])
+        if len(chosen) < per_style:
+            chosen.append(read_midi(storage.read_bytes(storage.join(catalog, row["mid_path"]))))
+    return previews
 
 
-def novelty(melodies: Sequence[Melody], reference, corpus_fingerprints: set[str], threshold: int) -> dict:
-    runs = [reference.longest_shared_run(m) for m in melodies]
-    lengths = np.array([r.length for r in runs])
-    exact = sum(interval_fingerprints(m, 16)[0] in corpus_fingerprints for m in melodies)
+def novelty(verdicts: Sequence[dict], threshold: int) -> dict:
+    lengths = np.array([v["longest_run"] for v in verdicts])
+    exact = sum(v["exact_copy"] for v in verdicts)
     return {
         "mean_longest_shared_run": float(lengths.mean()) if len(lengths) else 0.0,
         "max_longest_shared_run": int(lengths.max()) if len(lengths) else 0,
@@ -116,15 +182,17 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def metric_histograms_png(generated: Sequence[Melody], real: Sequence[Melody], title: str) -> bytes:
+def metric_histograms_png(generated: Sequence[dict], real: Sequence[dict], title: str) -> bytes:
+    """Histograms of each scalar metric, real vs generated, from per-melody ``melody_metrics``."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(14, 6))
     axes = fig.subplots(2, 4).flatten()
-    for ax, (name, (fn, value_range)) in zip(axes, SCALAR_METRICS.items()):
+    for ax, (name, (_, value_range)) in zip(axes, SCALAR_METRICS.items()):
         bins = np.linspace(*value_range, 21)
-        ax.hist(np.clip([fn(m) for m in real], *value_range), bins=bins, alpha=0.5, density=True, label="real")
-        ax.hist(np.clip([fn(m) for m in generated], *value_range), bins=bins, alpha=0.5, density=True, label="generated")
+        ax.hist(np.clip([v[name] for v in real], *value_range), bins=bins, alpha=0.5, density=True, label="real")
+        ax.hist(np.clip([v[name] for v in generated], *value_range), bins=bins, alpha=0.5, density=True,
+                label="generated")
         ax.set_title(name.replace("_", " "), fontsize=9)
     axes[-1].axis("off")
     axes[0].legend(fontsize=8)
@@ -169,36 +237,45 @@ def run_evaluation(config: EvaluateConfig) -> dict:
     real_by_style = {s: [x.melody for x in (test if sum(t.style == s for t in test) >= 20 else train) if x.style == s]
                      for s in styles}
 
+    real_metrics = {s: [melody_metrics(m) for m in real_by_style[s]] for s in styles}
+    judge_args = (classifier.to_dict(), reference, corpus_fingerprints)
+
     results = []
     sources = [config.generated] if config.generated else list(config.models)
     for index, source in enumerate(sources):
-        generated, about = (catalog_melodies(source) if config.generated else sample_melodies(source, styles, config))
+        if config.generated:
+            verdicts, about = judge_catalog(source, judge_args, config)
+            previews = catalog_previews(source, config.previews_per_style)
+        else:
+            generated, about = sample_melodies(source, styles, config)
+            verdicts = [{"style": g.style, **v} for g, v in zip(generated, MelodyJudge(*judge_args).judge(
+                [g.melody for g in generated]))]
+            previews = {s: [g.melody for g in generated if g.style == s][: config.previews_per_style] for s in styles}
         label = f"{about['model']}:{about['model_id']}"
-        predicted = classifier.predict([g.melody for g in generated])
-        requested = [g.style for g in generated]
+        requested, predicted = [v["style"] for v in verdicts], [v["predicted"] for v in verdicts]
         present = [s for s in styles if s in requested]
         matrix = confusion_matrix(requested, predicted, styles)
         tag = f"model{index}"
         storage.write_bytes(storage.join(config.out, f"{tag}-confusion.png"), confusion_png(matrix, styles, f"{label}: style fidelity"))
         per_style = {}
         for s in present:
-            mine = [g.melody for g in generated if g.style == s]
-            per_style[s] = {"n": len(mine), "metrics": compare_sets(mine, real_by_style[s])}
+            mine = [v["metrics"] for v in verdicts if v["style"] == s]
+            per_style[s] = {"n": len(mine), "metrics": compare_metric_values(mine, real_metrics[s])}
             storage.write_bytes(storage.join(config.out, f"{tag}-{s}-metrics.png"),
-                                metric_histograms_png(mine, real_by_style[s], f"{label}: {s}, generated vs real"))
-            for k, melody in enumerate(mine[: config.previews_per_style]):
+                                metric_histograms_png(mine, real_metrics[s], f"{label}: {s}, generated vs real"))
+            for k, melody in enumerate(previews.get(s, [])):
                 stem = f"{tag}-{s}-{k}"
                 storage.write_bytes(storage.join(config.out, f"{stem}.png"), to_png_bytes(melody, f"{label} {s}"))
                 if wav_available():
                     storage.write_bytes(storage.join(config.out, f"{stem}.wav"), to_wav_bytes(melody))
         overlap = {m: float(np.mean([per_style[s]["metrics"][m]["overlap"] for s in present])) for m in SCALAR_METRICS}
         results.append({
-            **about, "tag": tag, "label": label, "n": len(generated),
+            **about, "tag": tag, "label": label, "n": len(verdicts),
             "style_fidelity": fidelity(requested, predicted),
             "confusion": matrix.tolist(),
             "metric_overlap": overlap,
             "per_style": per_style,
-            "novelty": novelty([g.melody for g in generated], reference, corpus_fingerprints, config.copy_threshold),
+            "novelty": novelty(verdicts, config.copy_threshold),
         })
     report = {"config": asdict(config), "styles": styles,
               "classifier": {"train_melodies": len(fit_on), "test_melodies": len(test), "real_accuracy": real_fidelity},
@@ -237,6 +314,7 @@ def format_report(report: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     row("melodies", [str(r["n"]) for r in models])
+    row("guidance", [f"{r['guidance']:g}" if r.get("guidance") is not None else "–" for r in models])
     row("**style fidelity (mean)**", [f"**{r['style_fidelity']['all']:.1%}**" for r in models])
     for s in styles:
         row(f"fidelity {s} (real: {real.get(s, float('nan')):.0%})",

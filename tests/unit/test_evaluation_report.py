@@ -1,5 +1,5 @@
 """``run_evaluation`` end to end on a small synthetic corpus: a catalog of copies is caught, a
-catalog of new melodies in the right styles scores high fidelity, and the report is written."""
+catalog of new melodies in the right styles scores high fidelity (judged on Ray), and the report is written."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def _catalog(path, melodies_by_style) -> str:
     return str(path)
 
 
-def test_new_melodies_in_style_score_high_and_copies_are_caught(synthetic_corpus, tmp_path):
+def test_new_melodies_in_style_score_high_and_copies_are_caught(synthetic_corpus, tmp_path, ray_local):
+    # a catalog is judged by a Ray Data actor pool (MelodyJudge), here on a 2-CPU local cluster
     from musicgen.evaluation.report import corpus_melodies
 
     rng = random.Random(99)
