@@ -18,7 +18,7 @@ def test_help(command, capsys):
     assert "usage: musicgen" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("module", ["pipelines.preprocess", "pipelines.train", "pipelines.bulk_generate"])
+@pytest.mark.parametrize("module", ["pipelines.preprocess", "pipelines.train", "pipelines.bulk_generate", "pipelines.evaluate"])
 def test_job_entry_points_have_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True).stdout
     assert "--storage" in out or "--output" in out or "--out" in out
