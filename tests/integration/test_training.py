@@ -96,3 +96,19 @@ def test_other_models_train_through_the_same_path(shards, tmp_path, name, option
     if name == "gan":
         assert {"d_loss", "g_loss", "sample_distinct_4grams"} <= set(history[-1])  # the adversarial phase ran
     load_artifact(summary["artifact"])
+
+
+def test_fine_tuning_adds_style_dropout_to_a_trained_model(shards, tmp_path):
+    source = run_training(_config(shards, tmp_path, name="base", max_steps=2, eval_every_steps=2))["artifact"]
+    base, _ = load_artifact(source)
+    with pytest.raises(ValueError, match="is a lstm model, not transformer"):
+        run_training(_config(shards, tmp_path, name="wrong", model="transformer", model_config={}, init_from=source))
+    # model_config only overrides: the sizes come from the artifact
+    summary = run_training(_config(shards, tmp_path, name="tuned", model_config={"style_dropout": 0.5}, max_steps=2,
+                                   eval_every_steps=2, init_from=source, lr=1e-9))
+    tuned, meta = load_artifact(summary["artifact"])
+    assert meta["config"]["style_dropout"] == 0.5 and meta["config"]["hidden_size"] == TINY_LSTM["hidden_size"]
+    assert tuned.style_emb.num_embeddings == base.style_emb.num_embeddings + 1
+    # two steps at a negligible learning rate: the weights are the source's, not a fresh initialisation
+    assert torch.allclose(tuned.lstm.weight_hh_l0, base.lstm.weight_hh_l0, atol=1e-5)
+    assert torch.allclose(tuned.style_emb.weight[:-1], base.style_emb.weight, atol=1e-5)
