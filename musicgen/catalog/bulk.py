@@ -250,10 +250,10 @@ class Job:
                  loader: Loader, use_gpu: bool, actors: int):
         self.config, self.generator, self.styles, self.progress = config, generator, styles, progress
         self.reference_ref, self.loader, self.use_gpu, self.actors = reference_ref, loader, use_gpu, actors
-        from musicgen.sampling.sampler import SampleRequest, with_guidance
+        from musicgen.sampling.sampler import resolve_guidance
 
         # the weight every melody is sampled with (the model's default when not set); fails now if unusable
-        self.guidance = with_guidance(generator.model, SampleRequest(styles[0], 0, guidance=config.guidance)).guidance
+        self.guidance = resolve_guidance(generator.model, config.guidance)
         self.catalogs = {style: StyleCatalog(config.near_duplicate_threshold) for style in styles}
         for record in progress.accepted:
             self.catalogs[record["style"]].add(record)

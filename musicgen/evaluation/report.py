@@ -124,14 +124,19 @@ class MelodyJudge:
                 **{m: [v["metrics"][m] for v in verdicts] for m in SCALAR_METRICS}}
 
 
-def judge_catalog(catalog: str, judge_args: tuple, config: EvaluateConfig) -> tuple[list[dict], dict]:
-    """Verdicts on every melody of a bulk catalog (its manifest), by a Ray Data actor pool of ``MelodyJudge``."""
+def read_manifest(catalog: str):
+    """A bulk catalog's ``manifest.parquet`` as a pyarrow Table."""
     import pyarrow.parquet as pq
+
+    fs, path = storage.resolve(storage.join(catalog, "manifest.parquet"))
+    return pq.read_table(path, filesystem=fs)
+
+
+def judge_catalog(catalog: str, manifest, judge_args: tuple, config: EvaluateConfig) -> tuple[list[dict], dict]:
+    """Verdicts on every melody of a bulk catalog (rows of its manifest), by a Ray Data actor pool of ``MelodyJudge``."""
     import ray
     import ray.data
 
-    fs, path = storage.resolve(storage.join(catalog, "manifest.parquet"))
-    manifest = pq.read_table(path, filesystem=fs, columns=None)
     first = manifest.slice(0, 1).to_pylist()[0] if manifest.num_rows else {}
     about = {"model": first.get("model_name", "catalog"), "model_id": first.get("model_id", catalog),
              "model_version": first.get("model_version", ""), "training": {}}
@@ -149,15 +154,12 @@ def judge_catalog(catalog: str, judge_args: tuple, config: EvaluateConfig) -> tu
             for r in rows], about
 
 
-def catalog_previews(catalog: str, per_style: int) -> dict[str, list[Melody]]:
+def catalog_previews(catalog: str, manifest, per_style: int) -> dict[str, list[Melody]]:
     """The first few melodies of each style of a catalog, for piano rolls and WAVs in the report."""
-    import pyarrow.parquet as pq
-
     from musicgen.music.midi import read_midi
 
-    fs, path = storage.resolve(storage.join(catalog, "manifest.parquet"))
     previews: dict[str, list[Melody]] = {}
-    for row in pq.read_table(path, filesystem=fs, columns=["style", "mid_path"]).to_pylist():
+    for row in manifest.select(["style", "mid_path"]).to_pylist():
         chosen = previews.setdefault(row["style"], [])
         if len(chosen) < per_style:
             chosen.append(read_midi(storage.read_bytes(storage.join(catalog, row["mid_path"]))))
@@ -244,8 +246,9 @@ def run_evaluation(config: EvaluateConfig) -> dict:
     sources = [config.generated] if config.generated else list(config.models)
     for index, source in enumerate(sources):
         if config.generated:
-            verdicts, about = judge_catalog(source, judge_args, config)
-            previews = catalog_previews(source, config.previews_per_style)
+            manifest = read_manifest(source)
+            verdicts, about = judge_catalog(source, manifest, judge_args, config)
+            previews = catalog_previews(source, manifest, config.previews_per_style)
         else:
             generated, about = sample_melodies(source, styles, config)
             verdicts = [{"style": g.style, **v} for g, v in zip(generated, MelodyJudge(*judge_args).judge(

@@ -211,15 +211,20 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
             for p, row in zip(prompts, sampled)]
 
 
-def with_guidance(model: nn.Module, request: SampleRequest) -> SampleRequest:
-    """``request`` with its guidance weight set: the model's default when it has none, 1 (none) for
-    models trained without style dropout, which cannot be guided."""
+def resolve_guidance(model: nn.Module, guidance: float | None) -> float:
+    """The weight to sample with: ``guidance``, or when None the model's default (``DEFAULT_GUIDANCE``
+    for models trained with style dropout, 1 = none for the others, which cannot be guided)."""
     guidable = is_guidable(model)
-    if request.guidance is None:
-        return replace(request, guidance=DEFAULT_GUIDANCE if guidable else 1.0)
-    if request.guidance != 1 and not guidable:
+    if guidance is None:
+        return DEFAULT_GUIDANCE if guidable else 1.0
+    if guidance != 1 and not guidable:
         raise ValueError(UNGUIDABLE)
-    return request
+    return guidance
+
+
+def with_guidance(model: nn.Module, request: SampleRequest) -> SampleRequest:
+    """``request`` with its guidance weight resolved (see ``resolve_guidance``)."""
+    return replace(request, guidance=resolve_guidance(model, request.guidance))
 
 
 def is_guidable(model: nn.Module) -> bool:

@@ -39,7 +39,7 @@ from musicgen.config import from_dict
 from musicgen.music.export import to_abc_text, to_midi_bytes
 from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
-from musicgen.sampling.sampler import UNGUIDABLE, with_guidance
+from musicgen.sampling.sampler import UNGUIDABLE, resolve_guidance
 from musicgen.serving.schemas import (
     MAX_MELODIES,
     MAX_SEED,
@@ -227,7 +227,7 @@ class StyleGenerator:
             model_id=self.generator.model_id,
             model_version=self.generator.model_version,
             model_name=self.generator.model_name,
-            default_guidance=with_guidance(self.generator.model, SampleRequest(self.style, 0)).guidance,
+            default_guidance=resolve_guidance(self.generator.model, None),
             autoscaling=AutoscalingOut(**{k: getattr(autoscaling, k) for k in AutoscalingOut.model_fields})
             if autoscaling else None,
             num_replicas=None if autoscaling else config.num_replicas,

@@ -28,7 +28,7 @@ import torch
 from musicgen import storage
 from musicgen.config import TrainConfig, from_dict
 from musicgen.data.collate import Collate
-from musicgen.models import build_model, copy_weights_for_finetuning, load_artifact, safe_load, save_artifact
+from musicgen.models import META_FILE, build_model, copy_weights_for_finetuning, load_artifact, safe_load, save_artifact
 from musicgen.tokenizers import tokenizer_from_dict
 from musicgen.training.loop import append_metrics, evaluate, learning_rate, plot_loss_curves
 from musicgen.training.ngram import StyleNgramBaseline
@@ -67,13 +67,14 @@ def train_worker(loop_config: dict) -> None:
     if not config.use_gpu:
         torch.set_num_threads(max(1, config.cpus_per_worker))
 
-    start = load_artifact(config.init_from) if config.init_from else None
-    model = build_model(config.model, **_model_kwargs(config, tokenizer, start[1]["config"] if start else None))
+    # fine-tuning: the sizes come from the artifact; its weights only matter when no checkpoint supersedes them
+    start_config = storage.read_json(storage.join(config.init_from, META_FILE))["config"] if config.init_from else None
+    model = build_model(config.model, **_model_kwargs(config, tokenizer, start_config))
     optimizers = model.configure_optimizers(config.lr, config.weight_decay)
     step, epoch, resumed_from = 0, 0, None
     checkpoint = ray.train.get_checkpoint()
-    if start and not checkpoint:
-        copy_weights_for_finetuning(model, start[0])
+    if config.init_from and not checkpoint:
+        copy_weights_for_finetuning(model, load_artifact(config.init_from)[0])
     if checkpoint:
         with checkpoint.as_directory() as folder:
             saved, _ = load_artifact(folder)
@@ -183,7 +184,7 @@ def _maybe_fail(config: TrainConfig, run_uri: str, rank: int, step: int) -> None
 
 def _check_finetuning_source(config: TrainConfig, vocab: dict) -> None:
     """Fail before any worker starts when ``init_from`` cannot seed this run."""
-    meta = storage.read_json(storage.join(config.init_from, "model.json"))
+    meta = storage.read_json(storage.join(config.init_from, META_FILE))
     if meta["model"] != config.model:
         raise ValueError(f"--init-from {config.init_from} is a {meta['model']} model, not {config.model}")
     if meta.get("extra", {}).get("tokenizer") != vocab:
