@@ -8,6 +8,7 @@ from typing import TypeVar
 
 
 T = TypeVar("T")
+PRECISIONS = ("auto", "fp32", "int8")  # of the weights a sampler uses (see musicgen.sampling.generator)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class BulkConfig:
     top_k: int = 0
     top_p: float = 1.0
     guidance: float | None = None  # classifier-free guidance weight; None: the model's default
+    precision: str = "auto"  # int8 or fp32 weights; auto: int8 where supported (LSTM and GAN on CPU)
     seed: int = 0  # a style's melodies use seeds seed, seed + 1, ... in turn
     formats: tuple[str, ...] = ("mid", "abc")  # "wav" as well where fluidsynth and a soundfont exist
     # rejected as a copy: shares a run of at least this many pitch intervals with a corpus melody
@@ -127,6 +129,8 @@ class BulkConfig:
     inject_kill_after: int | None = None
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         if self.per_style < 1 or self.batch_size < 1:
             raise ValueError("per_style and batch_size must be >= 1")
         if min(self.copy_threshold, self.near_duplicate_threshold) < 1:

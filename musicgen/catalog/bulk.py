@@ -53,7 +53,7 @@ PROGRESS, MANIFEST, REJECTED, SUMMARY = "progress.json", "manifest.parquet", "re
 MIN_REPORTED_RUN = 8  # shared runs shorter than this are recorded as 0 (chance, not copying)
 MIN_RATE = 0.1  # a round plans at most 1/MIN_RATE seeds per missing melody
 # settings that decide which melodies the catalog holds: a rerun into the same folder must keep them
-RESULT_SETTINGS = ("per_style", "bars", "temperature", "top_k", "top_p", "guidance", "seed", "formats",
+RESULT_SETTINGS = ("per_style", "bars", "temperature", "top_k", "top_p", "guidance", "precision", "seed", "formats",
                    "copy_threshold", "near_duplicate_threshold", "min_notes", "batch_size", "oversample")
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("style", pa.string()), ("seed", pa.int64()),
                              ("reason", pa.string()), ("longest_run", pa.int32()), ("nearest_id", pa.string()),
@@ -154,18 +154,20 @@ class Writer:
 def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     """Make or finish the catalog ``config`` describes on the current Ray cluster; returns its summary.
 
-    ``loader(model_uri, device=...)`` builds the generator, on the driver (for
-    its metadata) and in every actor; default ``MelodyGenerator.from_artifact``.
+    ``loader(model_uri, device=..., precision=...)`` builds the generator, on the
+    driver (for its metadata) and in every actor; default ``MelodyGenerator.from_artifact``.
     """
     import ray
+    import torch
     from tqdm import tqdm
 
     from musicgen.sampling import MelodyGenerator
+    from musicgen.sampling.generator import resolve_precision
 
     started = time.perf_counter()
     loader = loader or MelodyGenerator.from_artifact
     config = dataclasses.replace(config, model=storage.absolute(config.model), out=storage.absolute(config.out))
-    generator = loader(config.model, device="cpu")
+    generator = loader(config.model, device="cpu", precision="fp32")
     styles = tuple(config.styles) or generator.styles
     generator.check_styles(styles)
     data = reference_data(config, generator)
@@ -174,6 +176,10 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
 
         if not wav_available():
             raise ValueError("wav needs the fluidsynth program and a General MIDI soundfont; drop wav from --formats")
+    use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    # the precision the actors will sample with (int8 and fp32 make slightly different melodies)
+    precision = resolve_precision(config.precision, generator.model, torch.device("cuda" if use_gpu else "cpu"))
+    config = dataclasses.replace(config, precision=precision)
     settings = {"model_version": generator.model_version, "styles": list(styles), "reference": data,
                 **{k: getattr(config, k) for k in RESULT_SETTINGS}}
     progress = load_progress(config.out, settings)
@@ -182,7 +188,6 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     index_started = time.perf_counter()
     reference = reference_index(data, min(MIN_REPORTED_RUN, config.copy_threshold))
     index_seconds = time.perf_counter() - index_started
-    use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     actors = config.actors or max(1, int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)))
     job = Job(config, generator, styles, progress, ray.put(reference), loader, use_gpu, actors)
     writer = Writer(config.out, config.write_threads, complete_ids(config.out, styles), config.inject_kill_after)
@@ -224,6 +229,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
         "stray_files_removed": removed,
         "actors": actors,
         "device": "cuda" if use_gpu else "cpu",
+        "precision": precision,
         "batch_size": config.batch_size,
         "index_seconds": round(index_seconds, 2),
         "generation_seconds": round(generation_seconds, 2),
@@ -289,6 +295,7 @@ class Job:
         return ray.data.from_arrow(blocks).map_batches(
             CatalogGenerator,
             fn_constructor_kwargs={"model": self.config.model, "device": "cuda" if self.use_gpu else "cpu",
+                                   "precision": self.config.precision,
                                    "reference": self.reference_ref, "sampling": sampling,
                                    "formats": self.config.formats, "loader": self.loader},
             batch_size=b, batch_format="pyarrow",
@@ -360,7 +367,7 @@ class Job:
             **{k: v for k, v in row.items() if k != "error"},
             "model_id": g.model_id, "model_version": g.model_version, "model_name": g.model_name,
             "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p, "guidance": self.guidance,
-            "copy_threshold": c.copy_threshold,
+            "precision": c.precision, "copy_threshold": c.copy_threshold,
             **{f"{fmt}_path": posixpath.join(row["style"], f"{row['id']}.{fmt}") for fmt in c.formats},
         }
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 HEAD_NOTES = 16  # as in preprocessing: the opening whose fingerprint groups variants of one tune
 
-Loader = Callable[..., "MelodyGenerator"]  # loader(model_uri, device=...), like MelodyGenerator.from_artifact
+Loader = Callable[..., "MelodyGenerator"]  # loader(model_uri, device=..., precision=...), like MelodyGenerator.from_artifact
 
 
 def melody_id(model_version: str, style: str, seed: int) -> str:
@@ -73,13 +73,13 @@ class CatalogGenerator:
     """Ray Data actor: loads the model once, samples each batch of (style, seed) rows in ONE ``generate``
     call, and returns each melody's figures and file contents (an error row where one melody fails)."""
 
-    def __init__(self, model: str, device: str, reference: ray.ObjectRef, sampling: dict, formats: Sequence[str],
-                 loader: Loader | None = None):
+    def __init__(self, model: str, device: str, precision: str, reference: ray.ObjectRef, sampling: dict,
+                 formats: Sequence[str], loader: Loader | None = None):
         import ray
 
         from musicgen.sampling import MelodyGenerator
 
-        self.generator = (loader or MelodyGenerator.from_artifact)(model, device=device)
+        self.generator = (loader or MelodyGenerator.from_artifact)(model, device=device, precision=precision)
         self.reference: IntervalIndex = ray.get(reference)  # put in the object store once, for every actor
         self.sampling, self.formats = sampling, tuple(formats)
         self.schema = output_schema(self.formats)

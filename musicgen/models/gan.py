@@ -139,6 +139,9 @@ class MelodyGAN(nn.Module):
     def select_rows(self, cache, rows: Tensor):
         return self.generator.select_rows(cache, rows)
 
+    def quantize_int8(self) -> None:
+        self.generator.quantize_int8()
+
     # -- adversarial parts ---------------------------------------------------------------
     def temperature_at(self, adversarial_step: int) -> float:
         """RelGAN's exponential schedule, from gumbel_temperature to gumbel_temperature_end."""

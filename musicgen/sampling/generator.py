@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from musicgen import storage
+from musicgen.config import PRECISIONS
 from musicgen.models import load_artifact
 from musicgen.sampling.sampler import GeneratedMelody, SampleRequest, finish_melody, is_guidable, sample_tokens, with_guidance
 from musicgen.tokenizers import Tokenizer, tokenizer_from_dict
@@ -21,6 +22,18 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def resolve_precision(precision: str, model: nn.Module, device: torch.device) -> str:
+    """``int8`` or ``fp32``: what ``precision`` means for this model on this device (auto: int8 where supported)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    int8_ok = hasattr(model, "quantize_int8") and device.type == "cpu"
+    if precision == "auto":
+        return "int8" if int8_ok else "fp32"
+    if precision == "int8" and not int8_ok:
+        raise ValueError(f"int8 sampling needs an LSTM or GAN model on CPU, not a {type(model).__name__} on {device}")
+    return precision
+
+
 @dataclass
 class MelodyGenerator:
     model: nn.Module
@@ -29,21 +42,25 @@ class MelodyGenerator:
     model_version: str  # first 12 hex digits of the weights' sha256: changes whenever the weights do
     meta: dict
     device: torch.device
+    precision: str = "fp32"  # the weights sampling uses: fp32, or int8 (see ``resolve_precision``)
 
     def __post_init__(self):
         self._lock = threading.Lock()  # one sampling loop at a time per model (threads in Serve replicas)
 
     @classmethod
-    def from_artifact(cls, uri: str, device: str = "auto") -> MelodyGenerator:
+    def from_artifact(cls, uri: str, device: str = "auto", precision: str = "auto") -> MelodyGenerator:
         """Load ``<storage>/<run>/model`` (or any artifact folder) written by training."""
         device = pick_device(device)
         model, meta = load_artifact(uri, map_location=device)
+        precision = resolve_precision(precision, model, device)
+        if precision == "int8":
+            model.quantize_int8()
         extra = meta.get("extra", {})
         if "tokenizer" not in extra:
             raise ValueError(f"{uri}: the artifact carries no tokenizer; was it written by `musicgen train`?")
         tokenizer = tokenizer_from_dict(extra["tokenizer"])
         name = extra.get("train_config", {}).get("name") or storage.absolute(uri).rstrip("/").split("/")[-2]
-        return cls(model, tokenizer, name, meta["weights_sha256"][:12], meta, device)
+        return cls(model, tokenizer, name, meta["weights_sha256"][:12], meta, device, precision)
 
     @property
     def styles(self) -> tuple[str, ...]:

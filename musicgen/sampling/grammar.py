@@ -1,9 +1,12 @@
 """Grammar masks: which tokens may come next, for a whole batch at once, so every sample decodes.
 
 A sampler asks ``allowed(state) -> bool[B, V]`` before each step and calls
-``advance(state, tokens)`` after it. Both are a handful of tensor operations
+``advance(state, tokens)`` after it. Both are a handful of array operations
 over the batch (no Python loop over melodies), and the state is a few
-integer tensors, so the mask costs little next to the model step.
+integer arrays. They run in NumPy on the host whatever device the model is
+on: each is ~30 small operations on [B] or [B, V] arrays, which NumPy does in
+about 1 µs apiece where torch's dispatcher spends 5-10 µs, and at batch 1 the
+mask otherwise cost more than the model step (benchmarks: docs/benchmarks.md).
 
 The events grammar (see ``musicgen.tokenizers.events``) is enforced exactly:
 one time signature, bar lines marked before the first event at or after them,
@@ -21,8 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from musicgen.music.melody import TICKS_PER_BEAT, bar_ticks
 from musicgen.tokenizers.abc import AbcTokenizer
@@ -38,50 +40,50 @@ OTHER, TIME_SIGNATURE, BAR, NOTE, REST, DURATION, EOS = range(7)
 _PHASE_AFTER = (-1, BOUNDARY, BOUNDARY, NEED_DURATION, NEED_DURATION, AFTER_DURATION, -1)
 
 
-def select_rows(state, rows: Tensor):
+def select_rows(state, rows: np.ndarray):
     """The grammar state of only these rows (every field of a state is a per-row tensor)."""
     return replace(state, **{f.name: getattr(state, f.name)[rows] for f in fields(state)})
 
 
 @dataclass
 class EventState:
-    phase: Tensor  # [B] one of the phases above
-    cursor: Tensor  # ticks written so far
-    next_bar: Tensor  # position of the next bar line not yet marked with BAR
-    bar: Tensor  # ticks per bar (0 until the time signature is known)
-    bars: Tensor  # requested length in bars
-    last_duration: Tensor  # the DUR just written (later DURs of one event may not be longer)
-    in_rest: Tensor  # bool: the current (or last) event is a rest
-    forced_ts: Tensor  # time-signature token id to force, -1 to let the model choose
-    done: Tensor  # bool: <eos> written
+    phase: np.ndarray  # [B] one of the phases above
+    cursor: np.ndarray  # ticks written so far
+    next_bar: np.ndarray  # position of the next bar line not yet marked with BAR
+    bar: np.ndarray  # ticks per bar (0 until the time signature is known)
+    bars: np.ndarray  # requested length in bars
+    last_duration: np.ndarray  # the DUR just written (later DURs of one event may not be longer)
+    in_rest: np.ndarray  # bool: the current (or last) event is a rest
+    forced_ts: np.ndarray  # time-signature token id to force, -1 to let the model choose
+    done: np.ndarray  # bool: <eos> written
 
 
 class EventGrammar:
-    def __init__(self, tokenizer: EventTokenizer, device: torch.device | str = "cpu", pitch_range: tuple[int, int] = (21, 108)):
+    def __init__(self, tokenizer: EventTokenizer, pitch_range: tuple[int, int] = (21, 108)):
         self.tokenizer = tokenizer
-        self.device = torch.device(device)
         V = len(tokenizer)
-        ids = torch.arange(V)
+        ids = np.arange(V)
         first_note, first_dur, first_ts = tokenizer.first_note_id, tokenizer.first_dur_id, tokenizer.first_ts_id
         low, high = pitch_range
         self.note_ok = (ids >= first_note + low) & (ids <= first_note + high)
-        self.is_note = (ids >= first_note) & (ids < first_note + 128)  # only to build ``kind``
+        is_note = (ids >= first_note) & (ids < first_note + 128)
         self.is_duration = (ids >= first_dur) & (ids < first_dur + len(DURATIONS))
-        self.duration = torch.zeros(V, dtype=torch.long)
-        self.duration[first_dur : first_dur + len(DURATIONS)] = torch.tensor(DURATIONS)
+        self.duration = np.zeros(V, dtype=np.int64)
+        self.duration[first_dur : first_dur + len(DURATIONS)] = DURATIONS
         self.is_ts = (ids >= first_ts) & (ids < first_ts + len(TIME_SIGNATURES))
-        self.ts_bar = torch.zeros(V, dtype=torch.long)
-        self.ts_bar[first_ts : first_ts + len(TIME_SIGNATURES)] = torch.tensor([bar_ticks(ts) for ts in TIME_SIGNATURES])
-        self.on_grid = torch.zeros(TICKS_PER_BEAT, dtype=torch.bool)
-        self.on_grid[list(GRID)] = True
-        self.to_next_grid = torch.tensor([min(g for g in (*GRID, TICKS_PER_BEAT) if g > t) - t for t in range(TICKS_PER_BEAT)])
-        self.kind = torch.full((V,), OTHER)
-        self.kind[self.is_ts], self.kind[self.is_note], self.kind[self.is_duration] = TIME_SIGNATURE, NOTE, DURATION
-        self.kind[[tokenizer.bar_id, tokenizer.rest_id, tokenizer.eos_id]] = torch.tensor([BAR, REST, EOS])
-        self.phase_after = torch.tensor(_PHASE_AFTER)
-        for name in ("note_ok", "is_duration", "duration", "is_ts", "ts_bar", "on_grid", "to_next_grid", "kind", "phase_after"):
-            setattr(self, name, getattr(self, name).to(self.device))
-        self.ids = ids.to(self.device)
+        self.ts_bar = np.zeros(V, dtype=np.int64)
+        self.ts_bar[first_ts : first_ts + len(TIME_SIGNATURES)] = [bar_ticks(ts) for ts in TIME_SIGNATURES]
+        on_grid = np.zeros(TICKS_PER_BEAT, dtype=bool)
+        on_grid[list(GRID)] = True
+        # [position in the beat, token]: a DUR token that, written there, ends on the grid
+        ends = (np.arange(TICKS_PER_BEAT)[:, None] + self.duration[None, :]) % TICKS_PER_BEAT
+        self.duration_lands_on_grid = self.is_duration[None, :] & on_grid[ends]
+        self.to_next_grid = np.array([min(g for g in (*GRID, TICKS_PER_BEAT) if g > t) - t for t in range(TICKS_PER_BEAT)])
+        self.kind = np.full(V, OTHER)
+        self.kind[self.is_ts], self.kind[is_note], self.kind[self.is_duration] = TIME_SIGNATURE, NOTE, DURATION
+        self.kind[[tokenizer.bar_id, tokenizer.rest_id, tokenizer.eos_id]] = [BAR, REST, EOS]
+        self.phase_after = np.array(_PHASE_AFTER)
+        self.ids = ids
         self.pad, self.eos = tokenizer.pad_id, tokenizer.eos_id
         self.bar_id, self.rest_id = tokenizer.bar_id, tokenizer.rest_id
 
@@ -93,15 +95,15 @@ class EventGrammar:
     def start(self, bars: list[int], time_signatures: list[tuple[int, int] | None]) -> EventState:
         B = len(bars)
 
-        def zeros(dtype=torch.long):
-            return torch.zeros(B, dtype=dtype, device=self.device)
+        def zeros(dtype=np.int64):
+            return np.zeros(B, dtype=dtype)
 
-        forced = torch.tensor([self.ts_token(ts) if ts else -1 for ts in time_signatures], device=self.device)
+        forced = np.array([self.ts_token(ts) if ts else -1 for ts in time_signatures])
         return EventState(phase=zeros(), cursor=zeros(), next_bar=zeros(), bar=zeros(),
-                          bars=torch.tensor(bars, device=self.device), last_duration=zeros(),
-                          in_rest=zeros(torch.bool), forced_ts=forced, done=zeros(torch.bool))
+                          bars=np.array(bars, dtype=np.int64), last_duration=zeros(),
+                          in_rest=zeros(bool), forced_ts=forced, done=zeros(bool))
 
-    def allowed(self, s: EventState) -> Tensor:
+    def allowed(self, s: EventState) -> np.ndarray:
         total = s.bars * s.bar
         remaining = total - s.cursor
         boundary = (s.phase == BOUNDARY) | (s.phase == AFTER_DURATION)
@@ -112,32 +114,32 @@ class EventGrammar:
         rest_ok = free & ~s.in_rest & (remaining > self.to_next_grid[s.cursor % TICKS_PER_BEAT])
 
         in_event = (s.phase == NEED_DURATION) | (s.phase == AFTER_DURATION)
-        limit = torch.where(s.in_rest, remaining - 1, remaining)
-        limit = torch.where(s.phase == AFTER_DURATION, torch.minimum(limit, s.last_duration), limit)
-        d = self.duration[None, :]
-        duration_ok = (in_event[:, None] & self.is_duration[None, :] & (d <= limit[:, None])
-                       & self.on_grid[(s.cursor[:, None] + d) % TICKS_PER_BEAT])
-
+        limit = np.where(s.in_rest, remaining - 1, remaining)
+        limit = np.where(s.phase == AFTER_DURATION, np.minimum(limit, s.last_duration), limit)
+        limit = np.where(in_event, limit, 0)  # no duration outside an event
+        mask = self.duration_lands_on_grid[s.cursor % TICKS_PER_BEAT] & (self.duration[None, :] <= limit[:, None])
+        mask |= free[:, None] & self.note_ok[None, :]
         wants_ts = (s.phase == NEED_TIME_SIGNATURE) & ~s.done
-        ts_ok = wants_ts[:, None] & torch.where(s.forced_ts[:, None] >= 0, self.ids[None, :] == s.forced_ts[:, None],
+        if wants_ts.any():
+            mask |= wants_ts[:, None] & np.where(s.forced_ts[:, None] >= 0, self.ids[None, :] == s.forced_ts[:, None],
                                                  self.is_ts[None, :])
-        mask = duration_ok | ts_ok | (free[:, None] & self.note_ok[None, :])
         mask[:, self.bar_id] |= need_bar
         mask[:, self.rest_id] |= rest_ok
         mask[:, self.eos] |= at_end
-        mask[:, self.pad] |= s.done
-        return mask & ~(s.done[:, None] & (self.ids[None, :] != self.pad))
+        if s.done.any():  # only <pad> after <eos>
+            mask[s.done] = self.ids == self.pad
+        return mask
 
-    def advance(self, s: EventState, tokens: Tensor) -> None:
+    def advance(self, s: EventState, tokens: np.ndarray) -> None:
         kind = self.kind[tokens]  # <pad> after <eos> is OTHER: it changes nothing
         new_phase = self.phase_after[kind]
-        s.phase = torch.where(new_phase >= 0, new_phase, s.phase)
+        s.phase = np.where(new_phase >= 0, new_phase, s.phase)
         s.bar += self.ts_bar[tokens]  # 0 except on the one time-signature token
         s.next_bar += (kind == BAR) * s.bar
-        s.in_rest = torch.where(kind == NOTE, False, s.in_rest | (kind == REST))
+        s.in_rest = np.where(kind == NOTE, False, s.in_rest | (kind == REST))
         d = self.duration[tokens]  # 0 except on DUR tokens
         s.cursor += d
-        s.last_duration = torch.where(d > 0, d, s.last_duration)
+        s.last_duration = np.where(d > 0, d, s.last_duration)
         s.done |= kind == EOS
 
     def max_new_tokens(self, bars: list[int], time_signatures: list[tuple[int, int] | None]) -> int:
@@ -149,55 +151,51 @@ class EventGrammar:
 
 @dataclass
 class AbcState:
-    bar_lines: Tensor  # [B] '|' characters written in the tune body
-    bars: Tensor
-    closing: Tensor  # [B] 0: writing, 1: ']' next, 2: <eos> next
-    after_bar: Tensor  # [B] bool: the last character was '|' (so ']' ends the tune)
-    left: Tensor  # [B] tokens left in the length budget
-    done: Tensor
+    bar_lines: np.ndarray  # [B] '|' characters written in the tune body
+    bars: np.ndarray
+    closing: np.ndarray  # [B] 0: writing, 1: ']' next, 2: <eos> next
+    after_bar: np.ndarray  # [B] bool: the last character was '|' (so ']' ends the tune)
+    left: np.ndarray  # [B] tokens left in the length budget
+    done: np.ndarray
 
 
 class AbcGrammar:
     """Characters only inside the text, which ends with ``|]`` then <eos>: when the model writes
     ``|]``, or is made to once the requested bar lines (or the length budget) are used."""
 
-    def __init__(self, tokenizer: AbcTokenizer, device: torch.device | str = "cpu", chars_per_bar: int = 48):
+    def __init__(self, tokenizer: AbcTokenizer, chars_per_bar: int = 48):
         self.tokenizer = tokenizer
-        self.device = torch.device(device)
         self.chars_per_bar = chars_per_bar
         V = len(tokenizer)
-        self.text_ok = torch.zeros(V, dtype=torch.bool, device=self.device)
+        self.text_ok = np.zeros(V, dtype=bool)
         self.text_ok[Tokenizer.eos_id + 1 : tokenizer.first_style_id] = True
         self.bar_char, self.close_char = tokenizer.index["|"], tokenizer.index["]"]
         self.pad, self.eos = tokenizer.pad_id, tokenizer.eos_id
-        self.ids = torch.arange(V, device=self.device)
+        self.ids = np.arange(V)
 
     def start(self, bars: list[int], prompt_bar_lines: list[int]) -> AbcState:
         B = len(bars)
-        return AbcState(bar_lines=torch.tensor(prompt_bar_lines, device=self.device),
-                        bars=torch.tensor(bars, device=self.device),
-                        closing=torch.zeros(B, dtype=torch.long, device=self.device),
-                        after_bar=torch.zeros(B, dtype=torch.bool, device=self.device),
-                        left=torch.full((B,), self.max_new_tokens(bars), device=self.device),
-                        done=torch.zeros(B, dtype=torch.bool, device=self.device))
+        return AbcState(bar_lines=np.array(prompt_bar_lines, dtype=np.int64), bars=np.array(bars, dtype=np.int64),
+                        closing=np.zeros(B, dtype=np.int64), after_bar=np.zeros(B, dtype=bool),
+                        left=np.full(B, self.max_new_tokens(bars), dtype=np.int64), done=np.zeros(B, dtype=bool))
 
-    def allowed(self, s: AbcState) -> Tensor:
+    def allowed(self, s: AbcState) -> np.ndarray:
         writing = ~s.done & (s.closing == 0)
         mask = writing[:, None] & self.text_ok[None, :]  # the model ends a tune by writing "|]"
         out_of_budget = writing & (s.left <= 3)  # room for exactly "|]<eos>"
-        forced = torch.where(s.closing == 1, self.close_char, torch.where(s.closing == 2, self.eos, self.pad))
-        forced = torch.where(out_of_budget, self.bar_char, forced)
+        forced = np.where(s.closing == 1, self.close_char, np.where(s.closing == 2, self.eos, self.pad))
+        forced = np.where(out_of_budget, self.bar_char, forced)
         force = s.done | (s.closing > 0) | out_of_budget
-        return torch.where(force[:, None], self.ids[None, :] == forced[:, None], mask)
+        return np.where(force[:, None], self.ids[None, :] == forced[:, None], mask)
 
-    def advance(self, s: AbcState, tokens: Tensor) -> None:
+    def advance(self, s: AbcState, tokens: np.ndarray) -> None:
         live = ~s.done
         s.done = s.done | (tokens == self.eos)
-        s.closing = torch.where(live & (s.closing == 1), 2, s.closing)
+        s.closing = np.where(live & (s.closing == 1), 2, s.closing)
         is_bar = live & (tokens == self.bar_char) & (s.closing == 0)
-        s.bar_lines = s.bar_lines + is_bar.long()
-        s.closing = torch.where(is_bar & ((s.bar_lines >= s.bars) | (s.left <= 3)), 1, s.closing)
-        s.closing = torch.where(live & s.after_bar & (tokens == self.close_char), 2, s.closing)
+        s.bar_lines = s.bar_lines + is_bar
+        s.closing = np.where(is_bar & ((s.bar_lines >= s.bars) | (s.left <= 3)), 1, s.closing)
+        s.closing = np.where(live & s.after_bar & (tokens == self.close_char), 2, s.closing)
         s.after_bar = is_bar
         s.left = s.left - 1
 

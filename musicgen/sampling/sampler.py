@@ -4,9 +4,10 @@ One call samples a whole batch: one model ``step`` per token for all rows,
 with each row's own temperature, top-k, top-p, length and time signature, so
 requests batched together by Serve or by the bulk job cost one sampling loop.
 
-Reproducibility is per row: each row draws its uniforms from its own
-``torch.Generator`` seeded with the request's seed, and picks its token by
-inverting the CDF of its filtered distribution. A row's melody therefore
+Reproducibility is per row: a row's t-th uniform is SplitMix64's t-th output
+for the request's seed (a counter-based generator, so a whole batch's draws
+for a step are a few vectorised integer operations and need no per-row
+state), and it picks its token by inverting the CDF of its filtered distribution. A row's melody therefore
 depends on its seed, model and settings, not on which other rows share its
 batch (up to floating-point differences between batch sizes, which can flip a
 near-tie on another machine, never on a rerun of the same batch).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -75,28 +77,43 @@ class GeneratedMelody:
     tokens: list[int] = field(repr=False)
 
 
-def pick_tokens(logits: Tensor, allowed: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor,
-                uniform: Tensor, filtered: bool = True) -> Tensor:
+_GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+
+
+def uniforms(seeds: np.ndarray, t: int) -> np.ndarray:
+    """Draw ``t`` (0, 1, ...) of the SplitMix64 stream of each seed (Steele, Lea & Flood 2014): float64 in [0, 1)."""
+    z = seeds + np.uint64((t + 1) * _GOLDEN_GAMMA % 2**64)  # array arithmetic in uint64 wraps, as SplitMix64 wants
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)) * 2.0**-53
+
+
+def pick_tokens(logits: np.ndarray, allowed: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
+                top_p: np.ndarray, uniform: np.ndarray, filtered: bool = True) -> np.ndarray:
     """One token per row from ``logits`` [B,V] restricted to ``allowed``, by inverse CDF on ``uniform`` [B].
 
     Filters apply in the usual order: mask, temperature, top-k, then the
     smallest set whose probability reaches top-p (the most likely token always stays).
     ``filtered=False`` promises no row uses top-k, top-p or greedy decoding, and skips the sort.
+    Every operation is row-wise, so a row's token never depends on the other rows.
     """
-    V = logits.size(-1)
-    logits = logits.float().masked_fill(~allowed, float("-inf"))
-    probs = torch.softmax(logits / temperature.clamp_min(1e-4)[:, None], dim=-1)
+    B, V = logits.shape
+    rows = np.arange(B)
+    scaled = np.where(allowed, logits, -np.inf) / np.maximum(temperature, 1e-4)[:, None]
+    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    if filtered:
+        order = np.argsort(-probs, axis=1, kind="stable")
+        probs = probs[rows[:, None], order]
+        k = np.where(top_k > 0, top_k, V)
+        probs *= (np.arange(V)[None, :] < k[:, None]) & ((np.cumsum(probs, axis=1) - probs) < top_p[:, None])
+    cdf = np.cumsum(probs, axis=1, dtype=np.float64)
+    index = np.minimum((cdf < (uniform * cdf[:, -1])[:, None]).sum(axis=1), V - 1)  # a row-wise searchsorted
     if not filtered:
-        cdf = probs.double().cumsum(-1)
-        return torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None]).clamp_(max=V - 1).squeeze(1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    rank = torch.arange(V, device=logits.device)[None, :]
-    k = torch.where(top_k > 0, top_k, V)
-    keep = (rank < k[:, None]) & ((sorted_probs.cumsum(-1) - sorted_probs) < top_p[:, None])
-    cdf = (sorted_probs * keep).double().cumsum(-1)
-    index = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None]).clamp_(max=V - 1)
-    index = torch.where(temperature[:, None] > 0, index, 0)  # greedy rows take the most likely token
-    return order.gather(1, index).squeeze(1)
+        return index
+    index = np.where(temperature > 0, index, 0)  # greedy rows take the most likely token
+    return order[rows, index]
 
 
 class _Stepper:
@@ -163,49 +180,49 @@ def _prompt(tokenizer: Tokenizer, request: SampleRequest) -> tuple[list[int], in
 @torch.inference_mode()
 def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
                   prompts: list[list[int]], prompt_bars: list[int], device: torch.device) -> list[list[int]]:
+    """The model steps on its device; the grammar mask and the token choice run in NumPy on the host."""
     bars = [r.bars for r in requests]
     if isinstance(tokenizer, EventTokenizer):
-        grammar = EventGrammar(tokenizer, device)
+        grammar = EventGrammar(tokenizer)
         state = grammar.start(bars, [r.time_signature for r in requests])
         max_new = grammar.max_new_tokens(bars, [r.time_signature for r in requests])
     elif isinstance(tokenizer, AbcTokenizer):
-        grammar = AbcGrammar(tokenizer, device)
+        grammar = AbcGrammar(tokenizer)
         state = grammar.start(bars, prompt_bars)
         max_new = grammar.max_new_tokens(bars)
     else:
         raise TypeError(f"no grammar for the {tokenizer.name!r} tokenizer")
-    prompt = torch.tensor(prompts, device=device)
-    for i in range(2, prompt.size(1)):  # the primer moves the grammar on
+    prompt = np.array(prompts, dtype=np.int64)
+    for i in range(2, prompt.shape[1]):  # the primer moves the grammar on
         grammar.advance(state, prompt[:, i])
 
     style = torch.tensor([tokenizer.styles.index(r.style) for r in requests], device=device)
-    temperature = torch.tensor([r.temperature for r in requests], device=device)
-    top_k = torch.tensor([r.top_k for r in requests], device=device)
-    top_p = torch.tensor([r.top_p for r in requests], device=device)
-    uniforms = torch.stack([torch.rand(max_new, generator=torch.Generator().manual_seed(r.seed), dtype=torch.float64)
-                            for r in requests]).to(device)
+    temperature = np.array([r.temperature for r in requests])
+    top_k = np.array([r.top_k for r in requests])
+    top_p = np.array([r.top_p for r in requests])
+    seeds = np.array([r.seed % 2**64 for r in requests], dtype=np.uint64)
     filtered = any(r.top_k > 0 or r.top_p < 1 or r.temperature == 0 for r in requests)
     guided = any(r.guidance != 1 for r in requests)
     guidance = torch.tensor([float(r.guidance) for r in requests], device=device) if guided else None
     step = _Stepper(model, style, guidance, tokenizer.pad_id)
-    logits = step(prompt)
-    out = torch.full((len(requests), max_new), tokenizer.pad_id, device=device)
-    active = torch.arange(len(requests), device=device)  # rows of ``out`` still being sampled
+    logits = step(torch.from_numpy(prompt).to(device))
+    out = np.full((len(requests), max_new), tokenizer.pad_id)
+    active = np.arange(len(requests))  # rows of ``out`` still being sampled
     for t in range(max_new):
-        allowed = grammar.allowed(state)
-        tokens = pick_tokens(logits, allowed, temperature, top_k, top_p, uniforms[:, t], filtered)
+        tokens = pick_tokens(logits.float().cpu().numpy(), grammar.allowed(state), temperature, top_k, top_p,
+                             uniforms(seeds, t), filtered)
         grammar.advance(state, tokens)
         out[active, t] = tokens
         finished = int(state.done.sum())
         if finished == len(active):
             break
         if finished * COMPACT_FRACTION >= len(active):  # drop finished rows: a batch costs its live rows
-            keep = (~state.done).nonzero().squeeze(1)
-            active, tokens, temperature, top_k, top_p, uniforms = (
-                x[keep] for x in (active, tokens, temperature, top_k, top_p, uniforms))
+            keep = np.flatnonzero(~state.done)
+            active, tokens, temperature, top_k, top_p, seeds = (
+                x[keep] for x in (active, tokens, temperature, top_k, top_p, seeds))
             state = select_rows(state, keep)
-            step.keep(keep)
-        logits = step(tokens[:, None])
+            step.keep(torch.from_numpy(keep).to(device))
+        logits = step(torch.from_numpy(tokens[:, None]).to(device))
     sampled = out.tolist()
     return [p + row[: row.index(tokenizer.eos_id) + 1] if tokenizer.eos_id in row else p + row
             for p, row in zip(prompts, sampled)]

@@ -35,7 +35,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from musicgen import __version__, storage
-from musicgen.config import from_dict
+from musicgen.config import PRECISIONS, from_dict
 from musicgen.music.export import to_abc_text, to_midi_bytes
 from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
@@ -105,6 +105,7 @@ class ServeConfig:
     replica_num_cpus: float = 0.25  # fractional: several replicas share a CPU (each samples on one thread)
     replica_num_gpus: float = 0.0
     device: str = "auto"  # torch device in the replicas
+    precision: str = "auto"  # int8 or fp32 weights in the replicas; auto: int8 where supported (LSTM/GAN on CPU)
     ingress_replicas: int = 1
     ingress_num_cpus: float = 0.1
     ingress_max_ongoing_requests: int = 256  # the ingress only awaits the style deployments
@@ -113,6 +114,8 @@ class ServeConfig:
     def __post_init__(self):
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise ValueError("need max_batch_size >= 1 and batch_wait_timeout_s >= 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         if self.max_ongoing_requests < self.max_batch_size:
             raise ValueError("max_ongoing_requests must be >= max_batch_size, or batches never fill")
         unknown = set(self.style_autoscaling) - set(self.styles) if self.styles else set()
@@ -176,11 +179,11 @@ class StyleGenerator:
     """Replicas sampling one style. ``user_config`` carries the batch settings, so a Serve config
     file can change them per style without restarting replicas."""
 
-    def __init__(self, model: str, style: str, device: str):
+    def __init__(self, model: str, style: str, device: str, precision: str):
         import torch
 
         torch.set_num_threads(1)  # replicas share the machine's cores; one thread each scales best
-        self.generator = MelodyGenerator.from_artifact(model, device=device)
+        self.generator = MelodyGenerator.from_artifact(model, device=device, precision=precision)
         self.style = style
         self.generator.check_styles([style])
         self.batching: dict = {}
@@ -228,6 +231,7 @@ class StyleGenerator:
             model_version=self.generator.model_version,
             model_name=self.generator.model_name,
             default_guidance=resolve_guidance(self.generator.model, None),
+            precision=self.generator.precision,
             autoscaling=AutoscalingOut(**{k: getattr(autoscaling, k) for k in AutoscalingOut.model_fields})
             if autoscaling else None,
             num_replicas=None if autoscaling else config.num_replicas,
@@ -313,7 +317,7 @@ def build_app(config: ServeConfig) -> serve.Application:
     """The ingress bound to one deployment per style. Loads the model once here, so a bad URI
     or style fails now with a clear error rather than in crash-looping replicas."""
     model = storage.absolute(config.model)  # replicas run in other working directories
-    generator = MelodyGenerator.from_artifact(model, device="cpu")
+    generator = MelodyGenerator.from_artifact(model, device="cpu", precision="fp32")
     known = generator.styles
     styles = config.styles or known
     unknown = (set(styles) | set(config.style_autoscaling)) - set(known)
@@ -326,7 +330,7 @@ def build_app(config: ServeConfig) -> serve.Application:
             max_ongoing_requests=config.max_ongoing_requests,
             ray_actor_options={"num_cpus": config.replica_num_cpus, "num_gpus": config.replica_num_gpus},
             user_config={"max_batch_size": config.max_batch_size, "batch_wait_timeout_s": config.batch_wait_timeout_s},
-        ).bind(model, style, config.device)
+        ).bind(model, style, config.device, config.precision)
         for style in styles
     }
     return MelodyAPI.options(

@@ -117,6 +117,7 @@ class StyleInfo(BaseModel):
     model_version: str
     model_name: str
     default_guidance: float = Field(description="guidance used when a request gives none; 1 when the model cannot be guided")
+    precision: str = Field(description="weights the replicas sample with: int8 or fp32")
     autoscaling: AutoscalingOut | None = Field(description="None for a fixed number of replicas")
     num_replicas: int | None = Field(description="the fixed replica count when autoscaling is off")
     max_ongoing_requests: int

@@ -139,8 +139,10 @@ def corpus_melody(shards: str):
     return max(melodies, key=lambda m: len(m[0].notes))
 
 
-def load_planting(uri: str, device: str = "auto", *, shards: str, style: str, seed: int) -> PlantingGenerator:
-    return PlantingGenerator(MelodyGenerator.from_artifact(uri, device=device), corpus_melody(shards)[0], style, seed)
+def load_planting(uri: str, device: str = "auto", precision: str = "auto", *, shards: str, style: str,
+                  seed: int) -> PlantingGenerator:
+    return PlantingGenerator(MelodyGenerator.from_artifact(uri, device=device, precision=precision),
+                             corpus_melody(shards)[0], style, seed)
 
 
 def test_a_planted_copy_of_a_corpus_melody_is_rejected(model, shards, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, bar_ticks, estimate_key, transpose_to_key
 from musicgen.sampling import MelodyGenerator, SampleRequest
 from musicgen.sampling.grammar import GRID, EventGrammar
-from musicgen.sampling.sampler import DEFAULT_GUIDANCE, pick_tokens
+from musicgen.sampling.sampler import DEFAULT_GUIDANCE, pick_tokens, uniforms
 from musicgen.tokenizers import EventTokenizer
 from tests.conftest import STYLES, random_melody, save_tiny_artifact
 
@@ -47,7 +48,10 @@ def test_untrained_model_still_writes_valid_melodies_of_exact_length(generator, 
         assert out.tokens[1] == generator.tokenizer.style_token(out.request.style)
 
 
-def test_same_seed_same_melody_whatever_the_batch(generator):
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_same_seed_same_melody_whatever_the_batch(tiny_artifact, precision):
+    generator = MelodyGenerator.from_artifact(tiny_artifact, device="cpu", precision=precision)
+    assert generator.precision == precision
     alone = generator.generate([SampleRequest(style="irish_folk", seed=42, bars=4)])[0]
     again = generator.generate([SampleRequest(style="irish_folk", seed=42, bars=4)])[0]
     batch = generator.generate([SampleRequest(style="german_folk", seed=s, bars=2 + s % 3, temperature=0.7)
@@ -64,25 +68,45 @@ def test_greedy_ignores_the_seed_and_top_k_1_is_greedy(generator):
     assert greedy[0] == greedy[1] == top1
 
 
+def test_uniforms_are_splitmix64_streams():
+    def splitmix64(seed, n):  # the reference generator (Steele, Lea & Flood 2014), in Python integers
+        out, state = [], seed
+        for _ in range(n):
+            state = (state + 0x9E3779B97F4A7C15) % 2**64
+            z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+            out.append((z ^ (z >> 31)) >> 11)
+        return [x * 2.0**-53 for x in out]
+
+    seeds = np.array([0, 7, 2**40 + 3, 2**64 - 1], dtype=np.uint64)
+    drawn = np.stack([uniforms(seeds, t) for t in range(6)], axis=1)
+    assert drawn.tolist() == [splitmix64(int(s), 6) for s in seeds]
+    many = np.stack([uniforms(np.arange(500, dtype=np.uint64), t) for t in range(40)])
+    assert 0 <= many.min() and many.max() < 1 and abs(many.mean() - 0.5) < 0.01
+
+
 def test_pick_tokens_follows_the_filtered_distribution():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
-    allowed = torch.ones_like(logits, dtype=torch.bool)
-    u = torch.rand(4000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    one, zero = torch.ones(4000), torch.zeros(4000, dtype=torch.long)
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], dtype=np.float32)).repeat(4000, axis=0)
+    allowed = np.ones_like(logits, dtype=bool)
+    u = np.random.default_rng(0).random(4000)
+    one, zero = np.ones(4000), np.zeros(4000, dtype=np.int64)
 
     def freq(tokens):
-        return torch.bincount(tokens, minlength=4).double() / len(tokens)
+        return np.bincount(tokens, minlength=4) / len(tokens)
 
-    plain = freq(pick_tokens(logits, allowed, one, zero, one, u))
-    torch.testing.assert_close(plain, torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64), atol=0.03, rtol=0)
-    top_p = freq(pick_tokens(logits, allowed, one, zero, torch.full((4000,), 0.75), u))  # keeps 0.5 + 0.3
-    torch.testing.assert_close(top_p, torch.tensor([0.625, 0.375, 0, 0], dtype=torch.float64), atol=0.03, rtol=0)
-    top_k = freq(pick_tokens(logits, allowed, one, torch.full((4000,), 3), one, u))
-    torch.testing.assert_close(top_k, torch.tensor([0.526, 0.316, 0.158, 0], dtype=torch.float64), atol=0.03, rtol=0)
-    masked = freq(pick_tokens(logits, allowed & torch.tensor([False, True, True, True]), one, zero, one, u))
+    plain = freq(pick_tokens(logits, allowed, one, zero, one, u, filtered=False))
+    np.testing.assert_allclose(plain, [0.5, 0.3, 0.15, 0.05], atol=0.03)
+    np.testing.assert_allclose(freq(pick_tokens(logits, allowed, one, zero, one, u)), [0.5, 0.3, 0.15, 0.05], atol=0.03)
+    top_p = freq(pick_tokens(logits, allowed, one, zero, np.full(4000, 0.75), u))  # keeps 0.5 + 0.3
+    np.testing.assert_allclose(top_p, [0.625, 0.375, 0, 0], atol=0.03)
+    top_k = freq(pick_tokens(logits, allowed, one, np.full(4000, 3), one, u))
+    np.testing.assert_allclose(top_k, [0.526, 0.316, 0.158, 0], atol=0.03)
+    masked = freq(pick_tokens(logits, allowed & np.array([False, True, True, True]), one, zero, one, u))
     assert masked[0] == 0
-    cold = freq(pick_tokens(logits, allowed, torch.full((4000,), 0.1), zero, one, u))
+    cold = freq(pick_tokens(logits, allowed, np.full(4000, 0.1), zero, one, u))
     assert cold[0] > 0.99
+    greedy = pick_tokens(logits[:, ::-1].copy(), allowed, np.zeros(4000), zero, one, u)
+    assert (greedy == 3).all()
 
 
 @settings(max_examples=40, deadline=None)
@@ -95,10 +119,10 @@ def test_events_grammar_never_dead_ends(seed, bars, time_signature):
     rng = random.Random(seed)
     sequence = []
     for _ in range(grammar.max_new_tokens([bars], [time_signature])):
-        allowed = grammar.allowed(state)[0].nonzero().flatten().tolist()
+        allowed = np.flatnonzero(grammar.allowed(state)[0]).tolist()
         assert allowed, "some token is always allowed"
         token = rng.choice(allowed)
-        grammar.advance(state, torch.tensor([token]))
+        grammar.advance(state, np.array([token]))
         sequence.append(token)
         if bool(state.done[0]):
             break
