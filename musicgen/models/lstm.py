@@ -276,25 +276,23 @@ class LSTMModel(MLETrainingMixin, nn.Module):
         return self.head(x), (torch.stack(hs), torch.stack(cs))
 
     def _int8_step(self, token: Tensor, style: Tensor, cache: LSTMCache | None) -> tuple[Tensor, LSTMCache]:
-        """``_cell_step`` with the weights of ``self.int8`` (PyTorch's gate order: input, forget, cell, output)."""
+        """``_cell_step`` with the weights of ``self.int8`` (PyTorch's gate order: input, forget, cell,
+        output). Its cache holds h already quantised (int8), which is all the next step reads of it."""
         q, H = self.int8, self.config.hidden_size
         if cache is None:
-            cache = (token.new_zeros(self.config.num_layers, token.size(0), H, dtype=torch.float),) * 2
+            shape = (self.config.num_layers, token.size(0), H)
+            cache = (token.new_zeros(shape, dtype=torch.int8), token.new_zeros(shape, dtype=torch.float))
         h, cell = cache
         hs, cs = [], []
-        below = None  # the layer below's new h, quantised
         for k in range(self.config.num_layers):
-            recurrent = _int8_hidden(h[k])
             if k == 0:
-                base, x = q.token_gates[token] + q.style_gates[style], recurrent
+                base, x = F.embedding(token, q.token_gates) + F.embedding(style, q.style_gates), h[0]
             else:
-                base, x = q.biases[k], torch.cat([below, recurrent], dim=1)
+                base, x = q.biases[k], torch.cat([hs[-1], h[k]], dim=1)
             gates = torch.addcmul(base, torch._int_mm(x, q.weights[k]).float(), q.scales[k])
             sig = torch.sigmoid(gates)
             c = torch.addcmul(sig[:, H : 2 * H] * cell[k], sig[:, :H], torch.tanh(gates[:, 2 * H : 3 * H]))
-            out = sig[:, 3 * H :] * torch.tanh(c)
-            hs.append(out)
+            hs.append(_int8_hidden(sig[:, 3 * H :] * torch.tanh(c)))
             cs.append(c)
-            below = _int8_hidden(out)
         head, head_scale, head_bias = q.head
-        return torch.addcmul(head_bias, torch._int_mm(below, head).float(), head_scale), (torch.stack(hs), torch.stack(cs))
+        return torch.addcmul(head_bias, torch._int_mm(hs[-1], head).float(), head_scale), (torch.stack(hs), torch.stack(cs))

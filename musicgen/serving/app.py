@@ -100,7 +100,7 @@ class ServeConfig:
     autoscaling: Autoscaling = Autoscaling()  # for every style ...
     style_autoscaling: Mapping[str, Autoscaling] = field(default_factory=dict)  # ... unless overridden here
     max_batch_size: int = 16  # melodies sampled together in one replica (16 cost ~3x one, on a CPU)
-    batch_wait_timeout_s: float = 0.005  # an idle replica's wait for more requests (a busy one gathers them anyway)
+    batch_wait_timeout_s: float = 0.001  # an idle replica's wait for more requests (a busy one gathers them anyway)
     max_ongoing_requests: int = 32  # per style replica; at least max_batch_size, or batches never fill
     replica_num_cpus: float = 0.25  # fractional: several replicas share a CPU (each samples on one thread)
     replica_num_gpus: float = 0.0
@@ -206,7 +206,7 @@ class StyleGenerator:
         await self._model_free.wait()
         return await self._sample((request, formats))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)  # replaced from user_config in reconfigure
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)  # replaced from user_config in reconfigure
     async def _sample(self, items: list[tuple[SampleRequest, tuple[Format, ...]]]) -> list[MelodyOut]:
         self._model_free.clear()
         try:

@@ -5,6 +5,12 @@ parses each file with pretty_midi and tokenizes it with the same tokenizer
 (same track picking, quantisation and tokens). Ratios, not absolute numbers,
 are what to compare across machines.
 
+Each Ray job runs twice per CPU count: with ``ray.init(num_cpus=N)`` alone,
+where Ray's own processes (driver, raylet, GCS, object store) may still use
+the machine's other cores, and pinned, with the whole cluster confined to N
+cores by CPU affinity (what a machine or container with N CPUs gives). The
+naive loop runs pinned to one core.
+
     python tests/bench/bench_preprocess.py [--corpus DIR] [--out FILE.json]
 
 Without --corpus it exports the whole music21 corpus once to
@@ -64,9 +70,12 @@ def naive_loop(paths: list[str], tokenizer) -> tuple[int, float]:
     return ok, time.perf_counter() - started
 
 
-def ray_job(corpus: str, num_cpus: int) -> dict:
-    """The real job in a fresh process with a local cluster of num_cpus (cluster start-up not timed)."""
+def ray_job(corpus: str, num_cpus: int, pinned: bool) -> dict:
+    """The real job in a fresh process with a local cluster of num_cpus (cluster start-up not timed);
+    ``pinned``: the process and everything it starts (raylet, GCS, workers) run on num_cpus cores only."""
+    pin = f"import os; os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:{num_cpus}])" if pinned else ""
     code = f"""
+{pin}
 import json, tempfile, ray
 from musicgen.config import PreprocessConfig
 from musicgen.data.preprocess import run_preprocess
@@ -100,23 +109,30 @@ def main() -> None:
     tokenizer = make_tokenizer("events", styles)
     sample = paths[:: max(1, len(paths) // args.naive_files)][: args.naive_files]
 
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, cores[:1])
     ok, seconds = naive_loop(sample, tokenizer)
+    os.sched_setaffinity(0, cores)
     naive = {"files": len(sample), "melodies": ok, "wall_seconds": round(seconds, 2), "files_per_second": round(len(sample) / seconds, 1)}
-    one = ray_job(args.corpus, 1)
-    two = ray_job(args.corpus, 2)
+    runs = {f"ray_data_{n}_cpu{'s' if n > 1 else ''}{'_pinned' if pinned else ''}": ray_job(args.corpus, n, pinned)
+            for pinned in (False, True) for n in (1, 2)}
     figures = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "corpus_files": len(paths),
-        "naive_pretty_midi_loop": naive,
-        "ray_data_1_cpu": one,
-        "ray_data_2_cpus": two,
-        "speedup_1_cpu_vs_naive": round(one["files_per_second"] / naive["files_per_second"], 1),
-        "speedup_2_cpus_vs_1_cpu": round(two["files_per_second"] / one["files_per_second"], 2),
+        "naive_pretty_midi_loop_1_core": naive,
+        **runs,
+        "speedup_1_cpu_vs_naive": round(runs["ray_data_1_cpu"]["files_per_second"] / naive["files_per_second"], 1),
+        "speedup_2_cpus_vs_1_cpu": round(runs["ray_data_2_cpus"]["files_per_second"]
+                                         / runs["ray_data_1_cpu"]["files_per_second"], 2),
+        "speedup_1_core_pinned_vs_naive": round(runs["ray_data_1_cpu_pinned"]["files_per_second"]
+                                                / naive["files_per_second"], 1),
+        "speedup_2_cores_vs_1_core_pinned": round(runs["ray_data_2_cpus_pinned"]["files_per_second"]
+                                                  / runs["ray_data_1_cpu_pinned"]["files_per_second"], 2),
     }
-    print("| run | files | wall s | files/s | ratio |")
+    print("| run | files | wall s | files/s | × naive |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| naive loop (pretty_midi, 1 process) | {naive['files']} | {naive['wall_seconds']} | {naive['files_per_second']} | 1.0 |")
-    for name, r in (("Ray Data job, 1 CPU", one), ("Ray Data job, 2 CPUs", two)):
+    print(f"| naive loop (pretty_midi, 1 process, 1 core) | {naive['files']} | {naive['wall_seconds']} | {naive['files_per_second']} | 1.0 |")
+    for name, r in runs.items():
         ratio = round(r["files_per_second"] / naive["files_per_second"], 1)
         print(f"| {name} | {r['files_read']} | {r['wall_seconds']} | {r['files_per_second']} | {ratio} |")
     print(json.dumps(figures, indent=2))
