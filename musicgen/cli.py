@@ -146,8 +146,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--init-from", metavar="ARTIFACT",
-        help="fine-tune: start from this model artifact (same model kind and vocabulary); -m options override "
-             "its config, e.g. -m style_dropout=0.1 to add classifier-free guidance to a trained model",
+        help="fine-tune: start from this model artifact (same model kind and vocabulary, or an LSTM as a GAN's "
+             "generator); -m options override its config, e.g. -m style_dropout=0.1 to add classifier-free "
+             "guidance to a trained model",
     )
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster (ignored when joining RAY_ADDRESS)")
     p.set_defaults(run=_run_train)

@@ -99,13 +99,17 @@ def model_from_state(name: str, config: dict, state: dict | bytes, map_location=
 
 
 def copy_weights_for_finetuning(model: nn.Module, source: nn.Module) -> None:
-    """Start ``model`` from ``source``'s weights (same architecture and vocabulary).
+    """Start ``model`` from ``source``'s weights (same architecture and vocabulary), or a GAN's
+    generator from a trained LSTM (SeqGAN's MLE warm start; the discriminator starts fresh).
 
     One difference is allowed: an embedding table that gained rows, as a style
     table does when fine-tuning with style dropout adds "no style"; the new rows
     start at the mean of the old ones.
     """
-    target, given = unwrap(model).state_dict(), unwrap(source).state_dict()
+    model, source = unwrap(model), unwrap(source)
+    if isinstance(model, MelodyGAN) and isinstance(source, LSTMModel):
+        model = model.generator
+    target, given = model.state_dict(), source.state_dict()
     if set(target) != set(given):
         raise ValueError(f"cannot fine-tune: parameters differ ({', '.join(sorted(set(target) ^ set(given)))})")
     for name, value in given.items():
@@ -117,7 +121,7 @@ def copy_weights_for_finetuning(model: nn.Module, source: nn.Module) -> None:
             have[value.size(0) :] = value.mean(0)
         else:
             raise ValueError(f"cannot fine-tune: {name} is {tuple(value.shape)} in the artifact, {tuple(have.shape)} here")
-    unwrap(model).load_state_dict(target)
+    model.load_state_dict(target)
 
 
 def save_artifact(uri: str, model: nn.Module, name: str, extra: dict) -> None:

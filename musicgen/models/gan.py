@@ -46,6 +46,7 @@ class GANConfig:
     num_layers: int = 2
     dropout: float = 0.2
     style_dim: int = 32
+    style_dropout: float = 0.0  # the generator's (> 0 enables guidance); see LSTMConfig
     # discriminator
     d_embed_dim: int = 64
     d_channels: int = 64
@@ -76,7 +77,7 @@ class GANConfig:
 
     def generator_config(self) -> LSTMConfig:
         return LSTMConfig(self.vocab_size, self.n_styles, self.embed_dim, self.hidden_size, self.num_layers,
-                          self.dropout, self.style_dim)
+                          self.dropout, self.style_dim, self.style_dropout)
 
 
 class Discriminator(nn.Module):

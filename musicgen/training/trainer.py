@@ -185,8 +185,9 @@ def _maybe_fail(config: TrainConfig, run_uri: str, rank: int, step: int) -> None
 def _check_finetuning_source(config: TrainConfig, vocab: dict) -> None:
     """Fail before any worker starts when ``init_from`` cannot seed this run."""
     meta = storage.read_json(storage.join(config.init_from, META_FILE))
-    if meta["model"] != config.model:
-        raise ValueError(f"--init-from {config.init_from} is a {meta['model']} model, not {config.model}")
+    if meta["model"] != config.model and (meta["model"], config.model) != ("lstm", "gan"):
+        raise ValueError(f"--init-from {config.init_from} is a {meta['model']} model, not {config.model} "
+                         "(a GAN may also start from an LSTM)")
     if meta.get("extra", {}).get("tokenizer") != vocab:
         raise ValueError(f"--init-from {config.init_from} was trained on another vocabulary or style list than {config.data}")
 

@@ -6,7 +6,8 @@ classic char-RNN loop, calling the ``nn.LSTM`` module per token, and the same lo
 through ``model.step``, whose single-token path is a fused ``lstm_cell`` (~3x faster). It runs for as many tokens as the batched
 melodies hold on average, so both make melodies of the same length. Then:
 
-(i)  ``MelodyGenerator.generate`` in this process, one call per batch, at a few batch sizes;
+(i)  ``MelodyGenerator.generate`` in this process, one call per batch, at a few batch sizes,
+     with fp32 weights and with int8 weights (``--precision``; the naive loops use fp32);
 (ii) ``run_bulk`` end to end on a local Ray cluster (one single-threaded actor per CPU, the
      reference index of the whole corpus, copy and duplicate filters, files written), accepted
      melodies per second of wall time, Ray Data start-up and indexing included.
@@ -76,7 +77,7 @@ def batched(generator, batch_size: int, bars: int, calls: int) -> dict:
             "tokens_per_melody": statistics.mean(tokens)}
 
 
-def bulk_job(model: str, per_style: int, batch_size: int, cpus: int) -> dict:
+def bulk_job(model: str, per_style: int, batch_size: int, cpus: int, precision: str) -> dict:
     import ray
 
     from musicgen.catalog.bulk import run_bulk
@@ -85,7 +86,8 @@ def bulk_job(model: str, per_style: int, batch_size: int, cpus: int) -> dict:
     ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
     try:
         with tempfile.TemporaryDirectory() as out:
-            return run_bulk(BulkConfig(model=model, out=out, per_style=per_style, batch_size=batch_size))
+            return run_bulk(BulkConfig(model=model, out=out, per_style=per_style, batch_size=batch_size,
+                                       precision=precision))
     finally:
         ray.shutdown()
 
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("--job-batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the in-process paths")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the Ray cluster")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], help="of the batched paths and the job")
     parser.add_argument("--out", help="write the figures here as JSON")
     args = parser.parse_args()
 
@@ -107,13 +110,17 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
-    generator = MelodyGenerator.from_artifact(args.model, device="cpu")
-    rows = [batched(generator, b, args.bars, calls=max(1, 8 // b)) for b in args.batch_sizes]
+    rows = []
+    for precision in args.precisions:
+        generator = MelodyGenerator.from_artifact(args.model, device="cpu", precision=precision)
+        rows += [{**batched(generator, b, args.bars, calls=max(1, 8 // b)), "precision": precision}
+                 for b in args.batch_sizes]
     tokens = round(statistics.mean(r["tokens_per_melody"] for r in rows))
+    generator = MelodyGenerator.from_artifact(args.model, device="cpu", precision="fp32")
     model = generator.model.eval()
     classic_seconds = naive_loop(lambda *a: module_step(model, *a), generator, args.naive_melodies, tokens)
     naive_seconds = naive_loop(model.step, generator, args.naive_melodies, tokens)
-    job = bulk_job(args.model, args.per_style, args.job_batch_size, args.cpus)
+    jobs = [bulk_job(args.model, args.per_style, args.job_batch_size, args.cpus, p) for p in args.precisions]
 
     classic_rate, naive_rate = 1 / classic_seconds, 1 / naive_seconds
 
@@ -129,27 +136,27 @@ def main() -> None:
         f"{naive_rate:.2f} | {naive_seconds:.3f} | {ratios(naive_rate)} |",
     ]
     for r in rows:
-        table.append(f"| batched sampler, in-process | {r['batch_size']} | {r['melodies']} | "
+        table.append(f"| batched sampler, in-process, {r['precision']} | {r['batch_size']} | {r['melodies']} | "
                      f"{r['melodies_per_second']:.2f} | {1 / r['melodies_per_second']:.4f} | "
                      f"{ratios(r['melodies_per_second'])} |")
-    table.append(
-        f"| Ray Data bulk job, end to end ({job['actors']} actors) | {job['batch_size']} | "
+    table += [
+        f"| Ray Data bulk job, end to end ({job['actors']} actors), {job['precision']} | {job['batch_size']} | "
         f"{job['accepted_this_run']} | {job['melodies_per_second']:.2f} | {1 / job['melodies_per_second']:.4f} | "
-        f"{ratios(job['melodies_per_second'])} |"
-    )
+        f"{ratios(job['melodies_per_second'])} |" for job in jobs]
     print("\n".join(table))
     notes = (f"{args.bars}-bar melodies, {tokens} sampled tokens each on average; model {args.model} "
              f"({generator.model_name}, {generator.model_version}); torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads in-process; {platform.machine()}, {os.cpu_count()} CPUs, "
-             f"load average {load_before:.1f} at the start. Bulk job: {job['generated_this_run']} generated at "
-             f"{job['generated_per_second']}/s while sampling, {job['wall_seconds']} s wall including "
-             f"{job['index_seconds']} s to index {job['reference_melodies']} corpus melodies; "
-             f"rejected {job['rejected']}")
+             f"load average {load_before:.1f} at the start. " + " ".join(
+                 f"Bulk job ({job['precision']}): {job['generated_this_run']} generated at "
+                 f"{job['generated_per_second']}/s while sampling, {job['wall_seconds']} s wall including "
+                 f"{job['index_seconds']} s to index {job['reference_melodies']} corpus melodies; "
+                 f"rejected {job['rejected']}." for job in jobs))
     print(notes)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"classic_seconds_per_melody": classic_seconds, "naive_seconds_per_melody": naive_seconds, "tokens_per_melody": tokens, "batched": rows,
-                       "bulk_job": job, "notes": notes, "table": table}, f, indent=2)
+                       "bulk_jobs": jobs, "notes": notes, "table": table}, f, indent=2)
 
 
 if __name__ == "__main__":

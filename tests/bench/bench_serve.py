@@ -79,7 +79,7 @@ async def closed_loop(url: str, style: str, concurrency: int, bars: int, n_reque
     }
 
 
-def model_alone(model: str, style: str, bars: int, n_requests: int) -> dict:
+def model_alone(model: str, style: str, bars: int, n_requests: int, precision: str) -> dict:
     """The floor under the c=1 latency: the same requests sampled and rendered in this process, no Serve, no HTTP."""
     import torch
 
@@ -87,7 +87,7 @@ def model_alone(model: str, style: str, bars: int, n_requests: int) -> dict:
     from musicgen.serving.app import render
 
     torch.set_num_threads(1)  # as in a replica
-    generator = MelodyGenerator.from_artifact(model, device="cpu")
+    generator = MelodyGenerator.from_artifact(model, device="cpu", precision=precision)
     formats = ("json", "midi", "abc")
     generator.generate([SampleRequest(style, seed=seed, bars=bars) for seed in range(2)])  # warm-up
     ms = []
@@ -190,6 +190,9 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=45)
     parser.add_argument("--settle-seconds", type=float, default=60)
     parser.add_argument("--port", type=int, default=18000, help="HTTP port on 127.0.0.1 (default: 18000)")
+    parser.add_argument("--precision", default="auto", help="weights of the replicas: auto (int8 for an LSTM), fp32, int8")
+    parser.add_argument("--alone-only", action="store_true", help="only time the model alone (no Serve), e.g. to "
+                        "compare precisions")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -203,12 +206,14 @@ def main() -> None:
 
     from musicgen.serving.app import APP_NAME, Autoscaling, ServeConfig, build_app, style_deployment_name
 
-    alone = model_alone(args.model, args.style, args.bars, counts[0])
-    print(json.dumps({"model_alone": alone}), flush=True)
+    alone = model_alone(args.model, args.style, args.bars, counts[0], args.precision)
+    print(json.dumps({"model_alone": alone, "precision": args.precision}), flush=True)
+    if args.alone_only:
+        return
     scale = Autoscaling(min_replicas=1, max_replicas=args.max_replicas, upscale_delay_s=2, downscale_delay_s=10)
     # 0.2 CPU a replica: the five styles' first replicas and three more fit on two CPUs
     config = ServeConfig(model=args.model, port=args.port, style_autoscaling={args.scale_style: scale},
-                         replica_num_cpus=0.2, auth_token_env=None)
+                         replica_num_cpus=0.2, auth_token_env=None, precision=args.precision)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     serve.start(http_options={"host": config.host, "port": config.port})
     url = f"http://{config.host}:{config.port}"
@@ -231,7 +236,7 @@ def main() -> None:
         ray.shutdown()
     figures = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}",
-        "model": args.model, "bars": args.bars, "startup_seconds": startup,
+        "model": args.model, "precision": args.precision, "bars": args.bars, "startup_seconds": startup,
         "config": {"replica_num_cpus": config.replica_num_cpus, "max_batch_size": config.max_batch_size,
                    "batch_wait_timeout_s": config.batch_wait_timeout_s,
                    "autoscaling": dataclasses.asdict(config.autoscaling),

@@ -271,3 +271,19 @@ def test_fine_tuning_copies_weights_and_grows_the_style_table():
             assert torch.equal(new, old), name
     with pytest.raises(ValueError, match="cannot fine-tune"):
         copy_weights_for_finetuning(tiny("lstm", hidden_size=16), trained)
+
+
+def test_a_gan_generator_starts_from_a_trained_lstm():
+    from musicgen.models import copy_weights_for_finetuning
+
+    lstm = tiny("lstm", num_layers=1, style_dropout=0.1)
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.add_(1.0)
+    gan = tiny("gan", style_dropout=0.1)
+    discriminator = {k: v.clone() for k, v in gan.discriminator.state_dict().items()}
+    copy_weights_for_finetuning(gan, lstm)
+    for (name, new), old in zip(gan.generator.state_dict().items(), lstm.state_dict().values()):
+        assert torch.equal(new, old), name
+    assert all(torch.equal(v, discriminator[k]) for k, v in gan.discriminator.state_dict().items())
+    assert gan.generator.style_emb.num_embeddings == S + 1, "the generator keeps the no-style row (guidable)"
