@@ -289,10 +289,10 @@ class LSTMModel(MLETrainingMixin, nn.Module):
                 base, x = F.embedding(token, q.token_gates) + F.embedding(style, q.style_gates), h[0]
             else:
                 base, x = q.biases[k], torch.cat([hs[-1], h[k]], dim=1)
-            gates = torch.addcmul(base, torch._int_mm(x, q.weights[k]).float(), q.scales[k])
+            gates = torch.addcmul(base, torch._int_mm(x, q.weights[k]), q.scales[k])  # int32 sums promote to fp32
             sig = torch.sigmoid(gates)
             c = torch.addcmul(sig[:, H : 2 * H] * cell[k], sig[:, :H], torch.tanh(gates[:, 2 * H : 3 * H]))
             hs.append(_int8_hidden(sig[:, 3 * H :] * torch.tanh(c)))
             cs.append(c)
         head, head_scale, head_bias = q.head
-        return torch.addcmul(head_bias, torch._int_mm(hs[-1], head).float(), head_scale), (torch.stack(hs), torch.stack(cs))
+        return torch.addcmul(head_bias, torch._int_mm(hs[-1], head), head_scale), (torch.stack(hs), torch.stack(cs))

@@ -77,7 +77,10 @@ class EventGrammar:
         on_grid[list(GRID)] = True
         # [position in the beat, token]: a DUR token that, written there, ends on the grid
         ends = (np.arange(TICKS_PER_BEAT)[:, None] + self.duration[None, :]) % TICKS_PER_BEAT
-        self.duration_lands_on_grid = self.is_duration[None, :] & on_grid[ends]
+        self.longest = max(DURATIONS)
+        # [position in the beat, longest duration allowed (capped), token]: the DUR tokens that fit and end on the grid
+        self.durations_allowed = ((self.is_duration & on_grid[ends])[:, None, :]
+                                  & (self.duration[None, None, :] <= np.arange(self.longest + 1)[None, :, None]))
         self.to_next_grid = np.array([min(g for g in (*GRID, TICKS_PER_BEAT) if g > t) - t for t in range(TICKS_PER_BEAT)])
         self.kind = np.full(V, OTHER)
         self.kind[self.is_ts], self.kind[is_note], self.kind[self.is_duration] = TIME_SIGNATURE, NOTE, DURATION
@@ -116,8 +119,8 @@ class EventGrammar:
         in_event = (s.phase == NEED_DURATION) | (s.phase == AFTER_DURATION)
         limit = np.where(s.in_rest, remaining - 1, remaining)
         limit = np.where(s.phase == AFTER_DURATION, np.minimum(limit, s.last_duration), limit)
-        limit = np.where(in_event, limit, 0)  # no duration outside an event
-        mask = self.duration_lands_on_grid[s.cursor % TICKS_PER_BEAT] & (self.duration[None, :] <= limit[:, None])
+        limit = np.where(in_event, np.clip(limit, 0, self.longest), 0)  # no duration outside an event
+        mask = self.durations_allowed[s.cursor % TICKS_PER_BEAT, limit]
         mask |= free[:, None] & self.note_ok[None, :]
         wants_ts = (s.phase == NEED_TIME_SIGNATURE) & ~s.done
         if wants_ts.any():
