@@ -223,7 +223,7 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
             state = select_rows(state, keep)
             step.keep(torch.from_numpy(keep).to(device))
         logits = step(torch.from_numpy(tokens[:, None]).to(device))
-    sampled = out.tolist()
+    sampled = out[:, : t + 1].tolist()  # max_new is a loose bound: most of ``out`` was never written
     return [p + row[: row.index(tokenizer.eos_id) + 1] if tokenizer.eos_id in row else p + row
             for p, row in zip(prompts, sampled)]
 
