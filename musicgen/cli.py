@@ -16,7 +16,7 @@ DEFAULT_WORKDIR = "artifacts/demo"
 GUIDANCE_HELP = ("classifier-free guidance weight: above 1 melodies are more clearly of their style; needs a model "
                  "trained with style dropout (default: 2 for such models, else 1 = none)")
 PRECISION_HELP = ("weights to sample with: int8 (LSTM and GAN models on CPU; faster, with validation bits/token "
-                  "within 0.01%% of fp32), fp32, or auto: int8 where supported (default: auto)")
+                  "within 0.02%% of fp32), fp32, or auto: int8 where supported (default: auto)")
 DEMO_LSTM = {"num_layers": 2, "hidden_size": 192, "embed_dim": 128, "style_dropout": 0.1}
 
 

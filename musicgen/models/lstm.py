@@ -206,8 +206,8 @@ class LSTMModel(MLETrainingMixin, nn.Module):
     def quantize_int8(self) -> None:
         """Sample with int8 weights from now on (CPU; a snapshot of the current weights).
 
-        At batch 256 the int8 step is ~2.5x faster than fp32 and changes
-        validation bits/token by < 0.5 % (docs/benchmarks.md); training and
+        At batch 256 the int8 step is ~2x faster than fp32 and validation
+        bits/token move by 0.02 % (docs/benchmarks.md); training and
         ``forward`` still use the fp32 weights.
         """
         if next(self.parameters()).device.type != "cpu":
