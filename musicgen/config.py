@@ -11,6 +11,12 @@ T = TypeVar("T")
 PRECISIONS = ("auto", "fp32", "int8")  # of the weights a sampler uses (see musicgen.sampling.generator)
 
 
+def check_precision(precision: str) -> None:
+    """The one check of a ``precision`` setting (bulk and serve configs, and the generator loader)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """Settings of the preprocessing job (files -> Parquet token shards)."""
@@ -129,8 +135,7 @@ class BulkConfig:
     inject_kill_after: int | None = None
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
         if self.per_style < 1 or self.batch_size < 1:
             raise ValueError("per_style and batch_size must be >= 1")
         if min(self.copy_threshold, self.near_duplicate_threshold) < 1:

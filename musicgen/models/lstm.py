@@ -157,7 +157,7 @@ class Int8Cell:
     style_gates: Tensor  # [styles, 4H]
     weights: list[Tensor]  # per layer, int8 [in, 4H]: W_hh for layer 0, [W_ih | W_hh] above
     scales: list[Tensor]  # per layer [4H]: each weight row's scale times h's (1/127)
-    biases: list[Tensor]  # per layer [4H]: b_ih + b_hh (zero for layer 0, folded into its tables)
+    biases: list[Tensor]  # layers 1, 2, ... [4H]: b_ih + b_hh (layer 0's are folded into its tables)
     head: tuple[Tensor, Tensor, Tensor]  # int8 [H, vocab], scales [vocab], bias [vocab]
 
     @classmethod
@@ -170,7 +170,7 @@ class Int8Cell:
             style_gates = model.style_emb.weight @ w_ih0[:, E:].T
             matrices = [w[1], *(torch.cat([w[4 * k], w[4 * k + 1]], dim=1) for k in range(1, L))]
             weights, scales = zip(*map(_int8_rows, matrices))
-            biases = [torch.zeros_like(b0), *(w[4 * k + 2] + w[4 * k + 3] for k in range(1, L))]
+            biases = [w[4 * k + 2] + w[4 * k + 3] for k in range(1, L)]
             head = (*_int8_rows(model.head.weight), model.head.bias.detach().clone())
         return cls(token_gates, style_gates, list(weights), list(scales), biases, head)
 
@@ -288,7 +288,7 @@ class LSTMModel(MLETrainingMixin, nn.Module):
             if k == 0:
                 base, x = F.embedding(token, q.token_gates) + F.embedding(style, q.style_gates), h[0]
             else:
-                base, x = q.biases[k], torch.cat([hs[-1], h[k]], dim=1)
+                base, x = q.biases[k - 1], torch.cat([hs[-1], h[k]], dim=1)
             gates = torch.addcmul(base, torch._int_mm(x, q.weights[k]), q.scales[k])  # int32 sums promote to fp32
             sig = torch.sigmoid(gates)
             c = torch.addcmul(sig[:, H : 2 * H] * cell[k], sig[:, :H], torch.tanh(gates[:, 2 * H : 3 * H]))

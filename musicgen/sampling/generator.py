@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from musicgen import storage
-from musicgen.config import PRECISIONS
+from musicgen.config import check_precision
 from musicgen.models import load_artifact
 from musicgen.sampling.sampler import GeneratedMelody, SampleRequest, finish_melody, is_guidable, sample_tokens, with_guidance
 from musicgen.tokenizers import Tokenizer, tokenizer_from_dict
@@ -24,8 +24,7 @@ def pick_device(device: str = "auto") -> torch.device:
 
 def resolve_precision(precision: str, model: nn.Module, device: torch.device) -> str:
     """``int8`` or ``fp32``: what ``precision`` means for this model on this device (auto: int8 where supported)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    check_precision(precision)
     int8_ok = hasattr(model, "quantize_int8") and device.type == "cpu"
     if precision == "auto":
         return "int8" if int8_ok else "fp32"

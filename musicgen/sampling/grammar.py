@@ -41,7 +41,7 @@ _PHASE_AFTER = (-1, BOUNDARY, BOUNDARY, NEED_DURATION, NEED_DURATION, AFTER_DURA
 
 
 def select_rows(state, rows: np.ndarray):
-    """The grammar state of only these rows (every field of a state is a per-row tensor)."""
+    """The grammar state of only these rows (every field of a state is a per-row array)."""
     return replace(state, **{f.name: getattr(state, f.name)[rows] for f in fields(state)})
 
 
@@ -75,7 +75,7 @@ class EventGrammar:
         self.ts_bar[first_ts : first_ts + len(TIME_SIGNATURES)] = [bar_ticks(ts) for ts in TIME_SIGNATURES]
         on_grid = np.zeros(TICKS_PER_BEAT, dtype=bool)
         on_grid[list(GRID)] = True
-        # [position in the beat, token]: a DUR token that, written there, ends on the grid
+        # [position in the beat, token]: where in the beat the token's duration ends, written there
         ends = (np.arange(TICKS_PER_BEAT)[:, None] + self.duration[None, :]) % TICKS_PER_BEAT
         self.longest = max(DURATIONS)
         # [position in the beat, longest duration allowed (capped), token]: the DUR tokens that fit and end on the grid

@@ -35,7 +35,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from musicgen import __version__, storage
-from musicgen.config import PRECISIONS, from_dict
+from musicgen.config import check_precision, from_dict
 from musicgen.music.export import to_abc_text, to_midi_bytes
 from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
@@ -114,8 +114,7 @@ class ServeConfig:
     def __post_init__(self):
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise ValueError("need max_batch_size >= 1 and batch_wait_timeout_s >= 0")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
         if self.max_ongoing_requests < self.max_batch_size:
             raise ValueError("max_ongoing_requests must be >= max_batch_size, or batches never fill")
         unknown = set(self.style_autoscaling) - set(self.styles) if self.styles else set()
