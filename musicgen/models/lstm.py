@@ -151,34 +151,46 @@ class Int8Cell:
     per output row, and multiplied in int8 with exact int32 sums
     (``torch._int_mm``). No scale depends on the batch and no float sum is
     split by batch size, so a row's logits are bit for bit the same in any batch.
+
+    Each int8 matrix is kept in two layouts: ``x @ W`` with W [in, out]
+    contiguous is MKL-DNN's fast case for batches, while at batch 1 the
+    [out, in] layout (passed as its transposed view) takes a matrix-vector
+    kernel 2.5x faster (16 vs 41 µs for 512 x 1024). The gate rows are
+    reordered to (input, forget, output, cell), so one sigmoid and one tanh
+    cover them.
     """
 
     token_gates: Tensor  # [vocab, 4H]
     style_gates: Tensor  # [styles, 4H]
     weights: list[Tensor]  # per layer, int8 [in, 4H]: W_hh for layer 0, [W_ih | W_hh] above
+    row_weights: list[Tensor]  # the same values, [4H, in] contiguous, as [in, 4H] views: for batch 1
     scales: list[Tensor]  # per layer [4H]: each weight row's scale times h's (1/127)
     biases: list[Tensor]  # layers 1, 2, ... [4H]: b_ih + b_hh (layer 0's are folded into its tables)
-    head: tuple[Tensor, Tensor, Tensor]  # int8 [H, vocab], scales [vocab], bias [vocab]
+    head: tuple[Tensor, Tensor, Tensor, Tensor]  # int8 [H, vocab], its batch-1 layout, scales [vocab], bias [vocab]
 
     @classmethod
     def from_model(cls, model: "LSTMModel") -> "Int8Cell":
-        E, L = model.config.embed_dim, model.config.num_layers
+        E, L, H = model.config.embed_dim, model.config.num_layers, model.config.hidden_size
         w = model.lstm._flat_weights
+        i, f, g, o = torch.arange(4 * H).chunk(4)
+        gate_order = torch.cat([i, f, o, g])  # PyTorch's rows are (input, forget, cell, output)
         with torch.no_grad():
-            w_ih0, b0 = w[0], w[2] + w[3]
+            w_ih0, b0 = w[0][gate_order], (w[2] + w[3])[gate_order]
             token_gates = model.tok_emb.weight @ w_ih0[:, :E].T + b0
             style_gates = model.style_emb.weight @ w_ih0[:, E:].T
             matrices = [w[1], *(torch.cat([w[4 * k], w[4 * k + 1]], dim=1) for k in range(1, L))]
-            weights, scales = zip(*map(_int8_rows, matrices))
-            biases = [w[4 * k + 2] + w[4 * k + 3] for k in range(1, L)]
-            head = (*_int8_rows(model.head.weight), model.head.bias.detach().clone())
-        return cls(token_gates, style_gates, list(weights), list(scales), biases, head)
+            quantised = [_int8_rows(m[gate_order]) for m in matrices]
+            biases = [(w[4 * k + 2] + w[4 * k + 3])[gate_order] for k in range(1, L)]
+            head_rows, head_scale = _int8_rows(model.head.weight)
+        return cls(token_gates, style_gates, weights=[q.T.contiguous() for q, _ in quantised],
+                   row_weights=[q.T for q, _ in quantised], scales=[s for _, s in quantised], biases=biases,
+                   head=(head_rows.T.contiguous(), head_rows.T, head_scale, model.head.bias.detach().clone()))
 
 
 def _int8_rows(matrix: Tensor) -> tuple[Tensor, Tensor]:
-    """``matrix`` [out, in] as int8 [in, out] for ``torch._int_mm``, and per-row scales that also undo h's 1/127."""
+    """``matrix`` [out, in] in int8, and per-row scales that also undo h's 1/127."""
     row_scale = matrix.abs().amax(dim=1).clamp_min(1e-8) / 127
-    return torch.round(matrix / row_scale[:, None]).to(torch.int8).T.contiguous(), row_scale / 127
+    return torch.round(matrix / row_scale[:, None]).to(torch.int8).contiguous(), row_scale / 127
 
 
 def _int8_hidden(h: Tensor) -> Tensor:
@@ -276,23 +288,27 @@ class LSTMModel(MLETrainingMixin, nn.Module):
         return self.head(x), (torch.stack(hs), torch.stack(cs))
 
     def _int8_step(self, token: Tensor, style: Tensor, cache: LSTMCache | None) -> tuple[Tensor, LSTMCache]:
-        """``_cell_step`` with the weights of ``self.int8`` (PyTorch's gate order: input, forget, cell,
-        output). Its cache holds h already quantised (int8), which is all the next step reads of it."""
-        q, H = self.int8, self.config.hidden_size
+        """``_cell_step`` with the weights of ``self.int8``. Its cache holds h already quantised
+        (int8), which is all the next step reads of it. Written for few torch calls: at batch 1
+        each costs ~2 µs, as much as the arithmetic."""
+        q, H, L = self.int8, self.config.hidden_size, self.config.num_layers
         if cache is None:
-            shape = (self.config.num_layers, token.size(0), H)
+            shape = (L, token.size(0), H)
             cache = (token.new_zeros(shape, dtype=torch.int8), token.new_zeros(shape, dtype=torch.float))
-        h, cell = cache
+        single = token.size(0) == 1
+        weights = q.row_weights if single else q.weights
+        h_prev, c_prev = cache[0].unbind(0), cache[1].unbind(0)
         hs, cs = [], []
-        for k in range(self.config.num_layers):
+        for k in range(L):
             if k == 0:
-                base, x = F.embedding(token, q.token_gates) + F.embedding(style, q.style_gates), h[0]
+                base, x = F.embedding(token, q.token_gates) + F.embedding(style, q.style_gates), h_prev[0]
             else:
-                base, x = q.biases[k - 1], torch.cat([hs[-1], h[k]], dim=1)
-            gates = torch.addcmul(base, torch._int_mm(x, q.weights[k]), q.scales[k])  # int32 sums promote to fp32
-            sig = torch.sigmoid(gates)
-            c = torch.addcmul(sig[:, H : 2 * H] * cell[k], sig[:, :H], torch.tanh(gates[:, 2 * H : 3 * H]))
-            hs.append(_int8_hidden(sig[:, 3 * H :] * torch.tanh(c)))
+                base, x = q.biases[k - 1], torch.cat([hs[-1], h_prev[k]], dim=1)
+            gates = torch.addcmul(base, torch._int_mm(x, weights[k]), q.scales[k])  # int32 sums promote to fp32
+            i, f, o = torch.sigmoid(gates[:, : 3 * H]).chunk(3, dim=1)
+            c = torch.addcmul(f * c_prev[k], i, torch.tanh(gates[:, 3 * H :]))
+            hs.append(_int8_hidden(o * torch.tanh(c)))
             cs.append(c)
-        head, head_scale, head_bias = q.head
-        return torch.addcmul(head_bias, torch._int_mm(hs[-1], head), head_scale), (torch.stack(hs), torch.stack(cs))
+        head, row_head, head_scale, head_bias = q.head
+        logits = torch.addcmul(head_bias, torch._int_mm(hs[-1], row_head if single else head), head_scale)
+        return logits, (torch.stack(hs), torch.stack(cs))
