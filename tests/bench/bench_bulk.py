@@ -99,10 +99,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="artifacts/runs/full-lstm/model")
     parser.add_argument("--bars", type=int, default=16)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64, 256, 512])
     parser.add_argument("--naive-melodies", type=int, default=10)
     parser.add_argument("--per-style", type=int, default=1000, help="melodies per style of the Ray Data job")
-    parser.add_argument("--job-batch-size", type=int, default=128)
+    parser.add_argument("--job-batch-sizes", type=int, nargs="+", default=[512], help="melodies per sampling call "
+                        "of the Ray Data job (one job per size and precision)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the in-process paths")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the Ray cluster")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], help="of the batched paths and the job")
@@ -131,7 +132,7 @@ def main() -> None:
     after = naive_loops(tokens)
     classic_seconds, naive_seconds = min(before[0], after[0]), min(before[1], after[1])
     generator = baseline
-    jobs = [bulk_job(args.model, args.per_style, args.job_batch_size, args.cpus, p) for p in args.precisions]
+    jobs = [bulk_job(args.model, args.per_style, b, args.cpus, p) for p in args.precisions for b in args.job_batch_sizes]
 
     classic_rate, naive_rate = 1 / classic_seconds, 1 / naive_seconds
 

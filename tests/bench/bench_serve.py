@@ -3,10 +3,12 @@
 Starts a local Ray cluster and the service (all of the model's styles) on
 127.0.0.1, then
 
-0. times the same requests sampled in-process without Serve (the floor);
 1. sweeps concurrency (default 1, 4, 16) on one style with closed-loop
    clients (each sends its next request when the last one is answered):
-   p50/p95/p99 latency, requests/s, errors, mean batch size, replicas;
+   p50/p95/p99 latency, requests/s, errors, mean batch size, replicas. At
+   concurrency 1 each request follows the same melody sampled in this
+   process without Serve (the floor), so both see the machine in the same
+   state: its speed drifts by up to ~2x over minutes;
 2. puts sustained load on another style, whose deployment may grow to
    ``--max-replicas``, polling ``serve.status()`` every second to show its
    replicas scaling up, then stops the load and polls until they are back
@@ -79,25 +81,53 @@ async def closed_loop(url: str, style: str, concurrency: int, bars: int, n_reque
     }
 
 
-def model_alone(model: str, style: str, bars: int, n_requests: int, precision: str) -> dict:
-    """The floor under the c=1 latency: the same requests sampled and rendered in this process, no Serve, no HTTP."""
-    import torch
-
-    from musicgen.sampling import MelodyGenerator, SampleRequest
-    from musicgen.serving.app import render
-
-    torch.set_num_threads(1)  # as in a replica
-    generator = MelodyGenerator.from_artifact(model, device="cpu", precision=precision)
-    formats = ("json", "midi", "abc")
-    generator.generate([SampleRequest(style, seed=seed, bars=bars) for seed in range(2)])  # warm-up
-    ms = []
-    for seed in range(n_requests):
-        started = time.perf_counter()
-        (generated,) = generator.generate([SampleRequest(style, seed=seed, bars=bars)])
-        render(generated, formats, generator, 1)
-        ms.append(1000 * (time.perf_counter() - started))
-    return {"requests": n_requests, "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
+def stats(ms: list[float]) -> dict:
+    return {"requests": len(ms), "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
             "p99_ms": round(percentile(ms, 99), 1), "mean_ms": round(statistics.fmean(ms), 1)}
+
+
+class ModelAlone:
+    """The floor under the c=1 latency: a request sampled and rendered in this process, no Serve, no HTTP."""
+
+    def __init__(self, model: str, style: str, bars: int, precision: str):
+        import torch
+
+        from musicgen.sampling import MelodyGenerator
+
+        torch.set_num_threads(1)  # as in a replica
+        self.generator = MelodyGenerator.from_artifact(model, device="cpu", precision=precision)
+        self.style, self.bars = style, bars
+        for seed in range(2):  # warm-up
+            self(seed)
+
+    def __call__(self, seed: int) -> float:
+        """Milliseconds for the melody of this seed in JSON, MIDI and ABC."""
+        from musicgen.sampling import SampleRequest
+        from musicgen.serving.app import render
+
+        started = time.perf_counter()
+        (generated,) = self.generator.generate([SampleRequest(self.style, seed=seed, bars=self.bars)])
+        render(generated, ("json", "midi", "abc"), self.generator, 1)
+        return 1000 * (time.perf_counter() - started)
+
+
+def interleaved_c1(url: str, alone: ModelAlone, n_requests: int) -> tuple[dict, dict]:
+    """Concurrency 1 through Serve, each request right after the same melody sampled in this process,
+    so both see the same machine (its speed drifts by up to ~2x over minutes)."""
+    from musicgen.client import MusicgenClient
+
+    served, local, batch_sizes = [], [], []
+    with MusicgenClient(url, retries=0, timeout=120) as client:
+        for seed in range(n_requests):
+            local.append(alone(seed))
+            started = time.perf_counter()
+            (melody,) = client.melodies(alone.style, bars=alone.bars, seed=seed)
+            served.append(1000 * (time.perf_counter() - started))
+            batch_sizes.append(melody["batch_size"])
+    seconds = sum(served) / 1000
+    return stats(local), {**stats(served), "concurrency": 1, "errors": 0, "error_examples": [],
+                          "requests_per_second": round(n_requests / seconds, 2),
+                          "mean_batch_size": round(statistics.fmean(batch_sizes), 2), "seconds": round(seconds, 1)}
 
 
 def replicas(app: str, deployment: str) -> dict[str, int]:
@@ -152,11 +182,12 @@ def scaling_run(url: str, app: str, style: str, deployment: str, concurrency: in
             "timeline": timeline}
 
 
-def markdown(alone: dict, levels: list[dict], scaling: dict) -> str:
+def markdown(alone: dict | None, levels: list[dict], scaling: dict) -> str:
     lines = ["| concurrency | requests | errors | p50 ms | p95 ms | p99 ms | req/s | mean batch | replicas after |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-             (f"| model alone | {alone['requests']} | - | {alone['p50_ms']} | {alone['p95_ms']} | {alone['p99_ms']} | "
-              f"{round(1000 / alone['mean_ms'], 2)} | 1 | - |")]
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    if alone:
+        lines.append(f"| model alone (interleaved with c=1) | {alone['requests']} | - | {alone['p50_ms']} | "
+                     f"{alone['p95_ms']} | {alone['p99_ms']} | {round(1000 / alone['mean_ms'], 2)} | 1 | - |")
     for r in levels:
         lines.append(f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | "
                      f"{r['p99_ms']} | {r['requests_per_second']} | {r['mean_batch_size']} | {r['replicas_after']} |")
@@ -206,9 +237,10 @@ def main() -> None:
 
     from musicgen.serving.app import APP_NAME, Autoscaling, ServeConfig, build_app, style_deployment_name
 
-    alone = model_alone(args.model, args.style, args.bars, counts[0], args.precision)
-    print(json.dumps({"model_alone": alone, "precision": args.precision}), flush=True)
+    alone_sampler = ModelAlone(args.model, args.style, args.bars, args.precision)
     if args.alone_only:
+        print(json.dumps({"model_alone": stats([alone_sampler(seed) for seed in range(counts[0])]),
+                          "precision": args.precision}), flush=True)
         return
     scale = Autoscaling(min_replicas=1, max_replicas=args.max_replicas, upscale_delay_s=2, downscale_delay_s=10)
     # 0.2 CPU a replica: the five styles' first replicas and three more fit on two CPUs
@@ -222,9 +254,13 @@ def main() -> None:
         serve.run(build_app(config), name=APP_NAME, route_prefix="/")
         startup = round(time.perf_counter() - started, 1)
         asyncio.run(closed_loop(url, args.style, 2, args.bars, n_requests=10))  # warm-up
-        results = []
+        results, alone = [], None
         for concurrency, n in zip(levels, counts):
-            result = asyncio.run(closed_loop(url, args.style, concurrency, args.bars, n_requests=n))
+            if concurrency == 1:
+                alone, result = interleaved_c1(url, alone_sampler, n)
+                print(json.dumps({"model_alone_interleaved": alone}), flush=True)
+            else:
+                result = asyncio.run(closed_loop(url, args.style, concurrency, args.bars, n_requests=n))
             result["replicas_after"] = replicas(APP_NAME, style_deployment_name(args.style)).get("running", 0)
             results.append(result)
             print(json.dumps(result), flush=True)
