@@ -406,7 +406,7 @@ def _add_bulk(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-notes", type=int, help="reject shorter melodies (default: 8)")
     p.add_argument("--reference",
                    help="preprocessed shards to check copies against (default: the data the model was trained on)")
-    p.add_argument("--batch-size", type=int, help="melodies per sampling call (default: 128)")
+    p.add_argument("--batch-size", type=int, help="melodies per sampling call (default: 512)")
     p.add_argument("--actors", type=int, help="generator actors (default: one per CPU, or per GPU, of the cluster)")
     p.add_argument("--use-gpu", action=argparse.BooleanOptionalAction,
                    help="one GPU per actor (default: when the cluster has GPUs)")

@@ -124,7 +124,7 @@ class BulkConfig:
     near_duplicate_threshold: int = 16
     min_notes: int = 8
     reference: str | None = None  # shards to check copies against (default: those the model was trained on)
-    batch_size: int = 128  # melodies per sampling call (on a CPU core, per-melody cost levels off from ~128)
+    batch_size: int = 512  # melodies per sampling call (one CPU core: 188 melodies/s at 512, 153 at 256; docs/benchmarks.md)
     oversample: float = 1.1  # extra seeds per round beyond those the acceptance rate so far calls for
     actors: int | None = None  # generator actors (default: one per CPU of the cluster, or per GPU)
     use_gpu: bool | None = None  # None: when the cluster has a GPU
