@@ -21,6 +21,7 @@ import dataclasses
 import os
 import tempfile
 import time
+import warnings
 
 import pyarrow.dataset as pads
 import torch
@@ -215,8 +216,25 @@ def _cached_ngram_baseline(config: TrainConfig, tokenizer, run_uri: str) -> dict
     return bits
 
 
+def cpu_shortfall(config: TrainConfig, cluster_cpus: float) -> str | None:
+    """Why training would wait forever on a cluster of ``cluster_cpus`` CPUs, or None.
+
+    CPU workers hold their CPUs for the whole run, and Ray Data's read tasks,
+    which feed them the shards, need a CPU of their own: with none left over
+    the workers wait for data that is never read.
+    """
+    held = config.workers * config.cpus_per_worker if not config.use_gpu else 0
+    if held and cluster_cpus < held + 1:
+        return (f"{config.workers} CPU worker(s) hold {held} CPU(s) and Ray Data needs one more to read the shards, "
+                f"but this cluster has {cluster_cpus:g}: training would wait forever unless the cluster grows. "
+                f"Use fewer --workers, or start Ray with more CPUs (`musicgen train --num-cpus`, "
+                f"`ray start --num-cpus`) or on an autoscaling cluster.")
+    return None
+
+
 def run_training(config: TrainConfig) -> dict:
     """Train on the current Ray cluster; returns a summary (also stored in the model artifact)."""
+    import ray
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -261,6 +279,9 @@ def run_training(config: TrainConfig) -> dict:
         ),
         datasets={"train": train_data},
     )
+    shortfall = cpu_shortfall(config, ray.cluster_resources().get("CPU", 0))
+    if shortfall:  # a warning, not an error: an autoscaling cluster adds CPUs once the workers ask
+        warnings.warn(shortfall, stacklevel=2)
     result = trainer.fit()
     best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
     with best.as_directory() as folder:
