@@ -219,13 +219,13 @@ def _cached_ngram_baseline(config: TrainConfig, tokenizer, run_uri: str) -> dict
 def cpu_shortfall(config: TrainConfig, cluster_cpus: float) -> str | None:
     """Why training would wait forever on a cluster of ``cluster_cpus`` CPUs, or None.
 
-    CPU workers hold their CPUs for the whole run, and Ray Data's read tasks,
-    which feed them the shards, need a CPU of their own: with none left over
-    the workers wait for data that is never read.
+    Workers hold ``cpus_per_worker`` CPUs each for the whole run (GPU workers
+    too), and Ray Data's read tasks, which feed them the shards, need a CPU of
+    their own: with none left over the workers wait for data that is never read.
     """
-    held = config.workers * config.cpus_per_worker if not config.use_gpu else 0
-    if held and cluster_cpus < held + 1:
-        return (f"{config.workers} CPU worker(s) hold {held} CPU(s) and Ray Data needs one more to read the shards, "
+    held = config.workers * config.cpus_per_worker
+    if cluster_cpus < held + 1:
+        return (f"{config.workers} worker(s) hold {held} CPU(s) and Ray Data needs one more to read the shards, "
                 f"but this cluster has {cluster_cpus:g}: training would wait forever unless the cluster grows. "
                 f"Use fewer --workers, or start Ray with more CPUs (`musicgen train --num-cpus`, "
                 f"`ray start --num-cpus`) or on an autoscaling cluster.")

@@ -37,7 +37,8 @@ def test_metrics_after_a_restart_replace_the_steps_gone_over(tmp_path):
     (1, 1, False, 2, False),
     (2, 1, False, 3, False),
     (2, 2, False, 4, True),
-    (4, 1, True, 2, False),  # GPU workers hold no CPU
+    (4, 1, True, 4, True),  # GPU workers hold their CPUs too
+    (4, 1, True, 5, False),
 ])
 def test_training_that_would_wait_forever_for_data_is_named(workers, cpus_per_worker, use_gpu, cluster_cpus, waits):
     from musicgen.config import TrainConfig
