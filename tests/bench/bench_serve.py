@@ -71,18 +71,18 @@ async def closed_loop(url: str, style: str, concurrency: int, bars: int, n_reque
         "requests": len(latencies) + len(errors),
         "errors": len(errors),
         "error_examples": sorted(set(errors))[:3],
-        "p50_ms": round(percentile(ms, 50), 1) if ms else None,
-        "p95_ms": round(percentile(ms, 95), 1) if ms else None,
-        "p99_ms": round(percentile(ms, 99), 1) if ms else None,
-        "mean_ms": round(statistics.fmean(ms), 1) if ms else None,
+        **latency_stats(ms),
         "requests_per_second": round(len(latencies) / seconds, 2),
         "mean_batch_size": round(statistics.fmean(batch_sizes), 2) if batch_sizes else None,
         "seconds": round(seconds, 1),
     }
 
 
-def stats(ms: list[float]) -> dict:
-    return {"requests": len(ms), "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
+def latency_stats(ms: list[float]) -> dict:
+    """p50/p95/p99 and mean of latencies in milliseconds (None when there are none)."""
+    if not ms:
+        return dict.fromkeys(("p50_ms", "p95_ms", "p99_ms", "mean_ms"))
+    return {"p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
             "p99_ms": round(percentile(ms, 99), 1), "mean_ms": round(statistics.fmean(ms), 1)}
 
 
@@ -125,9 +125,10 @@ def interleaved_c1(url: str, alone: ModelAlone, n_requests: int) -> tuple[dict, 
             served.append(1000 * (time.perf_counter() - started))
             batch_sizes.append(melody["batch_size"])
     seconds = sum(served) / 1000
-    return stats(local), {**stats(served), "concurrency": 1, "errors": 0, "error_examples": [],
-                          "requests_per_second": round(n_requests / seconds, 2),
-                          "mean_batch_size": round(statistics.fmean(batch_sizes), 2), "seconds": round(seconds, 1)}
+    return ({"requests": n_requests, **latency_stats(local)},
+            {"concurrency": 1, "requests": n_requests, "errors": 0, "error_examples": [], **latency_stats(served),
+             "requests_per_second": round(n_requests / seconds, 2),
+             "mean_batch_size": round(statistics.fmean(batch_sizes), 2), "seconds": round(seconds, 1)})
 
 
 def replicas(app: str, deployment: str) -> dict[str, int]:
@@ -239,7 +240,8 @@ def main() -> None:
 
     alone_sampler = ModelAlone(args.model, args.style, args.bars, args.precision)
     if args.alone_only:
-        print(json.dumps({"model_alone": stats([alone_sampler(seed) for seed in range(counts[0])]),
+        alone = [alone_sampler(seed) for seed in range(counts[0])]
+        print(json.dumps({"model_alone": {"requests": counts[0], **latency_stats(alone)},
                           "precision": args.precision}), flush=True)
         return
     scale = Autoscaling(min_replicas=1, max_replicas=args.max_replicas, upscale_delay_s=2, downscale_delay_s=10)
