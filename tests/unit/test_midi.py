@@ -6,6 +6,7 @@ import mido
 import pretty_midi
 import pytest
 
+from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.music.midi import UnusableInput, read_midi, write_midi
 from tests.conftest import random_melody
 
@@ -65,6 +66,50 @@ def test_write_then_read_is_exact():
     original = random_melody(random.Random(3), time_signature=(6, 8))
     melody = read_midi(write_midi([("Melody", original)]))
     assert melody.notes == original.notes and melody.time_signature == (6, 8)
+
+
+def _pretty_midi_reference(parts, tempo, time_signature, key_number) -> pretty_midi.PrettyMIDI:
+    """What pretty_midi's own writer makes of these parts (the writer musicgen used before symusic)."""
+    pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=tempo)
+    pm.time_signature_changes.append(pretty_midi.TimeSignature(*time_signature, 0.0))
+    pm.key_signature_changes.append(pretty_midi.KeySignature(key_number, 0.0))
+    seconds_per_tick = 60.0 / tempo / TICKS_PER_BEAT
+    for name, melody in parts:
+        instrument = pretty_midi.Instrument(program=0, name=name)
+        instrument.notes = [pretty_midi.Note(80, n.pitch, n.onset * seconds_per_tick,
+                                             (n.onset + n.duration) * seconds_per_tick) for n in melody.notes]
+        pm.instruments.append(instrument)
+    buffer = io.BytesIO()
+    pm.write(buffer)
+    return pretty_midi.PrettyMIDI(io.BytesIO(buffer.getvalue()))
+
+
+def _contents(pm: pretty_midi.PrettyMIDI) -> dict:
+    return {
+        "tempo": [round(t, 3) for t in pm.get_tempo_changes()[1]],
+        "meter": [(t.numerator, t.denominator, t.time) for t in pm.time_signature_changes],
+        "key": [(k.key_number, k.time) for k in pm.key_signature_changes],
+        "parts": [(i.name, i.program, i.is_drum, [(round(n.start, 6), round(n.end, 6), n.pitch, n.velocity)
+                                                  for n in i.notes]) for i in pm.instruments],
+    }
+
+
+@pytest.mark.parametrize(
+    "key, key_number, time_signature, tempo, voices",
+    [("C major", 0, (4, 4), 100.0, 1), ("F# minor", 18, (6, 8), 132.5, 1), ("Eb major", 3, (3, 4), 72.0, 4),
+     ("Bb minor", 22, (2, 2), 60.0, 2)],
+)
+def test_written_midi_reads_back_in_pretty_midi_as_its_own_writer_would_make_it(key, key_number, time_signature,
+                                                                                 tempo, voices):
+    import random
+    from dataclasses import replace
+
+    rng = random.Random(key_number)
+    parts = [(f"Voice {v}", replace(random_melody(rng, 40, time_signature), key=key, tempo=tempo))
+             for v in range(voices)]
+    ours = pretty_midi.PrettyMIDI(io.BytesIO(write_midi(parts)))
+    assert _contents(ours) == _contents(_pretty_midi_reference(parts, tempo, time_signature, key_number))
+    assert len(ours.instruments) == voices and ours.instruments[0].notes
 
 
 @pytest.mark.parametrize(
