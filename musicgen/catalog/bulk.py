@@ -1,8 +1,8 @@
 """The bulk catalog job: N accepted melodies per style, checked against the corpus, written atomically, resumable.
 
 1. Reference: every melody of the shards the model was trained on (all splits),
-   indexed once on the driver (:class:`~musicgen.evaluation.novelty.IntervalIndex`)
-   and put in the object store for the actors.
+   indexed once (:class:`~musicgen.evaluation.novelty.IntervalIndex`) in a Ray
+   task while the actors start, and read by every actor from the object store.
 2. Rounds: a plan of (style, seed) requests (each style's next seeds, as many as
    its acceptance rate so far calls for, times ``oversample``) goes through
    ``map_batches(CatalogGenerator, ActorPoolStrategy)`` in fixed batches; an
@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from musicgen import storage
-from musicgen.catalog.generate import CatalogGenerator, Loader, reference_index
+from musicgen.catalog.generate import CatalogGenerator, Loader, reference_splits, timed_reference_index
 from musicgen.config import BulkConfig
 from musicgen.evaluation.novelty import IntervalIndex
 
@@ -185,11 +185,12 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     progress = load_progress(config.out, settings)
     accepted_before = len(progress.accepted)
 
-    index_started = time.perf_counter()
-    reference = reference_index(data, min(MIN_REPORTED_RUN, config.copy_threshold))
-    index_seconds = time.perf_counter() - index_started
+    # indexed in a task while the actors start (seconds each); an actor waits for it after loading its model
+    reference_splits(data)  # no shards: fail now, not in every actor
+    reference, reference_size, index_seconds = ray.remote(timed_reference_index).options(
+        num_cpus=0, num_returns=3).remote(data, min(MIN_REPORTED_RUN, config.copy_threshold))
     actors = config.actors or max(1, int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)))
-    job = Job(config, generator, styles, progress, ray.put(reference), loader, use_gpu, actors)
+    job = Job(config, generator, styles, progress, reference, loader, use_gpu, actors)
     writer = Writer(config.out, config.write_threads, complete_ids(config.out, styles), config.inject_kill_after)
     generating = time.perf_counter()
     with tqdm(total=config.per_style * len(styles), initial=accepted_before, unit="melody", desc="catalog") as bar:
@@ -221,7 +222,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
         "copy_threshold": config.copy_threshold,
         "near_duplicate_threshold": config.near_duplicate_threshold,
         "reference": data,
-        "reference_melodies": len(reference),
+        "reference_melodies": ray.get(reference_size),
         "rounds": progress.round,
         "accepted_before": accepted_before,
         "accepted_this_run": len(records) - accepted_before,
@@ -231,7 +232,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
         "device": "cuda" if use_gpu else "cpu",
         "precision": precision,
         "batch_size": config.batch_size,
-        "index_seconds": round(index_seconds, 2),
+        "index_seconds": round(ray.get(index_seconds), 2),
         "generation_seconds": round(generation_seconds, 2),
         "wall_seconds": round(wall, 2),
         "melodies_per_second": round((len(records) - accepted_before) / wall, 2),
@@ -299,8 +300,10 @@ class Job:
                                    "reference": self.reference_ref, "sampling": sampling,
                                    "formats": self.config.formats, "loader": self.loader},
             batch_size=b, batch_format="pyarrow",
-            # every actor starts at once: an autoscaling pool would add them one model load at a time
-            compute=ray.data.ActorPoolStrategy(min_size=min(self.actors, len(blocks)), max_size=self.actors),
+            # every actor starts at once (an autoscaling pool would add them one model load at a time), and
+            # takes its next batch only when it is free: batches queued on a busy actor idle the others at the end
+            compute=ray.data.ActorPoolStrategy(min_size=min(self.actors, len(blocks)), max_size=self.actors,
+                                               max_tasks_in_flight_per_actor=1),
             **resources,
         )
 

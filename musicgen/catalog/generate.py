@@ -8,6 +8,7 @@ model the same way.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from musicgen import storage
-from musicgen.data.preprocess import SPLITS
+from musicgen.data.preprocess import SPLITS, read_split, split_uri
 from musicgen.evaluation.novelty import IntervalIndex
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, interval_fingerprints
 from musicgen.tokenizers import Tokenizer, tokenizer_from_dict
@@ -134,19 +135,29 @@ def reference_pitches(tokenizer: Tokenizer, tokens: pa.ChunkedArray) -> list[np.
     return np.split((values[is_note] - tokenizer.first_note_id).astype(np.int16), np.cumsum(counts)[:-1])
 
 
+def reference_splits(data: str) -> list[str]:
+    """The splits of the preprocessed shards at ``data``; FileNotFoundError when there are none."""
+    splits = [split for split in SPLITS if storage.exists(split_uri(data, split))]
+    if not splits:
+        raise FileNotFoundError(f"no preprocessed melodies under {data}/melodies/split=*/")
+    return splits
+
+
 def reference_index(data: str, min_run: int) -> IntervalIndex:
     """An index of every melody of the preprocessed shards at ``data``, all splits: a generated melody
     that copies a validation or test melody is as much a copy as one that copies a training melody."""
-    from musicgen.training.trainer import read_split, split_uri
-
     tokenizer = tokenizer_from_dict(storage.read_json(storage.join(data, "vocab.json")))
     pitches, ids = [], []
-    for split in SPLITS:
-        if not storage.exists(split_uri(data, split)):
-            continue
+    for split in reference_splits(data):
         table = read_split(data, split, ("melody_id", "tokens"))
         pitches += reference_pitches(tokenizer, table.column("tokens"))
         ids += table.column("melody_id").to_pylist()
-    if not ids:
-        raise FileNotFoundError(f"no preprocessed melodies under {data}/melodies/split=*/")
     return IntervalIndex.build(pitches, ids, min_run)
+
+
+def timed_reference_index(data: str, min_run: int) -> tuple[IntervalIndex, int, float]:
+    """``reference_index`` with its number of melodies and the seconds it took (what the bulk job
+    reports), for building it in a Ray task while the actors start."""
+    started = time.perf_counter()
+    index = reference_index(data, min_run)
+    return index, len(index), time.perf_counter() - started

@@ -31,6 +31,7 @@ from dataclasses import asdict
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -46,6 +47,17 @@ MIDI_SUFFIXES = (".mid", ".midi")
 NOTATION_SUFFIXES = (".abc", ".xml", ".mxl", ".musicxml", ".krn")
 SUPPORTED_SUFFIXES = MIDI_SUFFIXES + NOTATION_SUFFIXES
 SPLITS = ("train", "val", "test")
+
+
+def split_uri(data_uri: str, split: str) -> str:
+    return storage.join(data_uri, "melodies", f"split={split}")
+
+
+def read_split(data_uri: str, split: str, columns=("tokens", "style")):
+    """A whole split as a pyarrow Table (for the n-gram baseline and small evaluations)."""
+    fs, path = storage.resolve(split_uri(data_uri, split))
+    return pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=list(columns))
+
 
 PARSED_SCHEMA = pa.schema(
     [

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from musicgen import storage
+from musicgen.data.preprocess import read_split
 from musicgen.evaluation.classifier import StyleClassifier, confusion_matrix, fidelity
 from musicgen.evaluation.metrics import SCALAR_METRICS, compare_metric_values, melody_metrics
 from musicgen.music.melody import Melody, interval_fingerprints
@@ -66,8 +67,6 @@ class Labelled:
 
 
 def corpus_melodies(data: str, split: str) -> list[Labelled]:
-    from musicgen.training.trainer import read_split
-
     tokenizer = tokenizer_from_dict(storage.read_json(storage.join(data, "vocab.json")))
     table = read_split(data, split, ("tokens", "style"))
     return [Labelled(tokenizer.decode(t)[0], s)

@@ -100,15 +100,18 @@ def pick_tokens(logits: np.ndarray, allowed: np.ndarray, temperature: np.ndarray
     """
     B, V = logits.shape
     rows = np.arange(B)
-    scaled = np.where(allowed, logits, -np.inf) / np.maximum(temperature, 1e-4)[:, None]
-    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    scaled = np.where(allowed, logits, -np.inf)
+    if (temperature != 1).any():
+        scaled /= np.maximum(temperature, 1e-4)[:, None]
+    scaled -= scaled.max(axis=1, keepdims=True)
+    weights = np.exp(scaled, out=scaled)  # unnormalised: the inverse CDF below scales by the row's total
     if filtered:
+        probs = weights / weights.sum(axis=1, keepdims=True)
         order = np.argsort(-probs, axis=1, kind="stable")
         probs = probs[rows[:, None], order]
         k = np.where(top_k > 0, top_k, V)
-        probs *= (np.arange(V)[None, :] < k[:, None]) & ((np.cumsum(probs, axis=1) - probs) < top_p[:, None])
-    cdf = np.cumsum(probs, axis=1, dtype=np.float64)
+        weights = probs * ((np.arange(V)[None, :] < k[:, None]) & ((np.cumsum(probs, axis=1) - probs) < top_p[:, None]))
+    cdf = np.cumsum(weights, axis=1, dtype=np.float64)
     index = np.minimum((cdf < (uniform * cdf[:, -1])[:, None]).sum(axis=1), V - 1)  # a row-wise searchsorted
     if not filtered:
         return index

@@ -23,11 +23,11 @@ import tempfile
 import time
 import warnings
 
-import pyarrow.dataset as pads
 import torch
 
 from musicgen import storage
 from musicgen.config import TrainConfig, from_dict
+from musicgen.data.preprocess import read_split, split_uri
 from musicgen.data.collate import Collate
 from musicgen.models import META_FILE, build_model, copy_weights_for_finetuning, load_artifact, safe_load, save_artifact
 from musicgen.tokenizers import tokenizer_from_dict
@@ -35,16 +35,6 @@ from musicgen.training.loop import append_metrics, evaluate, learning_rate, plot
 from musicgen.training.ngram import StyleNgramBaseline
 
 TRAINER_STATE_FILE = "trainer_state.pt"
-
-
-def split_uri(data_uri: str, split: str) -> str:
-    return storage.join(data_uri, "melodies", f"split={split}")
-
-
-def read_split(data_uri: str, split: str, columns=("tokens", "style")):
-    """A whole split as a pyarrow Table (for the n-gram baseline and small evaluations)."""
-    fs, path = storage.resolve(split_uri(data_uri, split))
-    return pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=list(columns))
 
 
 def _model_kwargs(config: TrainConfig, tokenizer, start_config: dict | None = None) -> dict:

@@ -27,7 +27,7 @@ def bare_loop(data: str, model_name: str, steps: int, batch_size: int, max_len: 
     from musicgen.data.collate import Collate
     from musicgen.models import build_model
     from musicgen.tokenizers import tokenizer_from_dict
-    from musicgen.training.trainer import read_split
+    from musicgen.data.preprocess import read_split
 
     torch.set_num_threads(threads)
     vocab = storage.read_json(storage.join(data, "vocab.json"))

@@ -22,7 +22,7 @@ from musicgen.data.preprocess import run_preprocess
 from musicgen.music.export import wav_available
 from musicgen.sampling import GeneratedMelody, MelodyGenerator
 from musicgen.tokenizers import tokenizer_from_dict
-from musicgen.training.trainer import read_split
+from musicgen.data.preprocess import read_split
 from tests.conftest import save_tiny_artifact
 
 pytestmark = pytest.mark.integration

@@ -91,12 +91,14 @@ def test_step_with_cache_matches_full_forward(name):
     torch.testing.assert_close(last, full[:, -1], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_select_rows_continues_only_those_rows(name):
+@pytest.mark.parametrize("name, int8", [(name, False) for name in MODELS] + [("lstm", True), ("gan", True)])
+def test_select_rows_continues_only_those_rows(name, int8):
     model = tiny(name).eval()
+    if int8:
+        model.quantize_int8()
     tokens, style = make_batch()
     rows = torch.tensor([3, 1])
-    with torch.no_grad():
+    with torch.inference_mode():
         _, cache = model.step(tokens[:, :5], style)
         last, _ = model.step(tokens[rows, 5:6], style[rows], model.select_rows(cache, rows))
         alone, _ = model.step(tokens[rows, :6], style[rows])
