@@ -5,8 +5,10 @@ Pipeline (one pass over the files, then one over the melodies):
 1. list the input files on the driver (local folder or ``s3://bucket/prefix``)
    and decide each file's style (its folder name, or a CSV);
 2. ``map_batches(parse_files)`` over the path list, in parallel tasks:
-   read, parse, pick the melodic track, quantise, tokenize. Every failure becomes an
-   error row, so a corrupt file never fails a block, let alone the job;
+   read and parse each file and pick its melodic track, then quantise,
+   tokenize and fingerprint the batch's melodies together (``MelodyBatch``).
+   Every failure becomes an error row, so a corrupt file never fails a block,
+   let alone the job;
 3. on the driver, from small columns only: drop exact duplicates and assign
    train/val/test by source piece, grouping pieces that share an opening so
    no tune (and, since transposition happens at training time, no
@@ -25,9 +27,11 @@ import os
 import posixpath
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -37,8 +41,8 @@ import pyarrow.parquet as pq
 
 from musicgen import storage
 from musicgen.config import PreprocessConfig
-from musicgen.music.melody import Melody, interval_fingerprints
-from musicgen.music.midi import UnusableInput, read_midi
+from musicgen.music.melody import Melody, MelodyBatch, RawMelody, interval_fingerprints_many, quantise_many
+from musicgen.music.midi import UnusableInput, parse_midi
 from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
@@ -104,12 +108,13 @@ def piece_of(path: str) -> str:
     return posixpath.join(folder, stem.split("__", 1)[0])
 
 
-def melodies_from_file(data: bytes, path: str, failed_tunes: list[UnusableInput]) -> list[Melody]:
+def melodies_from_file(data: bytes, path: str, failed_tunes: list[UnusableInput]) -> list[RawMelody | Melody]:
     """All melodies in one file: one per MIDI/MusicXML/kern file, one per tune of an ABC file.
+    MIDI comes back as parsed (the caller quantises a whole batch at once), notation quantised.
     Tunes of an ABC file that fail on their own are appended to ``failed_tunes``."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix in MIDI_SUFFIXES:
-        return [read_midi(data)]
+        return [parse_midi(data)]
     if suffix in NOTATION_SUFFIXES:
         from musicgen.music.notation import read_notation  # music21 is slow to import
 
@@ -123,14 +128,16 @@ def _tokenizer_cached(config_json: str):
 
 
 def _tokenizer(config: dict):
-    """One tokenizer per worker process and config: its memoised duration table then stays warm."""
+    """One tokenizer per worker process and config, not one per batch."""
     return _tokenizer_cached(json.dumps(config, sort_keys=True))
 
 
-def _error_row(source_uri: str, kind: str, message: str) -> dict:
-    row = {name: None for name in PARSED_SCHEMA.names}
-    row.update(source_uri=source_uri, error_kind=kind, error_message=message[:500])
-    return row
+def _error_table(errors: list[tuple[str, str, str]]) -> pa.Table:
+    """Rows of PARSED_SCHEMA for (source_uri, error kind, message) triples."""
+    columns = {name: pa.nulls(len(errors), field.type) for name, field in zip(PARSED_SCHEMA.names, PARSED_SCHEMA)}
+    for name, values in zip(("source_uri", "error_kind", "error_message"), zip(*errors) if errors else ((), (), ())):
+        columns[name] = pa.array([v[:500] for v in values] if name == "error_message" else values, pa.string())
+    return pa.table(columns, schema=PARSED_SCHEMA)
 
 
 def _read_all(filesystem: pafs.FileSystem, paths: list[str]) -> list[bytes | Exception]:
@@ -160,9 +167,13 @@ def parse_files(
     min_notes: int,
     head_notes: int,
 ) -> pa.Table:
-    """Ray Data UDF: a batch of file paths -> one row per melody or per failure."""
+    """Ray Data UDF: a batch of file paths -> one row per melody or per failure.
+
+    Files are parsed one by one; quantising, tokenizing and fingerprinting then
+    run once over all the batch's melodies (``MelodyBatch``)."""
     tokenizer = _tokenizer(tokenizer_config)
-    rows = []
+    errors: list[tuple[str, str, str]] = []
+    found: list[tuple[RawMelody | Melody, str, str, str]] = []  # (melody, source_uri, style, piece id)
     paths = batch.column("path").to_pylist()
     for data, path in zip(_read_all(filesystem, paths), paths):
         source_uri = uri_prefix + path
@@ -176,45 +187,62 @@ def parse_files(
             melodies = melodies_from_file(data, path, failed_tunes)
             if not melodies:
                 raise UnusableInput("no_melody", "no melody found")
-            rows += [_error_row(f"{source_uri}#X{e.x}", e.kind, str(e)) for e in failed_tunes]
+            errors += [(f"{source_uri}#X{e.x}", e.kind, str(e)) for e in failed_tunes]
         except UnusableInput as exc:
-            rows.append(_error_row(source_uri, exc.kind, str(exc)))
+            errors.append((source_uri, exc.kind, str(exc)))
             continue
         except Exception as exc:  # a parser bug on one file must not end the job
-            rows.append(_error_row(source_uri, "parse_error", f"{type(exc).__name__}: {exc}"))
+            errors.append((source_uri, "parse_error", f"{type(exc).__name__}: {exc}"))
             continue
-        for index, melody in enumerate(melodies):
-            where = source_uri if len(melodies) == 1 else f"{source_uri}#{index}"
-            if len(melody.notes) < min_notes:
-                rows.append(_error_row(where, "too_short", f"{len(melody.notes)} notes < {min_notes}"))
-                continue
-            try:
-                tokens = tokenizer.encode(melody, style)
-            except ValueError as exc:
-                rows.append(_error_row(where, "untokenizable", str(exc)))
-                continue
-            fingerprint, head_fingerprint = interval_fingerprints(melody, head_notes)
-            rows.append(
-                {
-                    "melody_id": hashlib.blake2b(where.encode(), digest_size=8).hexdigest(),
-                    "style": style,
-                    "source_uri": where,
-                    "piece_id": piece if len(melodies) == 1 else f"{piece}#{index}",
-                    "title": melody.meta.get("title"),
-                    "tokens": tokens,
-                    "n_tokens": len(tokens),
-                    "n_notes": len(melody.notes),
-                    "n_bars": melody.n_bars,
-                    "key": melody.key,
-                    "time_signature": "{}/{}".format(*melody.time_signature),
-                    "tempo": melody.tempo,
-                    "fingerprint": fingerprint,
-                    "head_fingerprint": head_fingerprint,
-                    "error_kind": None,
-                    "error_message": None,
-                }
-            )
-    return pa.Table.from_pylist(rows, schema=PARSED_SCHEMA)
+        if len(melodies) == 1:
+            found.append((melodies[0], source_uri, style, piece))
+        else:
+            found += [(m, f"{source_uri}#{i}", style, f"{piece}#{i}") for i, m in enumerate(melodies)]
+    # MIDI melodies are quantised here, all at once; notation arrives quantised
+    found = [f for f in found if isinstance(f[0], RawMelody)] + [f for f in found if isinstance(f[0], Melody)]
+    n_raw = sum(isinstance(f[0], RawMelody) for f in found)
+    melodies = MelodyBatch.concat(
+        [quantise_many([f[0] for f in found[:n_raw]]), MelodyBatch.from_melodies([f[0] for f in found[n_raw:]])]
+    )
+    _, where, styles, pieces = zip(*found) if found else ((), (), (), ())
+    values, offsets, token_errors = tokenizer.encode_many(melodies, styles)
+    fingerprints, head_fingerprints = interval_fingerprints_many(melodies, head_notes)
+    n_notes = melodies.n_notes
+    usable = []
+    for i, (n, token_error) in enumerate(zip(n_notes.tolist(), token_errors)):
+        if n < min_notes:
+            errors.append((where[i], "too_short", f"{n} notes < {min_notes}"))
+        elif token_error:
+            errors.append((where[i], "untokenizable", token_error))
+        else:
+            usable.append(i)
+
+    def pick(values: Sequence) -> list:
+        return [values[i] for i in usable]
+
+    tokens = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int16()))
+    rows = pa.table(
+        {
+            "melody_id": [hashlib.blake2b(w.encode(), digest_size=8).hexdigest() for w in pick(where)],
+            "style": pick(styles),
+            "source_uri": pick(where),
+            "piece_id": pick(pieces),
+            "title": [melodies.metas[i].get("title") for i in usable],
+            "tokens": tokens.take(np.array(usable, dtype=np.int64)),
+            "n_tokens": np.diff(offsets)[usable],
+            "n_notes": n_notes[usable],
+            "n_bars": melodies.n_bars[usable],
+            "key": pick(melodies.keys),
+            "time_signature": ["{}/{}".format(*melodies.time_signatures[i]) for i in usable],
+            "tempo": pick(melodies.tempos),
+            "fingerprint": pick(fingerprints),
+            "head_fingerprint": pick(head_fingerprints),
+            "error_kind": pa.nulls(len(usable), pa.string()),
+            "error_message": pa.nulls(len(usable), pa.string()),
+        },
+        schema=PARSED_SCHEMA,
+    )
+    return pa.concat_tables([rows, _error_table(errors)])
 
 
 def _file_styles(config: PreprocessConfig) -> dict[str, dict[str, tuple[str, str]]]:
@@ -287,18 +315,26 @@ def _with_split(batch: pa.Table, splits: dict[str, str]) -> pa.Table:
     return batch.append_column("split", pa.array([splits[ids[i]] for i in keep], pa.string()))
 
 
+def _import_parsers() -> None:
+    import ray.data  # noqa: F401  (what a map task needs before its first batch)
+    import symusic  # noqa: F401
+
+
 def run_preprocess(config: PreprocessConfig) -> dict:
     """Run the job on the current Ray cluster; returns the stats also written to stats.json."""
     import ray
 
     started = time.perf_counter()
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # A job's workers start on its first task and then import Ray Data, pyarrow and the parsers
+    # (~2 s here). Starting them now overlaps that with listing the corpus on the driver.
+    warming = [ray.remote(_import_parsers).options(num_cpus=1).remote() for _ in range(cpus)]
     inputs = _file_styles(config)
     n_files = sum(len(files) for files in inputs.values())
     if n_files == 0:
         raise FileNotFoundError(f"no {'/'.join(SUPPORTED_SUFFIXES)} files under {', '.join(config.inputs)}")
     styles = sorted({style for files in inputs.values() for style, _ in files.values()})
     tokenizer = make_tokenizer(config.tokenizer, styles)
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     # Ray Data holds back part of a small cluster for each operator by default; on a
     # couple of CPUs that leaves the parsing stage running one task at a time.
@@ -319,12 +355,11 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
         fs, _ = storage.resolve(uri)
         # The dataset starts from the list of paths and each task reads its own files: for
         # corpora of many small files this is several times faster than read_binary_files,
-        # which spends about half a millisecond of bookkeeping on every file.
-        paths = pa.array(sorted(files))
-        n_blocks = min(len(paths), max(4 * cpus, len(paths) // 1000))
-        bounds = [len(paths) * i // n_blocks for i in range(n_blocks + 1)]
-        ds = ray.data.from_arrow(
-            [pa.table({"path": paths[a:b]}) for a, b in zip(bounds, bounds[1:])]
+        # which spends about half a millisecond of bookkeeping on every file. from_items
+        # builds the path blocks on the driver (from_arrow runs a task per block for metadata).
+        paths = sorted(files)
+        ds = ray.data.from_items(
+            [{"path": p} for p in paths], override_num_blocks=min(len(paths), max(4 * cpus, len(paths) // 1000))
         ).map_batches(
             parse_files,
             batch_format="pyarrow",
@@ -343,7 +378,7 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
     log.info("parsed %d files in %.1f s", n_files, time.perf_counter() - started)
 
     index_columns = ["melody_id", "style", "piece_id", "source_uri", "n_tokens", "fingerprint", "head_fingerprint", "error_kind", "error_message"]
-    index = pa.concat_tables(ray.get(parsed.select_columns(index_columns).to_arrow_refs()))
+    index = pa.concat_tables([block.select(index_columns) for block in ray.get(parsed.to_arrow_refs())])  # zero-copy
     failed = index.column("error_kind").is_valid()
     errors = index.filter(failed)
     melodies = index.filter(pc.invert(failed))
@@ -353,7 +388,10 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
     storage.delete_dir(melodies_uri)  # a rerun replaces the shards, never appends to them
     out_fs, out_path = storage.resolve(melodies_uri)
     if splits:
-        parsed.map_batches(_with_split, batch_format="pyarrow", fn_kwargs={"splits": splits}).write_parquet(
+        # batches of a shard's size: a few large files per split rather than three small ones per block
+        parsed.map_batches(
+            _with_split, batch_format="pyarrow", batch_size=config.rows_per_shard, fn_kwargs={"splits": splits}
+        ).write_parquet(
             out_path,
             filesystem=out_fs,
             partition_cols=["split"],

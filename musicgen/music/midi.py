@@ -17,6 +17,7 @@ import numpy as np
 from musicgen.music.melody import (
     TICKS_PER_BEAT,
     Melody,
+    RawMelody,
     key_from_sharps,
     parse_key,
     quantise,
@@ -72,6 +73,8 @@ def pick_melody_track(tracks: Sequence[TrackNotes]) -> TrackNotes:
         candidates = [t for t in tracks if not t.is_drum and len(t.pitches) > 0]
     if not candidates:
         raise UnusableInput("no_notes", "no pitched notes outside the drum channel")
+    if len(candidates) == 1:
+        return candidates[0]
     named = [t for t in candidates if MELODY_TRACK_NAME.search(t.name or "")]
     if named:
         return max(named, key=lambda t: float(np.mean(t.pitches)))
@@ -86,6 +89,12 @@ def pick_melody_track(tracks: Sequence[TrackNotes]) -> TrackNotes:
 
 def read_midi(data: bytes, meta: dict | None = None) -> Melody:
     """Parse MIDI bytes and return the quantised melody of its melodic track."""
+    return quantise(*parse_midi(data, meta))
+
+
+def parse_midi(data: bytes, meta: dict | None = None) -> RawMelody:
+    """Parse MIDI bytes into the melodic track's notes in beats, with meter, key and tempo
+    (preprocessing quantises many of these at once)."""
     from symusic import Score
 
     if len(data) < 14 or not data.startswith(b"MThd"):
@@ -122,7 +131,7 @@ def read_midi(data: bytes, meta: dict | None = None) -> Melody:
         ks = score.key_signatures[0]
         key = key_from_sharps(int(ks.key), bool(ks.tonality))
     tempo = round(float(score.tempos[0].qpm), 2) if len(score.tempos) else 120.0
-    return quantise(
+    return RawMelody(
         melody_track.pitches,
         melody_track.onsets,
         melody_track.durations,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
 
-from musicgen.music.melody import Melody
+import numpy as np
+
+from musicgen.music.melody import Melody, MelodyBatch
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 STYLE_PREFIX = "STYLE_"
@@ -46,6 +49,21 @@ class Tokenizer(ABC):
     @abstractmethod
     def decode_body(self, ids: Sequence[int]) -> Melody:
         """Inverse of ``encode_body``."""
+
+    def encode_many(self, batch: MelodyBatch, styles: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        """``encode`` of every melody of a batch: flat ``values`` and ``offsets`` (melody i is
+        ``values[offsets[i]:offsets[i + 1]]``), and for each melody None or why it cannot be
+        tokenized (its tokens are then empty). Tokenizers override this where they can vectorise."""
+        sequences, errors = [], []
+        for i, style in enumerate(styles):
+            try:
+                sequences.append(self.encode(batch.melody(i), style))
+                errors.append(None)
+            except ValueError as exc:
+                sequences.append([])
+                errors.append(str(exc))
+        offsets = np.cumsum([0, *map(len, sequences)])
+        return np.fromiter(itertools.chain.from_iterable(sequences), np.int64, offsets[-1]), offsets, errors
 
     def __len__(self) -> int:
         return len(self.vocab)

@@ -14,12 +14,33 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, estimate_key
+import numpy as np
+
+from musicgen.music.melody import TICKS_PER_BEAT, Melody, MelodyBatch, Note, estimate_key
 from musicgen.tokenizers.base import Tokenizer
 
 DURATIONS = (*range(1, 4 * TICKS_PER_BEAT + 1), 60, 72, 84, 96, 120, 144, 192)
 TIME_SIGNATURES = tuple((n, d) for d in (1, 2, 4, 8, 16) for n in range(1, 17))
 _TIME_SIGNATURE = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+_TS_INDEX = {ts: i for i, ts in enumerate(TIME_SIGNATURES)}
+_DURATION_INDEX = {d: i for i, d in enumerate(DURATIONS)}
+_LONGEST = max(DURATIONS)
+
+
+def _greedy_split(ticks: int) -> list[int]:
+    """Indices of the DURATIONS adding up to ``ticks``, largest first (what makes encoding canonical)."""
+    out = []
+    for d in sorted(DURATIONS, reverse=True):
+        while ticks >= d:
+            out.append(_DURATION_INDEX[d])
+            ticks -= d
+    return out
+
+
+# every length below the longest duration, split once: row r holds r's split, padded
+_SPLITS = [_greedy_split(r) for r in range(_LONGEST)]
+_SPLIT_LENGTH = np.array([len(split) for split in _SPLITS], dtype=np.int64)
+_SPLIT = np.array([split + [0] * (_SPLIT_LENGTH.max() - len(split)) for split in _SPLITS], dtype=np.int64)
 
 
 def parse_time_signature(text: str) -> tuple[int, int]:
@@ -52,8 +73,6 @@ class EventTokenizer(Tokenizer):
         self.first_note_id = self.index["NOTE_0"]
         self.first_dur_id = self.index[f"DUR_{DURATIONS[0]}"]
         self.first_ts_id = self.index["TS_1/1"]
-        self._dur_desc = sorted(DURATIONS, reverse=True)
-        self._duration_ids: dict[int, list[int]] = {}
 
     # -- token classes, used by samplers for grammar masks ----------------
     def is_note(self, i: int) -> bool:
@@ -62,44 +81,82 @@ class EventTokenizer(Tokenizer):
     def is_duration(self, i: int) -> bool:
         return self.first_dur_id <= i < self.first_dur_id + len(DURATIONS)
 
-    def _durations(self, ticks: int) -> list[int]:
-        """DUR token ids adding up to ``ticks``, largest first (memoised: few distinct lengths occur)."""
-        cached = self._duration_ids.get(ticks)
-        if cached is None:
-            cached, rest = [], ticks
-            for d in self._dur_desc:
-                while rest >= d:
-                    cached.append(self.first_dur_id + DURATIONS.index(d))
-                    rest -= d
-            self._duration_ids[ticks] = cached
-        return cached
-
     def encode_body(self, melody: Melody) -> list[int]:
-        if melody.time_signature not in TIME_SIGNATURES:
-            raise ValueError(f"time signature {melody.time_signature} is not in the vocabulary")
-        bar = melody.bar_ticks
-        ids = [self.first_ts_id + TIME_SIGNATURES.index(melody.time_signature)]
-        bar_id, rest_id, first_note = self.bar_id, self.rest_id, self.first_note_id
-        durations = self._durations
-        next_bar = 0  # the position of the next bar line still to be marked
-        cursor = 0
-        # the hot loop of preprocessing: bar marking is inlined rather than a nested function
-        for pitch, onset, duration in melody.notes:
-            if onset < cursor:
-                raise ValueError("notes overlap: the events tokenizer needs a monophonic melody")
-            if onset > cursor:
-                while next_bar <= cursor:
-                    ids.append(bar_id)
-                    next_bar += bar
-                ids.append(rest_id)
-                ids += durations(onset - cursor)
-            while next_bar <= onset:
-                ids.append(bar_id)
-                next_bar += bar
-            ids.append(first_note + pitch)
-            ids += durations(duration)
-            cursor = onset + duration
-        return ids
+        values, _, (error,) = self._encode(MelodyBatch.from_melodies([melody]))
+        if error:
+            raise ValueError(error)
+        return values.tolist()
+
+    def encode_many(self, batch: MelodyBatch, styles: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        return self._encode(batch, np.array([self.style_token(s) for s in styles], dtype=np.int64))
+
+    def _encode(self, batch: MelodyBatch, style_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        """The events of every melody of a batch in a fixed number of NumPy calls.
+
+        Each note is an event, preceded by a rest event where it starts after the
+        previous note's end; before an event come the bar lines at or before its
+        start not yet marked, and after its head (NOTE_p or REST) the greedy DUR
+        split of its length. With ``style_ids`` each sequence is framed as
+        ``<bos> STYLE_x ... <eos>``; without, it is the body alone.
+        """
+        n = len(batch)
+        lead, tail = (3, 1) if style_ids is not None else (1, 0)
+        errors: list[str | None] = [None] * n
+        ts_ids = np.array([_TS_INDEX.get(ts, -1) for ts in batch.time_signatures], dtype=np.int64)
+        for i in np.flatnonzero(ts_ids < 0).tolist():
+            errors[i] = f"time signature {batch.time_signatures[i]} is not in the vocabulary"
+        segment, starts = batch.segment, batch.offsets[:-1]
+        first = np.zeros(len(segment), dtype=bool)
+        first[starts[batch.n_notes > 0]] = True
+        cursor = np.zeros(len(segment), dtype=np.int64)  # where the previous note of the melody ended
+        cursor[1:] = (batch.onsets + batch.durations)[:-1]
+        cursor[first] = 0
+        for i in np.unique(segment[batch.onsets < cursor]).tolist():
+            errors[i] = errors[i] or "notes overlap: the events tokenizer needs a monophonic melody"
+        ok = np.array([e is None for e in errors], dtype=bool)
+        keep = ok[segment]
+        segment, onset, cursor = segment[keep], batch.onsets[keep], cursor[keep]
+        # events: a rest (where there is a gap) then the note, for every note
+        event_segment = np.repeat(segment, 2)
+        event_start = np.stack([cursor, onset], axis=1).ravel()
+        event_length = np.stack([onset - cursor, batch.durations[keep]], axis=1).ravel()
+        event_head = np.stack([np.full(len(onset), self.rest_id), self.first_note_id + batch.pitches[keep]], axis=1).ravel()
+        is_event = event_length > 0
+        is_event[1::2] = True  # a note is an event even when it would be too short to sound
+        event_segment, event_start, event_length, event_head = (
+            x[is_event] for x in (event_segment, event_start, event_length, event_head)
+        )
+        bars_so_far = event_start // batch.bar_ticks[event_segment] + 1  # bar lines at or before the start
+        opens = np.ones(len(event_segment), dtype=bool)
+        opens[1:] = event_segment[1:] != event_segment[:-1]
+        new_bars = bars_so_far - np.where(opens, 0, np.roll(bars_so_far, 1))
+        whole, remainder = np.divmod(event_length, _LONGEST)
+        n_durations = whole + _SPLIT_LENGTH[remainder]
+        size = new_bars + 1 + n_durations
+        totals = np.where(ok, lead + tail + np.bincount(event_segment, weights=size, minlength=n).astype(np.int64), 0)
+        offsets = np.concatenate([[0], np.cumsum(totals)])
+        before = np.cumsum(size) - size
+        first_before = np.zeros(n, dtype=np.int64)
+        first_before[event_segment[opens]] = before[opens]
+        head_at = offsets[event_segment] + lead + before - first_before[event_segment] + new_bars
+        values = np.full(offsets[-1], self.bar_id, dtype=np.int64)
+        values[head_at] = event_head
+        # the DUR tokens: ``whole`` of the longest, then the remainder's greedy split
+        which = np.repeat(np.arange(len(event_head)), n_durations)
+        slot = np.arange(len(which)) - np.repeat(np.cumsum(n_durations) - n_durations, n_durations)
+        extra = slot - whole[which]
+        values[head_at[which] + 1 + slot] = self.first_dur_id + np.where(
+            extra < 0, _DURATION_INDEX[_LONGEST], _SPLIT[remainder[which], np.maximum(extra, 0)]
+        )
+        begin, end = offsets[:-1][ok], offsets[1:][ok]
+        if style_ids is None:
+            values[begin] = self.first_ts_id + ts_ids[ok]
+        else:
+            values[begin] = self.bos_id
+            values[begin + 1] = style_ids[ok]
+            values[begin + 2] = self.first_ts_id + ts_ids[ok]
+            values[end - 1] = self.eos_id
+        return values, offsets, errors
 
     def decode_body(self, ids: Sequence[int]) -> Melody:
         time_signature = (4, 4)

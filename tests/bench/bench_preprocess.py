@@ -5,11 +5,14 @@ parses each file with pretty_midi and tokenizes it with the same tokenizer
 (same track picking, quantisation and tokens). Ratios, not absolute numbers,
 are what to compare across machines.
 
-Each Ray job runs twice per CPU count: with ``ray.init(num_cpus=N)`` alone,
+Each Ray job runs twice per CPU count: with N CPUs declared to Ray alone,
 where Ray's own processes (driver, raylet, GCS, object store) may still use
 the machine's other cores, and pinned, with the whole cluster confined to N
-cores by CPU affinity (what a machine or container with N CPUs gives). The
-naive loop runs pinned to one core. With ``--repeats N`` every measurement is
+cores by CPU affinity (what a machine or container with N CPUs gives); and on
+two kinds of cluster: one already running (``ray start``, as jobs submitted
+with ``ray job submit`` find it) and a fresh one per job (see ``ray_job``;
+``ray stop --force`` ends each running cluster, so run this on a machine with
+no other Ray cluster). The naive loop runs pinned to one core. With ``--repeats N`` every measurement is
 taken N times, interleaved (naive, then each job, N rounds), and the fastest
 counts: this machine's speed drifts by up to ~2x over minutes, and the best of
 N estimates the undisturbed time of each path alike.
@@ -73,22 +76,41 @@ def naive_loop(paths: list[str], tokenizer) -> tuple[int, float]:
     return ok, time.perf_counter() - started
 
 
-def ray_job(corpus: str, num_cpus: int, pinned: bool) -> dict:
-    """The real job in a fresh process with a local cluster of num_cpus (cluster start-up not timed);
-    ``pinned``: the process and everything it starts (raylet, GCS, workers) run on num_cpus cores only."""
-    pin = f"import os; os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:{num_cpus}])" if pinned else ""
+def ray_job(corpus: str, num_cpus: int, pinned: bool, cluster: str) -> dict:
+    """The real job in a fresh driver process on a cluster of num_cpus (cluster start-up not timed).
+
+    ``cluster="fresh"``: the driver starts its own local cluster (``ray.init(num_cpus=N)``), so
+    the job also pays for Ray Data's two per-cluster system actors (a stats actor and an
+    autoscaling coordinator: detached, created by the first Ray Data job a cluster runs, ~1.5 s
+    of CPU each here). ``cluster="running"``: ``ray start --head`` and one tiny Ray Data job
+    first, then the timed driver joins with ``ray.init(address="auto")``, as ``ray job submit``
+    on a long-running cluster does; its workers still start cold (workers belong to a job).
+    ``pinned``: every process (driver, raylet, GCS, workers) runs on num_cpus cores only.
+    """
+    cores = sorted(os.sched_getaffinity(0))[:num_cpus] if pinned else sorted(os.sched_getaffinity(0))
+    pin = lambda: os.sched_setaffinity(0, cores)  # noqa: E731  (runs in each child before exec)
+    address = "address='auto'" if cluster == "running" else f"num_cpus={num_cpus}"
     code = f"""
-{pin}
 import json, tempfile, ray
 from musicgen.config import PreprocessConfig
 from musicgen.data.preprocess import run_preprocess
-ray.init(num_cpus={num_cpus}, include_dashboard=False, logging_level="ERROR")
+ray.init({address}, include_dashboard=False, logging_level="ERROR")
 ray.data.DataContext.get_current().enable_progress_bars = False
 with tempfile.TemporaryDirectory() as out:
     stats = run_preprocess(PreprocessConfig(inputs=({corpus!r},), output=out))
 print("STATS" + json.dumps({{k: stats[k] for k in ("files_read", "melodies", "wall_seconds", "files_per_second")}}))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    if cluster == "running":
+        subprocess.run([ray_cli, "start", "--head", f"--num-cpus={num_cpus}", "--include-dashboard=false"],
+                       preexec_fn=pin, check=True, capture_output=True)
+        warm_up = "import ray; ray.init(address='auto', logging_level='ERROR'); ray.data.range(8).materialize()"
+        subprocess.run([sys.executable, "-c", warm_up], preexec_fn=pin, check=True, capture_output=True)
+    try:
+        result = subprocess.run([sys.executable, "-c", code], preexec_fn=pin, capture_output=True, text=True, check=True)
+    finally:
+        if cluster == "running":
+            subprocess.run([ray_cli, "stop", "--force"], check=True, capture_output=True)
     line = next(l for l in result.stdout.splitlines() if l.startswith("STATS"))
     return json.loads(line[5:])
 
@@ -98,6 +120,9 @@ def main() -> None:
     parser.add_argument("--corpus", default="artifacts/bench/corpus")
     parser.add_argument("--naive-files", type=int, default=3000, help="files timed in the naive loop (it is slow)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of every measurement; the fastest counts")
+    parser.add_argument("--clusters", nargs="+", choices=("running", "fresh"), default=["running", "fresh"],
+                        help="running: jobs join a cluster started with `ray start` (as `ray job submit` does); "
+                             "fresh: each job starts its own local cluster (see ray_job)")
     parser.add_argument("--out", help="also write the figures as JSON here")
     args = parser.parse_args()
 
@@ -123,13 +148,24 @@ def main() -> None:
                   "files_per_second": round(len(sample) / seconds, 1)}
         this_round = {"naive": result}
         naive = result if naive is None or result["wall_seconds"] < naive["wall_seconds"] else naive
-        for pinned in (False, True):
-            for n in (1, 2):
-                name = f"ray_data_{n}_cpu{'s' if n > 1 else ''}{'_pinned' if pinned else ''}"
-                result = this_round[name] = ray_job(args.corpus, n, pinned)
-                if name not in runs or result["wall_seconds"] < runs[name]["wall_seconds"]:
-                    runs[name] = result
+        for cluster in args.clusters:
+            for pinned in (False, True):
+                for n in (1, 2):
+                    name = f"{cluster}_cluster_{n}_cpu{'s' if n > 1 else ''}{'_pinned' if pinned else ''}"
+                    result = this_round[name] = ray_job(args.corpus, n, pinned, cluster)
+                    if name not in runs or result["wall_seconds"] < runs[name]["wall_seconds"]:
+                        runs[name] = result
         rounds.append({k: v["wall_seconds"] for k, v in this_round.items()})
+
+    def rate(name: str) -> float:
+        return runs[name]["files_per_second"]
+
+    speedups = {}
+    for cluster in args.clusters:
+        for pinned in ("", "_pinned"):
+            one, two = f"{cluster}_cluster_1_cpu{pinned}", f"{cluster}_cluster_2_cpus{pinned}"
+            speedups[f"{one}_vs_naive"] = round(rate(one) / naive["files_per_second"], 1)
+            speedups[f"{two}_vs_{one}"] = round(rate(two) / rate(one), 2)
     figures = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "corpus_files": len(paths),
@@ -137,13 +173,7 @@ def main() -> None:
         "wall_seconds_of_each_round": rounds,
         "naive_pretty_midi_loop_1_core": naive,
         **runs,
-        "speedup_1_cpu_vs_naive": round(runs["ray_data_1_cpu"]["files_per_second"] / naive["files_per_second"], 1),
-        "speedup_2_cpus_vs_1_cpu": round(runs["ray_data_2_cpus"]["files_per_second"]
-                                         / runs["ray_data_1_cpu"]["files_per_second"], 2),
-        "speedup_1_core_pinned_vs_naive": round(runs["ray_data_1_cpu_pinned"]["files_per_second"]
-                                                / naive["files_per_second"], 1),
-        "speedup_2_cores_vs_1_core_pinned": round(runs["ray_data_2_cpus_pinned"]["files_per_second"]
-                                                  / runs["ray_data_1_cpu_pinned"]["files_per_second"], 2),
+        "speedups": speedups,
     }
     print("| run | files | wall s | files/s | × naive |")
     print("|---|---:|---:|---:|---:|")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from musicgen.music.melody import Melody, Note, key_name, parse_key
+from musicgen.music.melody import Melody, MelodyBatch, Note, key_name, parse_key
 from musicgen.tokenizers import make_tokenizer
 from musicgen.tokenizers.abc import AbcTokenizer, abc_length
 
@@ -158,6 +159,18 @@ def test_empty_melody():
 def test_rejects_overlapping_notes():
     with pytest.raises(ValueError):
         TOK.encode_body(Melody((Note(60, 0, 12), Note(62, 6, 6)), (4, 4), "C major"))
+
+
+def test_a_batch_encodes_melody_by_melody_and_reports_the_bad_one():
+    """The default ``encode_many`` (what preprocessing calls): each melody's own tokens, an error for the bad one."""
+    good = Melody(notes_from([(67, 6), (69, 6), (None, 12), (71, 24)]), (6, 8), "G major")
+    bad = Melody((Note(60, 0, 12), Note(62, 6, 6)), (4, 4), "C major")
+    values, offsets, errors = TOK.encode_many(MelodyBatch.from_melodies([good, bad, good]), ["jig", "reel", "reel"])
+    assert values[offsets[0] : offsets[1]].tolist() == TOK.encode(good, "jig")
+    assert values[offsets[2] : offsets[3]].tolist() == TOK.encode(good, "reel")
+    assert offsets[1] == offsets[2] and errors[0] is None and errors[2] is None
+    with pytest.raises(ValueError, match=re.escape(errors[1])):
+        TOK.encode(bad, "reel")
 
 
 # -- property-based round trip ----------------------------------------------

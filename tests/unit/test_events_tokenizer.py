@@ -1,9 +1,12 @@
 """Round trips of the events tokenizer: hand-built, property-based and over real corpus files."""
 
+import re
+
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from musicgen.music.melody import Melody, Note, quantise
+from musicgen.music.melody import Melody, MelodyBatch, Note, quantise
 from musicgen.music.midi import read_midi, write_midi
 from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
 from musicgen.tokenizers.events import EventTokenizer
@@ -50,6 +53,26 @@ def test_round_trip_through_midi_bytes(raw):
     )
     decoded, _ = TOK.decode(TOK.encode(melody, "folk"))
     assert read_midi(write_midi([("Melody", decoded)])).notes == melody.notes
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(melodies(max_notes=15), min_size=1, max_size=6), st.data())
+def test_a_batch_encodes_as_each_melody_alone(batch, data):
+    """The vectorised batch encoder gives every melody the tokens (or the error) it gets alone,
+    unsupported meters and overlapping notes included, without disturbing its neighbours."""
+    odd_ones = [Melody((Note(60, 0, 12),), (3, 5)), Melody((Note(60, 0, 12), Note(62, 6, 12)))]
+    for odd in odd_ones:
+        batch.insert(data.draw(st.integers(0, len(batch))), odd)
+    styles = [data.draw(st.sampled_from(TOK.styles)) for _ in batch]
+    values, offsets, errors = TOK.encode_many(MelodyBatch.from_melodies(batch), styles)
+    for i, (melody, style) in enumerate(zip(batch, styles)):
+        if melody in odd_ones:
+            assert errors[i] and offsets[i] == offsets[i + 1]
+            with pytest.raises(ValueError, match=re.escape(errors[i])):
+                TOK.encode(melody, style)
+        else:
+            assert errors[i] is None
+            assert values[offsets[i] : offsets[i + 1]].tolist() == TOK.encode(melody, style)
 
 
 def test_overlapping_notes_are_refused():

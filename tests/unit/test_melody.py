@@ -1,14 +1,20 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from musicgen.music.melody import (
     Melody,
+    MelodyBatch,
     Note,
+    RawMelody,
     bar_ticks,
     estimate_key,
     interval_fingerprints,
+    interval_fingerprints_many,
     key_from_sharps,
     quantise,
+    quantise_many,
     skyline,
     snap,
 )
@@ -33,8 +39,46 @@ def test_quantise_moves_pickup_to_upbeat_and_drops_leading_bars():
 
 
 def test_skyline_keeps_the_highest_note_and_cuts_overlaps():
-    notes = skyline(np.array([60, 64, 67, 62]), np.array([0, 0, 6, 12]), np.array([12, 12, 24, 24]))
-    assert notes == [Note(64, 0, 6), Note(67, 6, 6), Note(62, 12, 12)]
+    pitches, onsets = np.array([60, 64, 67, 62]), np.array([0, 0, 6, 12])
+    kept, ends = skyline(pitches, onsets, np.array([12, 12, 24, 24]))
+    assert list(zip(pitches[kept], onsets[kept], ends - onsets[kept])) == [(64, 0, 6), (67, 6, 6), (62, 12, 12)]
+
+
+def test_skyline_keeps_the_melodies_of_a_batch_apart():
+    """Two melodies starting together both keep their note; the first one's note is not cut by the second's."""
+    pitches, onsets, ends = np.array([60, 72, 64]), np.array([0, 0, 6]), np.array([24, 12, 12])
+    kept, cut = skyline(pitches, onsets, ends, segment=np.array([0, 1, 1]))
+    assert list(zip(pitches[kept], cut)) == [(60, 24), (72, 6), (64, 12)]
+
+
+@st.composite
+def raw_melodies(draw) -> RawMelody:
+    """Unquantised notes in beats: jittered, overlapping, any meter, with or without a known key."""
+    n = draw(st.integers(1, 25))
+    onsets = np.cumsum(draw(st.lists(st.floats(0, 2), min_size=n, max_size=n))) + draw(st.floats(0, 20))
+    return RawMelody(
+        np.array(draw(st.lists(st.integers(0, 127), min_size=n, max_size=n))),
+        onsets,
+        np.array(draw(st.lists(st.floats(0.01, 3), min_size=n, max_size=n))),
+        draw(st.sampled_from([(4, 4), (3, 4), (6, 8), (9, 8), (5, 4), (2, 2)])),
+        draw(st.sampled_from([None, None, "D minor", "Bb major"])),
+        draw(st.sampled_from([100.0, 120.0])),
+        draw(st.sampled_from([0.0, 0.0, 1.0, 2.5])),
+        {"track": "t"},
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(raw_melodies(), min_size=1, max_size=6))
+def test_a_batch_quantises_and_fingerprints_as_each_melody_alone(raws):
+    batch = quantise_many(raws)
+    alone = [quantise(*raw) for raw in raws]
+    assert [batch.melody(i) for i in range(len(raws))] == alone
+    assert [batch.melody(i).meta for i in range(len(raws))] == [m.meta for m in alone]
+    assert batch.n_bars.tolist() == [m.n_bars for m in alone]
+    full, head = interval_fingerprints_many(batch, 4)
+    assert list(zip(full, head)) == [interval_fingerprints(m, 4) for m in alone]
+    assert MelodyBatch.from_melodies(alone).melody(len(raws) - 1) == alone[-1]
 
 
 def test_key_estimation_and_signatures():
