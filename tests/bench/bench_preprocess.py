@@ -17,7 +17,8 @@ taken N times, interleaved (naive, then each job, N rounds), and the fastest
 counts: this machine's speed drifts by up to ~2x over minutes, and the best of
 N estimates the undisturbed time of each path alike.
 
-    python tests/bench/bench_preprocess.py [--corpus DIR] [--out FILE.json]
+    python tests/bench/bench_preprocess.py [--corpus DIR] [--repeats N] [--clusters running fresh]
+                                           [--copies N] [--out FILE.json]
 
 Without --corpus it exports the whole music21 corpus once to
 artifacts/bench/corpus (a few minutes) and reuses it afterwards.
@@ -76,6 +77,21 @@ def naive_loop(paths: list[str], tokenizer) -> tuple[int, float]:
     return ok, time.perf_counter() - started
 
 
+def linked_copies(corpus: str, copies: int) -> str:
+    """A folder of ``copies`` hard-linked copies of the corpus, each under copy<i>/<style>/ (made once)."""
+    out = f"{corpus.rstrip('/')}_x{copies}"
+    if not os.path.exists(os.path.join(out, "done")):
+        for i in range(copies):
+            for folder, _, names in os.walk(corpus):
+                target = os.path.join(out, f"copy{i}", os.path.relpath(folder, corpus))
+                os.makedirs(target, exist_ok=True)
+                for name in names:
+                    if name.endswith((".mid", ".midi")) and not os.path.exists(os.path.join(target, name)):
+                        os.link(os.path.join(folder, name), os.path.join(target, name))
+        open(os.path.join(out, "done"), "w").close()
+    return out
+
+
 def ray_job(corpus: str, num_cpus: int, pinned: bool, cluster: str) -> dict:
     """The real job in a fresh driver process on a cluster of num_cpus (cluster start-up not timed).
 
@@ -123,6 +139,9 @@ def main() -> None:
     parser.add_argument("--clusters", nargs="+", choices=("running", "fresh"), default=["running", "fresh"],
                         help="running: jobs join a cluster started with `ray start` (as `ray job submit` does); "
                              "fresh: each job starts its own local cluster (see ray_job)")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="run the Ray jobs on N hard-linked copies of the corpus (N times the files; copies after "
+                             "the first are dropped as duplicates), to see the fixed costs amortised")
     parser.add_argument("--out", help="also write the figures as JSON here")
     args = parser.parse_args()
 
@@ -134,6 +153,7 @@ def main() -> None:
         print(f"exporting the full music21 corpus to {args.corpus} (once)")
         export_corpus(args.corpus)
     paths = storage.list_files(args.corpus, (".mid", ".midi"))
+    job_corpus = args.corpus if args.copies == 1 else linked_copies(args.corpus, args.copies)
     styles = sorted({os.path.basename(os.path.dirname(p)) for p in paths})
     tokenizer = make_tokenizer("events", styles)
     sample = paths[:: max(1, len(paths) // args.naive_files)][: args.naive_files]
@@ -152,7 +172,7 @@ def main() -> None:
             for pinned in (False, True):
                 for n in (1, 2):
                     name = f"{cluster}_cluster_{n}_cpu{'s' if n > 1 else ''}{'_pinned' if pinned else ''}"
-                    result = this_round[name] = ray_job(args.corpus, n, pinned, cluster)
+                    result = this_round[name] = ray_job(job_corpus, n, pinned, cluster)
                     if name not in runs or result["wall_seconds"] < runs[name]["wall_seconds"]:
                         runs[name] = result
         rounds.append({k: v["wall_seconds"] for k, v in this_round.items()})
@@ -169,6 +189,7 @@ def main() -> None:
     figures = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "corpus_files": len(paths),
+        "copies": args.copies,
         "repeats": args.repeats,
         "wall_seconds_of_each_round": rounds,
         "naive_pretty_midi_loop_1_core": naive,
