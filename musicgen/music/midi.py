@@ -126,6 +126,8 @@ def parse_midi(data: bytes, meta: dict | None = None) -> RawMelody:
     if len(score.time_signatures):
         ts = score.time_signatures[0]
         time_signature = (int(ts.numerator), int(ts.denominator))
+        if min(time_signature) < 1:
+            raise UnusableInput("bad_time_signature", "the time signature {}/{} is not a meter".format(*time_signature))
     key = None
     if len(score.key_signatures):
         ks = score.key_signatures[0]

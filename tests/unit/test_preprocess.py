@@ -1,6 +1,7 @@
 """The preprocessing UDF and the split assignment, without Ray."""
 
 import random
+import struct
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -21,6 +22,7 @@ def test_parse_files_turns_every_bad_file_into_an_error_row(tmp_path):
         "truncated.mid": write_midi([("Melody", good)])[:30],
         "short.mid": write_midi([("Melody", Melody((Note(60, 0, 12), Note(62, 12, 12))))]),
         "header_only.mid": b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0",
+        "no_meter.mid": midi_with_time_signature_numerator(0),
     }
     folder = tmp_path / "folk"
     folder.mkdir()
@@ -49,6 +51,15 @@ def test_parse_files_turns_every_bad_file_into_an_error_row(tmp_path):
     assert rows["short.mid"]["error_kind"] == "too_short"
     assert rows["header_only.mid"]["error_kind"] == "no_notes"
     assert rows["vanished.mid"]["error_kind"] == "unreadable"
+    assert rows["no_meter.mid"]["error_kind"] == "bad_time_signature"
+
+
+def midi_with_time_signature_numerator(numerator: int) -> bytes:
+    """A one-track MIDI file of ten quarter notes whose time signature has the given numerator."""
+    events = bytes([0, 0xFF, 0x58, 4, numerator, 2, 24, 8])
+    events += b"".join(bytes([0, 0x90, 60 + i, 80, 0x60, 0x80, 60 + i, 0]) for i in range(10))
+    events += bytes([0, 0xFF, 0x2F, 0])
+    return b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96) + b"MTrk" + struct.pack(">I", len(events)) + events
 
 
 def test_piece_of_groups_voices_of_one_work():
