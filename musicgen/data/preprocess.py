@@ -134,9 +134,14 @@ def _tokenizer(config: dict):
 
 def _error_table(errors: list[tuple[str, str, str]]) -> pa.Table:
     """Rows of PARSED_SCHEMA for (source_uri, error kind, message) triples."""
-    columns = {name: pa.nulls(len(errors), field.type) for name, field in zip(PARSED_SCHEMA.names, PARSED_SCHEMA)}
-    for name, values in zip(("source_uri", "error_kind", "error_message"), zip(*errors) if errors else ((), (), ())):
-        columns[name] = pa.array([v[:500] for v in values] if name == "error_message" else values, pa.string())
+    columns = {field.name: pa.nulls(len(errors), field.type) for field in PARSED_SCHEMA}
+    if errors:
+        uris, kinds, messages = zip(*errors)
+        columns.update(
+            source_uri=pa.array(uris, pa.string()),
+            error_kind=pa.array(kinds, pa.string()),
+            error_message=pa.array([m[:500] for m in messages], pa.string()),
+        )
     return pa.table(columns, schema=PARSED_SCHEMA)
 
 
@@ -199,11 +204,10 @@ def parse_files(
         else:
             found += [(m, f"{source_uri}#{i}", style, f"{piece}#{i}") for i, m in enumerate(melodies)]
     # MIDI melodies are quantised here, all at once; notation arrives quantised
-    found = [f for f in found if isinstance(f[0], RawMelody)] + [f for f in found if isinstance(f[0], Melody)]
-    n_raw = sum(isinstance(f[0], RawMelody) for f in found)
-    melodies = MelodyBatch.concat(
-        [quantise_many([f[0] for f in found[:n_raw]]), MelodyBatch.from_melodies([f[0] for f in found[n_raw:]])]
-    )
+    raw = [f for f in found if isinstance(f[0], RawMelody)]
+    notated = [f for f in found if isinstance(f[0], Melody)]
+    melodies = MelodyBatch.concat([quantise_many([f[0] for f in raw]), MelodyBatch.from_melodies([f[0] for f in notated])])
+    found = raw + notated
     _, where, styles, pieces = zip(*found) if found else ((), (), (), ())
     values, offsets, token_errors = tokenizer.encode_many(melodies, styles)
     fingerprints, head_fingerprints = interval_fingerprints_many(melodies, head_notes)
@@ -328,7 +332,9 @@ def run_preprocess(config: PreprocessConfig) -> dict:
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     # A job's workers start on its first task and then import Ray Data, pyarrow and the parsers
     # (~2 s here). Starting them now overlaps that with listing the corpus on the driver.
-    warming = [ray.remote(_import_parsers).options(num_cpus=1).remote() for _ in range(cpus)]
+    warm_up = ray.remote(_import_parsers).options(num_cpus=1)
+    for _ in range(cpus):
+        warm_up.remote()
     inputs = _file_styles(config)
     n_files = sum(len(files) for files in inputs.values())
     if n_files == 0:

@@ -114,15 +114,19 @@ _ALL_PROFILES_CENTRED /= np.linalg.norm(_ALL_PROFILES_CENTRED, axis=1, keepdims=
 
 
 def estimate_key(pitches: Sequence[int], durations: Sequence[float]) -> str:
-    """Krumhansl–Schmuckler key finding on a duration-weighted pitch-class histogram
-    (Pearson correlation with all 24 rotated profiles in one matrix product)."""
-    hist = _pitch_class_histogram(pitches, durations)
-    centred = hist - hist.mean()
-    norm = np.linalg.norm(centred)
-    if norm == 0:
-        return "C major"
-    best = int(np.argmax(_ALL_PROFILES_CENTRED @ (centred / norm)))
-    return key_name(best % 12, "major" if best < 12 else "minor")
+    """Krumhansl–Schmuckler key finding of one melody (see :func:`_estimate_keys`)."""
+    pitches = np.asarray(pitches, dtype=np.int64)
+    return _estimate_keys(pitches, np.asarray(durations, dtype=np.float64), np.zeros(len(pitches), np.int64), 1)[0]
+
+
+def _estimate_keys(pitches: np.ndarray, durations: np.ndarray, segment: np.ndarray, n: int) -> list[str]:
+    """Krumhansl–Schmuckler key finding for every melody of a batch: Pearson correlation of each
+    duration-weighted pitch-class histogram with all 24 rotated profiles, in one matrix product."""
+    hist = np.bincount(segment * 12 + pitches % 12, weights=durations, minlength=12 * n).reshape(n, 12)
+    centred = hist - hist.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(centred, axis=1, keepdims=True)
+    best = np.argmax(centred / np.maximum(norm, 1e-300) @ _ALL_PROFILES_CENTRED.T, axis=1)  # a flat histogram stays 0
+    return [key_name(b % 12, "major" if b < 12 else "minor") if z > 0 else "C major" for b, z in zip(best.tolist(), norm[:, 0])]
 
 
 def transpose_to_key(melody: Melody, key: str, low: int = 0, high: int = 127) -> Melody:
@@ -282,15 +286,6 @@ def skyline(pitches: np.ndarray, onsets: np.ndarray, ends: np.ndarray, segment: 
     return order[keep], ends[keep]
 
 
-def _estimate_keys(pitches: np.ndarray, durations: np.ndarray, segment: np.ndarray, n: int) -> list[str]:
-    """``estimate_key`` for every melody of a batch in one matrix product."""
-    hist = np.bincount(segment * 12 + pitches % 12, weights=durations, minlength=12 * n).reshape(n, 12)
-    centred = hist - hist.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(centred, axis=1)
-    best = np.argmax(centred @ _ALL_PROFILES_CENTRED.T, axis=1)
-    return [key_name(b % 12, "major" if b < 12 else "minor") if z > 0 else "C major" for b, z in zip(best.tolist(), norm)]
-
-
 def quantise_many(raws: Sequence[RawMelody]) -> MelodyBatch:
     """Quantise many parsed melodies at once (see :func:`quantise`).
 
@@ -362,7 +357,7 @@ def interval_fingerprints_many(batch: MelodyBatch, head_notes: int) -> tuple[lis
     first ``head_notes`` notes (duplicate detection and leakage-free splits)."""
     pitch, onset, duration = batch.pitches, batch.onsets, batch.durations
     # row j describes the step from note j to note j + 1 (rows across two melodies are never hashed)
-    steps = np.stack([np.diff(pitch), duration[:-1], np.diff(onset)], axis=1).astype("<i4") if len(pitch) else np.zeros((0, 3), "<i4")
+    steps = np.stack([np.diff(pitch), duration[:-1], np.diff(onset)], axis=1).astype("<i4")
     data = memoryview(steps.tobytes())
     row = 3 * 4
     full, head = [], []
