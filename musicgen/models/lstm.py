@@ -165,8 +165,8 @@ class Int8Cell:
     contiguous is MKL-DNN's fast case for batches, while at batch 1 the
     [out, in] layout (passed as its transposed view) takes a matrix-vector
     kernel 2.5x faster (16 vs 41 µs for 512 x 1024). The gate rows are
-    reordered to (input, forget, output, cell), so one sigmoid and one tanh
-    cover them.
+    reordered to (input, forget, output, cell) and the cell gate's rows are
+    doubled, so one sigmoid covers all four: tanh(x) = 2 sigmoid(2x) - 1.
     """
 
     token_gates: Tensor  # [vocab, 4H]
@@ -183,16 +183,18 @@ class Int8Cell:
         w = model.lstm._flat_weights
         i, f, g, o = torch.arange(4 * H).chunk(4)
         gate_order = torch.cat([i, f, o, g])  # PyTorch's rows are (input, forget, cell, output)
+        doubled = torch.ones(4 * H)
+        doubled[3 * H :] = 2  # the cell gate's rows, in the new order: its tanh becomes a sigmoid
         with torch.no_grad():
             w_ih0, b0 = w[0][gate_order], (w[2] + w[3])[gate_order]
-            token_gates = model.tok_emb.weight @ w_ih0[:, :E].T + b0
-            style_gates = model.style_emb.weight @ w_ih0[:, E:].T
+            token_gates = (model.tok_emb.weight @ w_ih0[:, :E].T + b0) * doubled
+            style_gates = (model.style_emb.weight @ w_ih0[:, E:].T) * doubled
             matrices = [w[1], *(torch.cat([w[4 * k], w[4 * k + 1]], dim=1) for k in range(1, L))]
             quantised = [_int8_rows(m[gate_order]) for m in matrices]
-            biases = [(w[4 * k + 2] + w[4 * k + 3])[gate_order] for k in range(1, L)]
+            biases = [(w[4 * k + 2] + w[4 * k + 3])[gate_order] * doubled for k in range(1, L)]
             head_rows, head_scale = _int8_rows(model.head.weight)
         return cls(token_gates, style_gates, weights=[q.T.contiguous() for q, _ in quantised],
-                   row_weights=[q.T for q, _ in quantised], scales=[s for _, s in quantised], biases=biases,
+                   row_weights=[q.T for q, _ in quantised], scales=[s * doubled for _, s in quantised], biases=biases,
                    head=(head_rows.T.contiguous(), head_rows.T, head_scale, model.head.bias.detach().clone()))
 
 
@@ -200,10 +202,6 @@ def _int8_rows(matrix: Tensor) -> tuple[Tensor, Tensor]:
     """``matrix`` [out, in] in int8, and per-row scales that also undo h's 1/127."""
     row_scale = matrix.abs().amax(dim=1).clamp_min(1e-8) / 127
     return torch.round(matrix / row_scale[:, None]).to(torch.int8).contiguous(), row_scale / 127
-
-
-def _int8_hidden(h: Tensor) -> Tensor:
-    return torch.round(h * 127).to(torch.int8)
 
 
 class LSTMModel(MLETrainingMixin, nn.Module):
@@ -308,19 +306,19 @@ class LSTMModel(MLETrainingMixin, nn.Module):
         if cache is None:
             h0 = token.new_zeros((token.size(0), H), dtype=torch.int8)
             c0 = torch.zeros_like(h0, dtype=torch.float)
-            cache = Int8Cache(F.embedding(style, q.style_gates), (h0,) * L, (c0,) * L)
+            cache = Int8Cache(torch.embedding(q.style_gates, style), (h0,) * L, (c0,) * L)
         single = token.size(0) == 1
         weights = q.row_weights if single else q.weights
         hs, cs = [], []
         for k in range(L):
             if k == 0:
-                base, x = F.embedding(token, q.token_gates) + cache.style_gates, cache.h[0]
+                base, x = torch.embedding(q.token_gates, token) + cache.style_gates, cache.h[0]
             else:
                 base, x = q.biases[k - 1], torch.cat([hs[-1], cache.h[k]], dim=1)
-            gates = torch.addcmul(base, torch._int_mm(x, weights[k]), q.scales[k])  # int32 sums promote to fp32
-            i, f, o = torch.sigmoid(gates[:, : 3 * H]).chunk(3, dim=1)
-            c = torch.addcmul(f * cache.c[k], i, torch.tanh(gates[:, 3 * H :]))
-            hs.append(_int8_hidden(o * torch.tanh(c)))
+            # int32 sums promote to fp32; the cell gate comes out as sigmoid(2g), so tanh(g) = 2 * g2 - 1
+            i, f, o, g2 = torch.sigmoid(torch.addcmul(base, torch._int_mm(x, weights[k]), q.scales[k])).chunk(4, dim=1)
+            c = torch.addcmul(torch.mul(f, cache.c[k]).sub_(i), i, g2, value=2)  # f c + i tanh(g)
+            hs.append(torch.mul(o, torch.tanh(c)).mul_(127).round_().to(torch.int8))  # h quantised with scale 1/127
             cs.append(c)
         head, row_head, head_scale, head_bias = q.head
         logits = torch.addcmul(head_bias, torch._int_mm(hs[-1], row_head if single else head), head_scale)

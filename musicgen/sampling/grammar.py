@@ -86,6 +86,9 @@ class EventGrammar:
         self.kind[self.is_ts], self.kind[is_note], self.kind[self.is_duration] = TIME_SIGNATURE, NOTE, DURATION
         self.kind[[tokenizer.bar_id, tokenizer.rest_id, tokenizer.eos_id]] = [BAR, REST, EOS]
         self.phase_after = np.array(_PHASE_AFTER)
+        phases = np.arange(4)  # by phase: between events, and inside one (its durations being written)
+        self.at_boundary = (phases == BOUNDARY) | (phases == AFTER_DURATION)
+        self.in_event = (phases == NEED_DURATION) | (phases == AFTER_DURATION)
         self.ids = ids
         self.pad, self.eos = tokenizer.pad_id, tokenizer.eos_id
         self.bar_id, self.rest_id = tokenizer.bar_id, tokenizer.rest_id
@@ -107,21 +110,24 @@ class EventGrammar:
                           in_rest=zeros(bool), forced_ts=forced, done=zeros(bool))
 
     def allowed(self, s: EventState) -> np.ndarray:
+        # few NumPy calls: at batch 1 each costs more than its arithmetic, and this runs once per token
         total = s.bars * s.bar
         remaining = total - s.cursor
-        boundary = (s.phase == BOUNDARY) | (s.phase == AFTER_DURATION)
+        in_beat = s.cursor % TICKS_PER_BEAT
+        after_duration = s.phase == AFTER_DURATION
+        boundary = self.at_boundary[s.phase]
         at_end = boundary & (s.cursor >= total)
-        need_bar = boundary & ~at_end & (s.next_bar <= s.cursor)
-        free = boundary & ~at_end & ~need_bar
+        open_ = boundary & ~at_end
+        need_bar = open_ & (s.next_bar <= s.cursor)
+        free = open_ ^ need_bar
         # a rest ends on the grid before the end (a melody ends on a note) and never follows a rest (rests merge)
-        rest_ok = free & ~s.in_rest & (remaining > self.to_next_grid[s.cursor % TICKS_PER_BEAT])
+        rest_ok = free & ~s.in_rest & (remaining > self.to_next_grid[in_beat])
 
-        in_event = (s.phase == NEED_DURATION) | (s.phase == AFTER_DURATION)
-        limit = np.where(s.in_rest, remaining - 1, remaining)
-        limit = np.where(s.phase == AFTER_DURATION, np.minimum(limit, s.last_duration), limit)
-        limit = np.where(in_event, np.clip(limit, 0, self.longest), 0)  # no duration outside an event
-        mask = self.durations_allowed[s.cursor % TICKS_PER_BEAT, limit]
-        mask |= free[:, None] & self.note_ok[None, :]
+        limit = remaining - s.in_rest  # a rest leaves a tick for the closing note
+        limit = np.where(after_duration, np.minimum(limit, s.last_duration), limit)
+        limit = np.where(self.in_event[s.phase], np.minimum(np.maximum(limit, 0), self.longest), 0)  # no duration outside an event
+        mask = self.durations_allowed[in_beat, limit]
+        mask |= free[:, None] & self.note_ok
         wants_ts = (s.phase == NEED_TIME_SIGNATURE) & ~s.done
         if wants_ts.any():
             mask |= wants_ts[:, None] & np.where(s.forced_ts[:, None] >= 0, self.ids[None, :] == s.forced_ts[:, None],

@@ -39,6 +39,7 @@ from musicgen.tokenizers.events import EventTokenizer
 MAX_BARS = 64
 MAX_GUIDANCE = 5.0
 COMPACT_FRACTION = 8  # compact the batch once 1/8 of its live rows have finished
+DRAWS_AHEAD = 64  # uniforms drawn per call, for this many steps
 DEFAULT_GUIDANCE = 2.0  # for models trained with style dropout (see docs/quality.md for how it was chosen)
 UNGUIDABLE = "this model was trained without style dropout, so it cannot be guided: use guidance 1"
 
@@ -80,9 +81,11 @@ class GeneratedMelody:
 _GOLDEN_GAMMA = 0x9E3779B97F4A7C15
 
 
-def uniforms(seeds: np.ndarray, t: int) -> np.ndarray:
-    """Draw ``t`` (0, 1, ...) of the SplitMix64 stream of each seed (Steele, Lea & Flood 2014): float64 in [0, 1)."""
-    z = seeds + np.uint64((t + 1) * _GOLDEN_GAMMA % 2**64)  # array arithmetic in uint64 wraps, as SplitMix64 wants
+def uniforms(seeds: np.ndarray, start: int, count: int) -> np.ndarray:
+    """Draws ``start .. start + count - 1`` of the SplitMix64 stream of each seed (Steele, Lea & Flood 2014):
+    float64 in [0, 1), [B, count]. A sampler takes them a block of steps at a time (one call, not one per step)."""
+    steps = np.arange(start + 1, start + count + 1, dtype=np.uint64) * np.uint64(_GOLDEN_GAMMA)
+    z = seeds[:, None] + steps[None, :]  # array arithmetic in uint64 wraps, as SplitMix64 wants
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z ^= z >> np.uint64(31)
@@ -212,8 +215,10 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     out = np.full((len(requests), max_new), tokenizer.pad_id)
     active = np.arange(len(requests))  # rows of ``out`` still being sampled
     for t in range(max_new):
+        if t % DRAWS_AHEAD == 0:
+            draws = uniforms(seeds, t, DRAWS_AHEAD)
         tokens = pick_tokens(logits.float().cpu().numpy(), grammar.allowed(state), temperature, top_k, top_p,
-                             uniforms(seeds, t), filtered)
+                             draws[:, t % DRAWS_AHEAD], filtered)
         grammar.advance(state, tokens)
         out[active, t] = tokens
         finished = int(state.done.sum())
@@ -221,8 +226,8 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
             break
         if finished * COMPACT_FRACTION >= len(active):  # drop finished rows: a batch costs its live rows
             keep = np.flatnonzero(~state.done)
-            active, tokens, temperature, top_k, top_p, seeds = (
-                x[keep] for x in (active, tokens, temperature, top_k, top_p, seeds))
+            active, tokens, temperature, top_k, top_p, seeds, draws = (
+                x[keep] for x in (active, tokens, temperature, top_k, top_p, seeds, draws))
             state = select_rows(state, keep)
             step.keep(torch.from_numpy(keep).to(device))
         logits = step(torch.from_numpy(tokens[:, None]).to(device))
