@@ -76,22 +76,26 @@ class CatalogGenerator:
 
     def __init__(self, model: str, device: str, precision: str, reference: ray.ObjectRef, sampling: dict,
                  formats: Sequence[str], loader: Loader | None = None):
-        import ray
-
         from musicgen.sampling import MelodyGenerator
 
         self.generator = (loader or MelodyGenerator.from_artifact)(model, device=device, precision=precision)
-        self.reference: IntervalIndex = ray.get(reference)  # put in the object store once, for every actor
+        # put in the object store once, for every actor; fetched after the first batch is sampled,
+        # so that sampling overlaps the index being built
+        self.reference_ref, self.reference = reference, None
         self.sampling, self.formats = sampling, tuple(formats)
         self.schema = output_schema(self.formats)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        import ray
+
         from musicgen.sampling import SampleRequest
 
         requests = [SampleRequest(style, seed, **self.sampling)
                     for style, seed in zip(batch.column("style").to_pylist(), batch.column("seed").to_pylist())]
-        return pa.Table.from_pylist([self._row(r, g) for r, g in zip(requests, self._generate(requests))],
-                                    schema=self.schema)
+        generated = self._generate(requests)
+        if self.reference is None:
+            self.reference = ray.get(self.reference_ref)
+        return pa.Table.from_pylist([self._row(r, g) for r, g in zip(requests, generated)], schema=self.schema)
 
     def _generate(self, requests: list) -> list:
         """One batched call; if it fails, each request alone, so one bad melody costs only itself
