@@ -13,7 +13,7 @@ Pipeline (one pass over the files, then one over the melodies):
    train/val/test by source piece, grouping pieces that share an opening so
    no tune (and, since transposition happens at training time, no
    transposition of it) lands in two splits;
-4. write zstd Parquet shards partitioned by split, plus ``vocab.json``,
+4. write zstd Parquet shards partitioned by split (a plain Ray task per few blocks), plus ``vocab.json``,
    ``stats.json`` and ``errors.parquet``.
 """
 
@@ -311,12 +311,19 @@ def assign_splits(rows: pa.Table, val_fraction: float, test_fraction: float) -> 
     return splits, duplicates
 
 
-def _with_split(batch: pa.Table, splits: dict[str, str]) -> pa.Table:
-    """Ray Data UDF: keep the kept melodies, add their split, drop internal columns."""
-    ids = batch.column("melody_id").to_pylist()
-    keep = [i for i, melody_id in enumerate(ids) if melody_id in splits]
-    batch = batch.take(keep).drop_columns(list(INTERNAL_COLUMNS))
-    return batch.append_column("split", pa.array([splits[ids[i]] for i in keep], pa.string()))
+def write_shard(splits: dict[str, str], filesystem: pafs.FileSystem, path: str, name: str, *blocks: pa.Table) -> None:
+    """Ray task: the kept melodies of a few parsed blocks, without internal columns, as one zstd
+    Parquet file per split under ``<path>/split=<split>/``."""
+    rows = pa.concat_tables(blocks)
+    kept = pc.is_in(rows.column("melody_id"), pa.array(list(splits)))
+    rows = rows.filter(kept).drop_columns(list(INTERNAL_COLUMNS))
+    split_column = pa.array([splits[m] for m in rows.column("melody_id").to_pylist()], pa.string())
+    for split in SPLITS:
+        part = rows.filter(pc.equal(split_column, split))
+        if part.num_rows:
+            folder = f"{path}/split={split}"
+            filesystem.create_dir(folder, recursive=True)
+            pq.write_table(part, f"{folder}/{name}.parquet", filesystem=filesystem, compression="zstd")
 
 
 def _import_parsers() -> None:
@@ -384,7 +391,9 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
     log.info("parsed %d files in %.1f s", n_files, time.perf_counter() - started)
 
     index_columns = ["melody_id", "style", "piece_id", "source_uri", "n_tokens", "fingerprint", "head_fingerprint", "error_kind", "error_message"]
-    index = pa.concat_tables([block.select(index_columns) for block in ray.get(parsed.to_arrow_refs())])  # zero-copy
+    refs = parsed.to_arrow_refs()
+    blocks = ray.get(refs)  # zero-copy
+    index = pa.concat_tables([block.select(index_columns) for block in blocks])
     failed = index.column("error_kind").is_valid()
     errors = index.filter(failed)
     melodies = index.filter(pc.invert(failed))
@@ -394,16 +403,18 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
     storage.delete_dir(melodies_uri)  # a rerun replaces the shards, never appends to them
     out_fs, out_path = storage.resolve(melodies_uri)
     if splits:
-        # batches of a shard's size: a few large files per split rather than three small ones per block
-        parsed.map_batches(
-            _with_split, batch_format="pyarrow", batch_size=config.rows_per_shard, fn_kwargs={"splits": splits}
-        ).write_parquet(
-            out_path,
-            filesystem=out_fs,
-            partition_cols=["split"],
-            max_rows_per_file=config.rows_per_shard,
-            compression="zstd",
-        )
+        # One plain task per few blocks: a second Ray Data execution (map_batches + write_parquet)
+        # did the same in 0.9-1.3 s against 0.3-0.5 s, a fixed cost every job paid.
+        write = ray.remote(write_shard).options(num_cpus=1)
+        splits_ref = ray.put(splits)
+        pending, shard, rows = [], [], 0
+        for i, (ref, block) in enumerate(zip(refs, blocks)):
+            shard.append(ref)
+            rows += block.num_rows
+            if rows >= config.rows_per_shard or i == len(refs) - 1:
+                pending.append(write.remote(splits_ref, out_fs, out_path, f"part-{len(pending):05d}", *shard))
+                shard, rows = [], 0
+        ray.get(pending)
 
     log.info("wrote the shards after %.1f s", time.perf_counter() - started)
     error_table = pa.table(

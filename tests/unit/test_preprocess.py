@@ -6,7 +6,17 @@ import struct
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from musicgen.data.preprocess import PARSED_SCHEMA, assign_splits, parse_files, piece_of, split_of
+import pyarrow.parquet as pq
+
+from musicgen.data.preprocess import (
+    INTERNAL_COLUMNS,
+    PARSED_SCHEMA,
+    assign_splits,
+    parse_files,
+    piece_of,
+    split_of,
+    write_shard,
+)
 from musicgen.music.melody import Melody, Note, interval_fingerprints
 from musicgen.music.midi import write_midi
 from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
@@ -52,6 +62,39 @@ def test_parse_files_turns_every_bad_file_into_an_error_row(tmp_path):
     assert rows["header_only.mid"]["error_kind"] == "no_notes"
     assert rows["vanished.mid"]["error_kind"] == "unreadable"
     assert rows["no_meter.mid"]["error_kind"] == "bad_time_signature"
+
+
+def test_write_shard_writes_kept_melodies_by_split_without_internal_columns(tmp_path):
+    folder = tmp_path / "folk"
+    folder.mkdir()
+    names = ["a.mid", "b.mid", "c.mid", "broken.mid"]
+    for i, name in enumerate(names[:3]):
+        (folder / name).write_bytes(write_midi([("Melody", random_melody(random.Random(i)))]))
+    (folder / "broken.mid").write_bytes(b"not midi")
+    paths = [str(folder / name) for name in names]
+    parsed = parse_files(
+        pa.table({"path": paths}),
+        filesystem=pafs.LocalFileSystem(),
+        tokenizer_config=make_tokenizer("events", ["folk"]).to_dict(),
+        file_info={p: ("folk", piece_of(p)) for p in paths},
+        uri_prefix="",
+        min_notes=8,
+        head_notes=16,
+    )
+    ids = {r["source_uri"].rsplit("/", 1)[1]: r["melody_id"] for r in parsed.to_pylist()}
+    splits = {ids["a.mid"]: "train", ids["b.mid"]: "test"}  # c.mid dropped (as a duplicate would be)
+    # the parsed rows arrive as two blocks; the error row and c.mid are not written
+    blocks = parsed.slice(0, 2), parsed.slice(2)
+    write_shard(splits, pafs.LocalFileSystem(), str(tmp_path / "melodies"), "part-00000", *blocks)
+
+    written = {split: pq.read_table(tmp_path / "melodies" / f"split={split}" / "part-00000.parquet")
+               for split in ("train", "test")}
+    assert not (tmp_path / "melodies" / "split=val").exists()
+    assert {split: t.column("melody_id").to_pylist() for split, t in written.items()} == {
+        "train": [ids["a.mid"]], "test": [ids["b.mid"]]}
+    assert written["train"].schema.names == [n for n in PARSED_SCHEMA.names if n not in INTERNAL_COLUMNS]
+    assert written["test"].column("tokens").to_pylist() == [
+        r["tokens"] for r in parsed.to_pylist() if r["melody_id"] == ids["b.mid"]]
 
 
 def midi_with_time_signature_numerator(numerator: int) -> bytes:
