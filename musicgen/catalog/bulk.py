@@ -293,7 +293,9 @@ class Job:
         sampling = {"bars": self.config.bars, "temperature": self.config.temperature, "top_k": self.config.top_k,
                     "top_p": self.config.top_p, "guidance": self.guidance}
         resources = {"num_gpus": 1} if self.use_gpu else {"num_cpus": 1}
-        return ray.data.from_arrow(blocks).map_batches(
+        # from_blocks keeps one block per batch and builds them here; from_arrow would first run a
+        # metadata task per block, whose worker start-up (~1.7 s) delays the actors and competes with them
+        return ray.data.from_blocks(blocks).map_batches(
             CatalogGenerator,
             fn_constructor_kwargs={"model": self.config.model, "device": "cuda" if self.use_gpu else "cpu",
                                    "precision": self.config.precision,
