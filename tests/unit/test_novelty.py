@@ -63,14 +63,22 @@ def test_unrelated_melody_reports_nothing(corpus):
     assert index.longest_shared_run(melody_of([60, 62, 64])) == SharedRun(0, None)  # shorter than one gram
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(1, 12))
-def test_run_length_matches_brute_force(seed, min_run):
+def grown_index(melodies, ids, min_run: int) -> IntervalIndex:
+    """An index grown melody by melody (with its window set), as a catalog's is."""
+    index = IntervalIndex(min_run=min_run)
+    for melody, id in zip(melodies, ids):
+        index.add(melody, id)
+    return index
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 20), st.sampled_from([IntervalIndex.build, grown_index]))
+def test_run_length_matches_brute_force(seed, min_run, make_index):
     rng = random.Random(seed)
     # a small interval alphabet, so runs of every length occur by chance
     refs = [[60 + sum(rng.choice([-2, 0, 2]) for _ in range(i)) for i in range(rng.randint(0, 40))] for _ in range(6)]
     query = [60 + sum(rng.choice([-2, 0, 2]) for _ in range(i)) for i in range(rng.randint(0, 40))]
-    run = IntervalIndex.build(refs, [str(i) for i in range(len(refs))], min_run=min_run).longest_shared_run(query)
+    run = make_index(refs, [str(i) for i in range(len(refs))], min_run=min_run).longest_shared_run(query)
     expected = brute_force(query, refs)
     if expected >= min_run:
         assert run.length == expected
@@ -94,6 +102,16 @@ def test_growing_index_finds_what_a_built_one_finds_and_pickles(corpus):
         assert grown.longest_shared_run(query) == built.longest_shared_run(query)
     restored = pickle.loads(pickle.dumps(grown))
     assert restored.longest_shared_run(corpus[17]) == SharedRun(len(corpus[17].notes) - 1, "17")
+
+
+@pytest.mark.parametrize("min_run", [1, 6, 8, 9, 12, 16, 17, 23])
+def test_grown_index_finds_a_run_of_exactly_min_run(corpus, min_run):
+    # the window set of a grown index must never hide a run as long as min_run, however it splits into grams
+    index = grown_index(corpus, [str(i) for i in range(len(corpus))], min_run)
+    source = [n.pitch for n in corpus[42].notes]
+    copied = [p + 1 for p in source[3 : 3 + min_run + 1]]  # min_run intervals, transposed
+    query = [10, 100, 11] + copied + [110, 12, 111]  # leaps no random walk takes: the run cannot extend
+    assert index.longest_shared_run(query).length == min_run == brute_force(query, corpus)
 
 
 def test_catalog_use_finds_a_near_duplicate_added_earlier():
