@@ -17,7 +17,12 @@ The naive loops run before and after the batched paths and the faster of the two
 times counts (this machine's speed drifts by up to ~2x over minutes: the
 conservative choice keeps the ratios from being flattered by a slow spell).
 
-    python tests/bench/bench_bulk.py [--model artifacts/runs/full-lstm/model] [--per-style 200] [--out results.json]
+(iii) with ``--rounds N``: N more jobs (the first precision and job batch size), each with the
+     classic loop timed right before and right after it (the faster counts), so every round's
+     ratio compares the job with the loop in the same minutes; their median is the steadier figure.
+
+    python tests/bench/bench_bulk.py [--model artifacts/runs/full-lstm/model] [--per-style 200] [--rounds 3]
+                                     [--out results.json]
 """
 
 from __future__ import annotations
@@ -107,6 +112,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the in-process paths")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the Ray cluster")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], help="of the batched paths and the job")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="more jobs, each between two classic loops of its own, for per-round ratios")
     parser.add_argument("--out", help="write the figures here as JSON")
     args = parser.parse_args()
 
@@ -136,6 +143,17 @@ def main() -> None:
 
     classic_rate, naive_rate = 1 / classic_seconds, 1 / naive_seconds
 
+    def classic_loop() -> float:
+        return naive_loop(lambda *a: module_step(model, *a), baseline, args.naive_melodies, tokens)
+
+    rounds = []
+    for _ in range(args.rounds):
+        before_job = classic_loop()
+        job = bulk_job(args.model, args.per_style, args.job_batch_sizes[0], args.cpus, args.precisions[0])
+        classic = 1 / min(before_job, classic_loop())
+        rounds.append({"classic_per_second": round(classic, 2), "job_per_second": job["melodies_per_second"],
+                       "ratio": round(job["melodies_per_second"] / classic, 1), "job_wall_seconds": job["wall_seconds"]})
+
     def ratios(rate: float) -> str:
         return f"{rate / classic_rate:.1f}x | {rate / naive_rate:.1f}x"
 
@@ -155,6 +173,11 @@ def main() -> None:
         f"| Ray Data bulk job, end to end ({job['actors']} actors), {job['precision']} | {job['batch_size']} | "
         f"{job['accepted_this_run']} | {job['melodies_per_second']:.2f} | {1 / job['melodies_per_second']:.4f} | "
         f"{ratios(job['melodies_per_second'])} |" for job in jobs]
+    if rounds:
+        table += ["", "| round | classic loop melodies/s | job melodies/s | job ÷ classic loop |", "|---:|---:|---:|---:|"]
+        table += [f"| {i + 1} | {r['classic_per_second']} | {r['job_per_second']} | {r['ratio']}x |"
+                  for i, r in enumerate(rounds)]
+        table.append(f"| median | | | **{statistics.median(r['ratio'] for r in rounds):.1f}x** |")
     print("\n".join(table))
     notes = (f"{args.bars}-bar melodies, {tokens} sampled tokens each on average; model {args.model} "
              f"({generator.model_name}, {generator.model_version}); torch {torch.__version__}, "
@@ -168,7 +191,7 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"naive_loops_before_and_after": [before, after], "classic_seconds_per_melody": classic_seconds, "naive_seconds_per_melody": naive_seconds, "tokens_per_melody": tokens, "batched": rows,
-                       "bulk_jobs": jobs, "notes": notes, "table": table}, f, indent=2)
+                       "bulk_jobs": jobs, "rounds": rounds, "notes": notes, "table": table}, f, indent=2)
 
 
 if __name__ == "__main__":
