@@ -17,8 +17,9 @@ near-duplicates inside a catalog that grows one melody at a time. A grown index
 also keeps a set of hashes of its ``min_run``-interval windows: a query sharing
 none of them (most new melodies) cannot share a run that long, and is answered
 without searching the segments (a catalog of 1,000 random-walk melodies, each
-queried before it is added: 0.14 s of queries against 0.37 s). A built index, the reference corpus, skips that set: it is plain numpy
-and pickles cheaply (``ray.put``).
+queried before it is added: 0.14 s of queries against 0.37 s). A built index,
+the reference corpus, skips that set: it is plain numpy and pickles cheaply
+(``ray.put``).
 """
 
 from __future__ import annotations

@@ -152,7 +152,8 @@ def main() -> None:
         job = bulk_job(args.model, args.per_style, args.job_batch_sizes[0], args.cpus, args.precisions[0])
         classic = 1 / min(before_job, classic_loop())
         rounds.append({"classic_per_second": round(classic, 2), "job_per_second": job["melodies_per_second"],
-                       "ratio": round(job["melodies_per_second"] / classic, 1), "job_wall_seconds": job["wall_seconds"]})
+                       "ratio": round(job["melodies_per_second"] / classic, 1),
+                       "job_wall_seconds": job["wall_seconds"]})
 
     def ratios(rate: float) -> str:
         return f"{rate / classic_rate:.1f}x | {rate / naive_rate:.1f}x"
@@ -174,7 +175,8 @@ def main() -> None:
         f"{job['accepted_this_run']} | {job['melodies_per_second']:.2f} | {1 / job['melodies_per_second']:.4f} | "
         f"{ratios(job['melodies_per_second'])} |" for job in jobs]
     if rounds:
-        table += ["", "| round | classic loop melodies/s | job melodies/s | job ÷ classic loop |", "|---:|---:|---:|---:|"]
+        table += ["", "| round | classic loop melodies/s | job melodies/s | job ÷ classic loop |",
+                  "|---:|---:|---:|---:|"]
         table += [f"| {i + 1} | {r['classic_per_second']} | {r['job_per_second']} | {r['ratio']}x |"
                   for i, r in enumerate(rounds)]
         table.append(f"| median | | | **{statistics.median(r['ratio'] for r in rounds):.1f}x** |")
