@@ -314,10 +314,9 @@ def assign_splits(rows: pa.Table, val_fraction: float, test_fraction: float) -> 
 def write_shard(splits: dict[str, str], filesystem: pafs.FileSystem, path: str, name: str, *blocks: pa.Table) -> None:
     """Ray task: the kept melodies of a few parsed blocks, without internal columns, as one zstd
     Parquet file per split under ``<path>/split=<split>/``."""
-    rows = pa.concat_tables(blocks)
-    kept = pc.is_in(rows.column("melody_id"), pa.array(list(splits)))
-    rows = rows.filter(kept).drop_columns(list(INTERNAL_COLUMNS))
-    split_column = pa.array([splits[m] for m in rows.column("melody_id").to_pylist()], pa.string())
+    rows = pa.concat_tables(blocks).drop_columns(list(INTERNAL_COLUMNS))
+    # null for error rows and dropped duplicates, which the filters below then leave out
+    split_column = pa.array([splits.get(m) for m in rows.column("melody_id").to_pylist()], pa.string())
     for split in SPLITS:
         part = rows.filter(pc.equal(split_column, split))
         if part.num_rows:

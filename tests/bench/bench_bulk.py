@@ -124,9 +124,11 @@ def main() -> None:
     baseline = MelodyGenerator.from_artifact(args.model, device="cpu", precision="fp32")
     model = baseline.model.eval()
 
+    def classic_loop(n_tokens: int) -> float:
+        return naive_loop(lambda *a: module_step(model, *a), baseline, args.naive_melodies, n_tokens)
+
     def naive_loops(n_tokens: int) -> tuple[float, float]:
-        return (naive_loop(lambda *a: module_step(model, *a), baseline, args.naive_melodies, n_tokens),
-                naive_loop(model.step, baseline, args.naive_melodies, n_tokens))
+        return classic_loop(n_tokens), naive_loop(model.step, baseline, args.naive_melodies, n_tokens)
 
     # the naive loops sample as many tokens as the batched melodies hold on average
     tokens = round(batched(baseline, 64, args.bars, calls=1)["tokens_per_melody"])
@@ -143,14 +145,11 @@ def main() -> None:
 
     classic_rate, naive_rate = 1 / classic_seconds, 1 / naive_seconds
 
-    def classic_loop() -> float:
-        return naive_loop(lambda *a: module_step(model, *a), baseline, args.naive_melodies, tokens)
-
     rounds = []
     for _ in range(args.rounds):
-        before_job = classic_loop()
+        before_job = classic_loop(tokens)
         job = bulk_job(args.model, args.per_style, args.job_batch_sizes[0], args.cpus, args.precisions[0])
-        classic = 1 / min(before_job, classic_loop())
+        classic = 1 / min(before_job, classic_loop(tokens))
         rounds.append({"classic_per_second": round(classic, 2), "job_per_second": job["melodies_per_second"],
                        "ratio": round(job["melodies_per_second"] / classic, 1),
                        "job_wall_seconds": job["wall_seconds"]})
