@@ -78,15 +78,21 @@ def read_bytes(uri: str) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    """Write a whole object. Local writes go to a temporary name first and are renamed, so a
-    reader never sees half a file; S3 puts are atomic by nature."""
+    """Write a whole object. S3 puts are atomic by nature; a local file goes to a temporary name
+    first and is renamed, so a reader never sees half a file. Local writes use plain file calls:
+    a pyarrow output stream costs twice the CPU (~0.4 ms a file), which the bulk job's driver,
+    writing three files a melody, takes from the sampling actors."""
     fs, path = resolve(uri)
-    fs.create_dir(posixpath.dirname(path) if is_s3(uri) else os.path.dirname(path), recursive=True)
-    target = path if is_s3(uri) else f"{path}.tmp-{os.getpid()}"
-    with fs.open_output_stream(target) as stream:
-        stream.write(data)
-    if target != path:
-        fs.move(target, path)
+    if is_s3(uri):
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+        with fs.open_output_stream(path) as stream:
+            stream.write(data)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as f:
+        f.write(data)
+    os.replace(temporary, path)
 
 
 def read_json(uri: str):
