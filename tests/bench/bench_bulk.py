@@ -10,7 +10,9 @@ melodies hold on average, so both make melodies of the same length. Then:
      with fp32 weights and with int8 weights (``--precision``; the naive loops use fp32);
 (ii) ``run_bulk`` end to end on a local Ray cluster (one single-threaded actor per CPU, the
      reference index of the whole corpus, copy and duplicate filters, files written), accepted
-     melodies per second of wall time, Ray Data start-up and indexing included.
+     melodies per second of wall time, Ray Data start-up and indexing included. ``--cluster running``
+     (the default): the jobs join a cluster started with ``ray start``, as ``ray job submit`` finds
+     it; ``fresh``: each job starts its own.
 
 The in-process paths use ``--threads`` torch threads (default 1: per core, as each actor runs).
 The naive loops run before and after the batched paths and the faster of the two
@@ -28,10 +30,13 @@ conservative choice keeps the ratios from being flattered by a slow spell).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -85,19 +90,40 @@ def batched(generator, batch_size: int, bars: int, calls: int) -> dict:
             "tokens_per_melody": statistics.mean(tokens)}
 
 
-def bulk_job(model: str, per_style: int, batch_size: int, cpus: int, precision: str) -> dict:
+def bulk_job(model: str, per_style: int, batch_size: int, cpus: int, precision: str, cluster: str) -> dict:
+    """One ``run_bulk`` in this process. ``cluster="running"`` joins the cluster ``running_cluster`` started, as a
+    job submitted with ``ray job submit`` does; ``"fresh"`` starts a local cluster of ``cpus`` for this job alone,
+    which then also pays for Ray Data's two per-cluster system actors (~1.5 s of CPU each here)."""
     import ray
 
     from musicgen.catalog.bulk import run_bulk
     from musicgen.config import BulkConfig
 
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
+    if cluster == "running":
+        ray.init(address="auto", logging_level="ERROR")
+    else:
+        ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
     try:
         with tempfile.TemporaryDirectory() as out:
             return run_bulk(BulkConfig(model=model, out=out, per_style=per_style, batch_size=batch_size,
                                        precision=precision))
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def running_cluster(cpus: int):
+    """``ray start --head`` with ``cpus`` CPUs and one tiny Ray Data job (which creates Ray Data's system
+    actors), as a long-running cluster is when a job is submitted to it; ``ray stop --force`` at the end."""
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    subprocess.run([ray_cli, "start", "--head", f"--num-cpus={cpus}", "--include-dashboard=false"],
+                   check=True, capture_output=True)
+    try:
+        warm_up = "import ray; ray.init(address='auto', logging_level='ERROR'); ray.data.range(8).materialize()"
+        subprocess.run([sys.executable, "-c", warm_up], check=True, capture_output=True)
+        yield
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], check=True, capture_output=True)
 
 
 def main() -> None:
@@ -114,6 +140,9 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], help="of the batched paths and the job")
     parser.add_argument("--rounds", type=int, default=0,
                         help="more jobs, each between two classic loops of its own, for per-round ratios")
+    parser.add_argument("--cluster", choices=("running", "fresh"), default="running",
+                        help="running: the jobs join one cluster started with `ray start` (as `ray job submit` "
+                             "finds it); fresh: each job starts its own local cluster")
     parser.add_argument("--out", help="write the figures here as JSON")
     args = parser.parse_args()
 
@@ -141,18 +170,22 @@ def main() -> None:
     after = naive_loops(tokens)
     classic_seconds, naive_seconds = min(before[0], after[0]), min(before[1], after[1])
     generator = baseline
-    jobs = [bulk_job(args.model, args.per_style, b, args.cpus, p) for p in args.precisions for b in args.job_batch_sizes]
+    cluster = running_cluster(args.cpus) if args.cluster == "running" else contextlib.nullcontext()
+    with cluster:
+        jobs = [bulk_job(args.model, args.per_style, b, args.cpus, p, args.cluster)
+                for p in args.precisions for b in args.job_batch_sizes]
 
-    classic_rate, naive_rate = 1 / classic_seconds, 1 / naive_seconds
+        classic_rate, naive_rate = 1 / classic_seconds, 1 / naive_seconds
 
-    rounds = []
-    for _ in range(args.rounds):
-        before_job = classic_loop(tokens)
-        job = bulk_job(args.model, args.per_style, args.job_batch_sizes[0], args.cpus, args.precisions[0])
-        classic = 1 / min(before_job, classic_loop(tokens))
-        rounds.append({"classic_per_second": round(classic, 2), "job_per_second": job["melodies_per_second"],
-                       "ratio": round(job["melodies_per_second"] / classic, 1),
-                       "job_wall_seconds": job["wall_seconds"]})
+        rounds = []
+        for _ in range(args.rounds):
+            before_job = classic_loop(tokens)
+            job = bulk_job(args.model, args.per_style, args.job_batch_sizes[0], args.cpus, args.precisions[0],
+                           args.cluster)
+            classic = 1 / min(before_job, classic_loop(tokens))
+            rounds.append({"classic_per_second": round(classic, 2), "job_per_second": job["melodies_per_second"],
+                           "ratio": round(job["melodies_per_second"] / classic, 1),
+                           "job_wall_seconds": job["wall_seconds"]})
 
     def ratios(rate: float) -> str:
         return f"{rate / classic_rate:.1f}x | {rate / naive_rate:.1f}x"
