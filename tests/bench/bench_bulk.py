@@ -35,12 +35,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import torch
+from ray_cluster import running_cluster  # tests/bench/ray_cluster.py, next to this script
 
 
 def module_step(model, tokens, style, cache):
@@ -109,21 +108,6 @@ def bulk_job(model: str, per_style: int, batch_size: int, cpus: int, precision: 
                                        precision=precision))
     finally:
         ray.shutdown()
-
-
-@contextlib.contextmanager
-def running_cluster(cpus: int):
-    """``ray start --head`` with ``cpus`` CPUs and one tiny Ray Data job (which creates Ray Data's system
-    actors), as a long-running cluster is when a job is submitted to it; ``ray stop --force`` at the end."""
-    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
-    subprocess.run([ray_cli, "start", "--head", f"--num-cpus={cpus}", "--include-dashboard=false"],
-                   check=True, capture_output=True)
-    try:
-        warm_up = "import ray; ray.init(address='auto', logging_level='ERROR'); ray.data.range(8).materialize()"
-        subprocess.run([sys.executable, "-c", warm_up], check=True, capture_output=True)
-        yield
-    finally:
-        subprocess.run([ray_cli, "stop", "--force"], check=True, capture_output=True)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ artifacts/bench/corpus (a few minutes) and reuses it afterwards.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ import sys
 import time
 
 import numpy as np
+from ray_cluster import running_cluster  # tests/bench/ray_cluster.py, next to this script
 
 
 def naive_loop(paths: list[str], tokenizer) -> tuple[int, float]:
@@ -116,17 +118,8 @@ with tempfile.TemporaryDirectory() as out:
     stats = run_preprocess(PreprocessConfig(inputs=({corpus!r},), output=out))
 print("STATS" + json.dumps({{k: stats[k] for k in ("files_read", "melodies", "wall_seconds", "files_per_second")}}))
 """
-    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
-    if cluster == "running":
-        subprocess.run([ray_cli, "start", "--head", f"--num-cpus={num_cpus}", "--include-dashboard=false"],
-                       preexec_fn=pin, check=True, capture_output=True)
-        warm_up = "import ray; ray.init(address='auto', logging_level='ERROR'); ray.data.range(8).materialize()"
-        subprocess.run([sys.executable, "-c", warm_up], preexec_fn=pin, check=True, capture_output=True)
-    try:
+    with running_cluster(num_cpus, pin) if cluster == "running" else contextlib.nullcontext():
         result = subprocess.run([sys.executable, "-c", code], preexec_fn=pin, capture_output=True, text=True, check=True)
-    finally:
-        if cluster == "running":
-            subprocess.run([ray_cli, "stop", "--force"], check=True, capture_output=True)
     line = next(l for l in result.stdout.splitlines() if l.startswith("STATS"))
     return json.loads(line[5:])
 
