@@ -5,7 +5,6 @@ import struct
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-
 import pyarrow.parquet as pq
 
 from musicgen.data.preprocess import (
