@@ -191,7 +191,8 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
         num_cpus=0, num_returns=3).remote(data, min(MIN_REPORTED_RUN, config.copy_threshold))
     actors = config.actors or max(1, int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)))
     job = Job(config, generator, styles, progress, reference, loader, use_gpu, actors)
-    writer = Writer(config.out, config.write_threads, complete_ids(config.out, styles), config.inject_kill_after)
+    threads = config.write_threads or (16 if storage.is_s3(config.out) else 1)
+    writer = Writer(config.out, threads, complete_ids(config.out, styles), config.inject_kill_after)
     generating = time.perf_counter()
     with tqdm(total=config.per_style * len(styles), initial=accepted_before, unit="melody", desc="catalog") as bar:
         job.run(writer, bar)
