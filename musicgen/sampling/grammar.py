@@ -23,6 +23,7 @@ requested number of bar lines is written or the length budget runs out.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from musicgen.tokenizers.abc import AbcTokenizer
 from musicgen.tokenizers.base import Tokenizer
 from musicgen.tokenizers.events import DURATIONS, TIME_SIGNATURES, EventTokenizer
 
+SINGLE_ROW_MASKS = 1 << 15  # masks the events grammar remembers for batches of one (~600 bytes each with key)
 GRID = (0, 3, 4, 6, 8, 9)  # onsets within a beat that quantisation keeps (see musicgen.music.melody)
 
 # phases of the events grammar
@@ -38,6 +40,16 @@ NEED_TIME_SIGNATURE, BOUNDARY, NEED_DURATION, AFTER_DURATION = 0, 1, 2, 3
 # token kinds, and the phase each one leads to (-1: unchanged)
 OTHER, TIME_SIGNATURE, BAR, NOTE, REST, DURATION, EOS = range(7)
 _PHASE_AFTER = (-1, BOUNDARY, BOUNDARY, NEED_DURATION, NEED_DURATION, AFTER_DURATION, -1)
+
+
+@lru_cache(maxsize=8)
+def grammar_for(tokenizer: Tokenizer) -> EventGrammar | AbcGrammar:
+    """The grammar of a tokenizer, built once (its tables, and the masks it remembers, outlive a request)."""
+    if isinstance(tokenizer, EventTokenizer):
+        return EventGrammar(tokenizer)
+    if isinstance(tokenizer, AbcTokenizer):
+        return AbcGrammar(tokenizer)
+    raise TypeError(f"no grammar for the {tokenizer.name!r} tokenizer")
 
 
 def select_rows(state, rows: np.ndarray):
@@ -92,6 +104,7 @@ class EventGrammar:
         self.ids = ids
         self.pad, self.eos = tokenizer.pad_id, tokenizer.eos_id
         self.bar_id, self.rest_id = tokenizer.bar_id, tokenizer.rest_id
+        self._single_row_masks: dict[bytes, np.ndarray] = {}
 
     def ts_token(self, time_signature: tuple[int, int]) -> int:
         if tuple(time_signature) not in TIME_SIGNATURES:
@@ -110,6 +123,21 @@ class EventGrammar:
                           in_rest=zeros(bool), forced_ts=forced, done=zeros(bool))
 
     def allowed(self, s: EventState) -> np.ndarray:
+        """The mask ``[B, V]``. A batch of one (a Serve replica at low load) looks its state up among
+        the masks made before, shared and so read-only: ~2 µs where making one costs 35-90 µs, and
+        states recur across requests (16-bar melodies: after 200 requests ~87 % are found)."""
+        if len(s.phase) != 1:
+            return self._allowed(s)
+        key = b"".join(getattr(s, f.name).tobytes() for f in fields(s))
+        mask = self._single_row_masks.get(key)
+        if mask is None:
+            if len(self._single_row_masks) >= SINGLE_ROW_MASKS:
+                self._single_row_masks.clear()
+            mask = self._single_row_masks[key] = self._allowed(s)
+            mask.flags.writeable = False
+        return mask
+
+    def _allowed(self, s: EventState) -> np.ndarray:
         # few NumPy calls: at batch 1 each costs more than its arithmetic, and this runs once per token
         total = s.bars * s.bar
         remaining = total - s.cursor

@@ -31,8 +31,7 @@ from torch import Tensor
 from musicgen.models import unwrap
 from musicgen.models.lstm import null_style_index
 from musicgen.music.melody import Melody, transpose_to_key
-from musicgen.sampling.grammar import AbcGrammar, EventGrammar, select_rows
-from musicgen.tokenizers.abc import AbcTokenizer
+from musicgen.sampling.grammar import EventGrammar, grammar_for, select_rows
 from musicgen.tokenizers.base import Tokenizer
 from musicgen.tokenizers.events import EventTokenizer
 
@@ -188,16 +187,13 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
                   prompts: list[list[int]], prompt_bars: list[int], device: torch.device) -> list[list[int]]:
     """The model steps on its device; the grammar mask and the token choice run in NumPy on the host."""
     bars = [r.bars for r in requests]
-    if isinstance(tokenizer, EventTokenizer):
-        grammar = EventGrammar(tokenizer)
+    grammar = grammar_for(tokenizer)
+    if isinstance(grammar, EventGrammar):
         state = grammar.start(bars, [r.time_signature for r in requests])
         max_new = grammar.max_new_tokens(bars, [r.time_signature for r in requests])
-    elif isinstance(tokenizer, AbcTokenizer):
-        grammar = AbcGrammar(tokenizer)
+    else:
         state = grammar.start(bars, prompt_bars)
         max_new = grammar.max_new_tokens(bars)
-    else:
-        raise TypeError(f"no grammar for the {tokenizer.name!r} tokenizer")
     prompt = np.array(prompts, dtype=np.int64)
     for i in range(2, prompt.shape[1]):  # the primer moves the grammar on
         grammar.advance(state, prompt[:, i])

@@ -131,6 +131,28 @@ def test_events_grammar_never_dead_ends(seed, bars, time_signature):
     _check_events_melody(melody, bars, time_signature)
 
 
+def test_remembered_single_row_masks_match_the_batch_computation():
+    """A batch of one reuses masks by state; each must equal that row's mask computed in a batch."""
+    tok = EventTokenizer(STYLES)
+    grammar = EventGrammar(tok)
+    signatures = [(4, 4), (6, 8), None, (3, 4)] * 4
+    batch = grammar.start([2] * 16, signatures)
+    rows = [grammar.start([2], [ts]) for ts in signatures]
+    rng = np.random.default_rng(0)
+    for _ in range(grammar.max_new_tokens([2], signatures)):
+        batched = grammar.allowed(batch)
+        singles = [grammar.allowed(row) for row in rows]
+        np.testing.assert_array_equal(np.concatenate(singles), batched)
+        assert not singles[0].flags.writeable
+        tokens = np.array([rng.choice(np.flatnonzero(m)) for m in batched])
+        grammar.advance(batch, tokens)
+        for row, token in zip(rows, tokens):
+            grammar.advance(row, np.array([token]))
+        if batch.done.all():
+            break
+    assert batch.done.all() and len(grammar._single_row_masks) > 50
+
+
 def test_primer_is_continued(generator):
     primer = Melody(tuple(Note(60 + 2 * i, 6 * i, 6) for i in range(6)), (4, 4), "C major", 90.0)
     out = generator.generate([SampleRequest(style="irish_folk", seed=3, bars=4, primer=primer)])[0].melody
