@@ -70,14 +70,15 @@ class _Segment:
         self.keys, self.melody, self.pos = keys, melody, pos
 
     @classmethod
-    def of(cls, grams: list[np.ndarray], first_melody: int) -> _Segment:
-        lengths = np.array([len(g) for g in grams], dtype=np.int64)
-        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-        return cls(
-            np.concatenate(grams) if grams else np.empty(0, dtype=np.uint64),
-            np.repeat(np.arange(first_melody, first_melody + len(grams), dtype=np.int32), lengths),
-            (np.arange(int(lengths.sum()), dtype=np.int64) - starts).astype(np.int32),
-        )
+    def of(cls, intervals: list[np.ndarray], gram: int) -> _Segment:
+        """The grams of many melodies' intervals at once: the windows of their concatenation, less
+        those straddling two melodies (the 16,714-melody corpus: 0.34 s to build, 0.73 s melody by melody)."""
+        lengths = np.array([len(i) for i in intervals], dtype=np.int64)
+        keys = gram_keys(np.concatenate(intervals) if intervals else np.empty(0, dtype=np.int16), gram)
+        melody = np.repeat(np.arange(len(intervals), dtype=np.int32), lengths)
+        inside = np.flatnonzero(melody[: len(keys)] == melody[gram - 1 :])
+        melody = melody[inside]
+        return cls(keys[inside], melody, (inside - (np.cumsum(lengths) - lengths)[melody]).astype(np.int32))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -122,7 +123,7 @@ class IntervalIndex:
             raise ValueError(f"{len(melodies)} melodies but {len(ids)} ids")
         index = cls(min_run)
         index.ids = [str(i) for i in ids]
-        index._segments = [_Segment.of([gram_keys(pitch_intervals(m), index.gram) for m in melodies], 0)]
+        index._segments = [_Segment.of([pitch_intervals(m) for m in melodies], index.gram)]
         index._windows = None  # millions of Python ints for a corpus: not worth their memory and pickling
         return index
 
@@ -132,7 +133,8 @@ class IntervalIndex:
     def add(self, melody: MelodyLike, id: str) -> None:
         """Index one more melody; amortised O(log n) merges per gram, so a catalog can grow melody by melody."""
         keys = gram_keys(pitch_intervals(melody), self.gram)
-        self._segments.append(_Segment.of([keys], len(self.ids)))
+        self._segments.append(_Segment(keys, np.full(len(keys), len(self.ids), dtype=np.int32),
+                                       np.arange(len(keys), dtype=np.int32)))
         self.ids.append(str(id))
         if self._windows is not None:
             self._windows.update(self._window_hashes(keys))
