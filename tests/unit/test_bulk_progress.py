@@ -46,4 +46,3 @@ def test_a_part_written_after_the_last_saved_state_is_ignored_and_replaced(tmp_p
     resumed.accepted.append(record("bach", 1))
     save_progress(out, resumed)
     assert load_progress(out, SETTINGS).accepted == [record("bach", 0), record("bach", 1)]
-
