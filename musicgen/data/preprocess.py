@@ -77,6 +77,7 @@ PARSED_SCHEMA = pa.schema(
         ("key", pa.string()),
         ("time_signature", pa.string()),
         ("tempo", pa.float32()),
+        ("sections", pa.list_(pa.int32())),  # onsets (ticks) where sections of the written form start
         ("fingerprint", pa.string()),
         ("head_fingerprint", pa.string()),
         ("error_kind", pa.string()),
@@ -239,6 +240,7 @@ def parse_files(
             "key": pick(melodies.keys),
             "time_signature": ["{}/{}".format(*melodies.time_signatures[i]) for i in usable],
             "tempo": pick(melodies.tempos),
+            "sections": [list(melodies.sections[i]) if melodies.sections is not None else [] for i in usable],
             "fingerprint": pick(fingerprints),
             "head_fingerprint": pick(head_fingerprints),
             "error_kind": pa.nulls(len(usable), pa.string()),

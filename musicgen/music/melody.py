@@ -52,6 +52,9 @@ class Melody:
     key: str = "C major"
     tempo: float = 120.0
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    # onsets (ticks) where a section of the written form starts, e.g. each pass of a repeated
+    # strain of an AABB tune; empty when unknown. Tokens do not carry it, so round trips ignore it.
+    sections: tuple[int, ...] = field(default=(), compare=False, hash=False)
 
     @property
     def bar_ticks(self) -> int:
@@ -182,6 +185,7 @@ class RawMelody(NamedTuple):
     tempo: float = 120.0
     pickup_beats: float = 0.0
     meta: dict | None = None
+    sections: tuple[float, ...] = ()  # beats, on the same axis as the onsets
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,7 @@ class MelodyBatch:
     keys: list[str]
     tempos: list[float]
     metas: list[dict]
+    sections: list[tuple[int, ...]] | None = None  # per melody; None: no melody of the batch knows its sections
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -230,7 +235,8 @@ class MelodyBatch:
     def melody(self, i: int) -> Melody:
         a, b = self.offsets[i], self.offsets[i + 1]
         notes = map(Note, self.pitches[a:b].tolist(), self.onsets[a:b].tolist(), self.durations[a:b].tolist())
-        return Melody(tuple(notes), self.time_signatures[i], self.keys[i], self.tempos[i], dict(self.metas[i]))
+        sections = self.sections[i] if self.sections is not None else ()
+        return Melody(tuple(notes), self.time_signatures[i], self.keys[i], self.tempos[i], dict(self.metas[i]), sections)
 
     @classmethod
     def from_melodies(cls, melodies: Sequence[Melody]) -> MelodyBatch:
@@ -248,6 +254,7 @@ class MelodyBatch:
             [m.key for m in melodies],
             [m.tempo for m in melodies],
             [m.meta for m in melodies],
+            [m.sections for m in melodies] if any(m.sections for m in melodies) else None,
         )
 
     @classmethod
@@ -262,6 +269,8 @@ class MelodyBatch:
             [x for b in batches for x in b.keys],
             [x for b in batches for x in b.tempos],
             [x for b in batches for x in b.metas],
+            None if all(b.sections is None for b in batches)
+            else [x for b in batches for x in (b.sections if b.sections is not None else [()] * len(b))],
         )
 
 
@@ -310,7 +319,8 @@ def quantise_many(raws: Sequence[RawMelody]) -> MelodyBatch:
     firsts = np.zeros(len(raws), dtype=np.int64)
     firsts[counts > 0] = onsets[offsets[:-1][counts > 0]]
     durations = ends - onsets
-    onsets = onsets - (firsts // steps * steps)[segment]
+    shifts = firsts // steps * steps
+    onsets = onsets - shifts[segment]
     estimated = _estimate_keys(pitches, durations, segment, len(raws)) if any(r.key is None for r in raws) else []
     keys = [key_name(*parse_key(r.key)) if r.key is not None else estimated[i] for i, r in enumerate(raws)]
     return MelodyBatch(
@@ -322,7 +332,28 @@ def quantise_many(raws: Sequence[RawMelody]) -> MelodyBatch:
         keys,
         [float(r.tempo) for r in raws],
         [dict(r.meta or {}) for r in raws],
+        _section_ticks(raws, shifts, offsets, onsets, durations) if any(len(r.sections) for r in raws) else None,
     )
+
+
+def _section_ticks(raws: Sequence[RawMelody], shifts: np.ndarray, offsets: np.ndarray, onsets: np.ndarray,
+                   durations: np.ndarray) -> list[tuple[int, ...]]:
+    """Section starts in ticks, moved with the notes (anacrusis, dropped leading bars): the melody's
+    first note, then each start inside the melody at least a bar after the one before."""
+    out = []
+    for i, raw in enumerate(raws):
+        a, b = offsets[i], offsets[i + 1]
+        if not len(raw.sections) or a == b:
+            out.append(())
+            continue
+        ticks = snap((np.asarray(raw.sections, dtype=np.float64) + raw.pickup_beats) * TICKS_PER_BEAT) - shifts[i]
+        end = int((onsets[a:b] + durations[a:b]).max())
+        starts = [int(onsets[a])]
+        for tick in sorted(set(ticks[(ticks > starts[0]) & (ticks < end)].tolist())):
+            if tick - starts[-1] >= bar_ticks(raw.time_signature):  # a bar line right after a pickup is no new section
+                starts.append(tick)
+        out.append(tuple(starts))
+    return out
 
 
 def quantise(
@@ -334,6 +365,7 @@ def quantise(
     tempo: float = 120.0,
     pickup_beats: float = 0.0,
     meta: dict | None = None,
+    sections: Sequence[float] = (),
 ) -> Melody:
     """Build a quantised Melody from raw notes in beats (quarter notes).
 
@@ -343,7 +375,7 @@ def quantise(
     a pickup lands on the upbeat rather than on the downbeat.
     """
     raw = RawMelody(np.asarray(pitches), np.asarray(onsets_beats), np.asarray(durations_beats),
-                    time_signature, key, tempo, pickup_beats, meta)
+                    time_signature, key, tempo, pickup_beats, meta, tuple(sections))
     if raw.pitches.size == 0:
         raise ValueError("no notes")
     batch = quantise_many([raw])

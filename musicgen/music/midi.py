@@ -26,6 +26,7 @@ from musicgen.tokenizers.abc import abc_key
 
 MIDI_RESOLUTION = 480  # ticks per beat in written files, as pretty_midi writes them (a multiple of TICKS_PER_BEAT)
 VELOCITY = 80
+SECTION_MARKER = "section"  # a MIDI marker at each section start (Melody.sections), read back by parse_midi
 
 
 class UnusableInput(ValueError):
@@ -133,6 +134,7 @@ def parse_midi(data: bytes, meta: dict | None = None) -> RawMelody:
         ks = score.key_signatures[0]
         key = key_from_sharps(int(ks.key), bool(ks.tonality))
     tempo = round(float(score.tempos[0].qpm), 2) if len(score.tempos) else 120.0
+    sections = tuple(m.time / tpq for m in score.markers if m.text == SECTION_MARKER)
     return RawMelody(
         melody_track.pitches,
         melody_track.onsets,
@@ -141,6 +143,7 @@ def parse_midi(data: bytes, meta: dict | None = None) -> RawMelody:
         key=key,
         tempo=tempo,
         meta={**(meta or {}), "track": melody_track.name},
+        sections=sections,
     )
 
 
@@ -161,6 +164,8 @@ def write_midi(parts: Sequence[tuple[str, Melody]], program: int = 0) -> bytes:
     score.time_signatures.append(symusic.TimeSignature(0, *first.time_signature))
     _, mode = parse_key(first.key)
     score.key_signatures.append(symusic.KeySignature(0, abc_key(first.key)[1], int(mode == "minor")))
+    for tick in first.sections:
+        score.markers.append(symusic.TextMeta(tick * scale, SECTION_MARKER))
     for name, melody in parts:
         track = symusic.Track(name, program=program)
         notes = melody.notes

@@ -163,6 +163,7 @@ class _ScoreInfo:
     tempo: float
     pickup_beats: float
     title: str | None
+    sections: tuple[float, ...] = ()  # quarter lengths where a section of the form starts
 
 
 def _pitch_and_tie(element) -> tuple[int | None, str | None]:
@@ -321,9 +322,48 @@ def _title(score) -> str | None:
     return str(title or parent) if (title or parent) else None
 
 
+_SECTION_BARLINES = {"double", "final", "heavy", "heavy-light", "light-heavy", "heavy-heavy"}
+
+
+def _expand_repeats(score):
+    """The score with its repeats, first and second endings and da capos written out, so an AABB
+    tune keeps all four strains; a score whose repeat marks music21 cannot pair stays as written."""
+    from music21 import bar, repeat, spanner
+
+    marks = score.recurse().getElementsByClass((bar.Repeat, spanner.RepeatBracket, repeat.RepeatExpression))
+    if marks.first() is None:
+        return score
+    try:
+        return score.expandRepeats()
+    except Exception as exc:  # noqa: BLE001 - music21's Expander raises several kinds on odd marks
+        log.info("repeats left as written: %s", exc)
+        return score
+
+
+def _section_starts(part) -> tuple[float, ...]:
+    """Offsets (quarter lengths) of the measures that start a section: where the measure numbers go
+    back (an expanded repeat starting again) and at double, final or repeat bar lines. A second
+    ending, where the numbers skip forward, does not start one."""
+    from music21 import bar, stream
+
+    def boundary(barline) -> bool:
+        return barline is not None and (isinstance(barline, bar.Repeat) or barline.type in _SECTION_BARLINES)
+
+    starts = [0.0]
+    previous = None
+    for measure in part.getElementsByClass(stream.Measure):
+        if previous is not None and (
+            measure.number <= previous.number or boundary(measure.leftBarline) or boundary(previous.rightBarline)
+        ):
+            starts.append(float(measure.offset))
+        previous = measure
+    return tuple(starts)
+
+
 def _score_info(score) -> _ScoreInfo:
     from music21 import stream
 
+    score = _expand_repeats(score)
     parts = list(score.parts) if isinstance(score, stream.Score) else [score]
     if not parts:
         raise UnusableInput("no_notes", "the score has no parts")
@@ -351,7 +391,8 @@ def _score_info(score) -> _ScoreInfo:
                 tempo = round(float(bpm), 2)
         except Exception:  # noqa: BLE001 - marks without a number
             pass
-    return _ScoreInfo(extracted, time_signature, key, sharps, tempo, _pickup(parts[0]), _title(score))
+    return _ScoreInfo(extracted, time_signature, key, sharps, tempo, _pickup(parts[0]), _title(score),
+                      _section_starts(parts[0]))
 
 
 def _mode_from_thirds(tonic: int, parts: Sequence[_PartNotes]) -> str:
@@ -394,6 +435,7 @@ def _melody(info: _ScoreInfo, part: _PartNotes, key: str | None, meta: dict) -> 
             tempo=info.tempo,
             pickup_beats=info.pickup_beats,
             meta=meta,
+            sections=info.sections,
         )
     except ValueError as exc:
         raise UnusableInput("no_notes", f"part {part.name!r}: {exc}") from exc
@@ -435,7 +477,9 @@ def score_parts(score, meta: dict | None = None) -> list[tuple[str, Melody]]:
         if drop > common:
             shift = drop - common
             melody = replace(
-                melody, notes=tuple(Note(n.pitch, n.onset + shift, n.duration) for n in melody.notes)
+                melody,
+                notes=tuple(Note(n.pitch, n.onset + shift, n.duration) for n in melody.notes),
+                sections=tuple(t + shift for t in melody.sections),
             )
         out.append((part.name, melody))
     return out

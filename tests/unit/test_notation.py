@@ -11,10 +11,11 @@ import pytest
 music21 = pytest.importorskip("music21")
 
 from musicgen.music.melody import TICKS_PER_BEAT  # noqa: E402
-from musicgen.music.midi import UnusableInput  # noqa: E402
+from musicgen.music.midi import UnusableInput, read_midi, write_midi  # noqa: E402
 from musicgen.music.notation import (  # noqa: E402
     abc_tune_number,
     parse_score,
+    read_abc_tune,
     read_notation,
     score_parts,
     split_abc_tunes,
@@ -225,9 +226,10 @@ def test_bach_chorale_melody_is_the_soprano():
     (melody,) = read_notation(data, ".mxl")
     assert melody.meta["track"] == "Soprano"
     score = parse_score(data, ".mxl")
-    soprano = next(p for p in score.parts if p.partName == "Soprano")
+    soprano = next(p for p in score.expandRepeats().parts if p.partName == "Soprano")
     expected = [n.pitch.midi for n in soprano.flatten().stripTies().notes]
-    assert [n.pitch for n in melody.notes] == expected
+    assert [n.pitch for n in melody.notes] == expected  # the chorale's repeated first strain written out
+    assert len(melody.notes) > len(next(p for p in score.parts if p.partName == "Soprano").flatten().stripTies().notes)
     assert melody.key == "G major" and melody.time_signature == (3, 4)
     assert melody.notes[0].onset == melody.bar_ticks - TICKS_PER_BEAT  # one-beat pickup
     names = [name for name, _ in score_parts(score)]
@@ -256,3 +258,49 @@ def test_essen_key_names_the_tonic_only():
     assert tonic_only.key == "G minor"
     major = b"X:1\nT:Essen\nM:4/4\nL:1/8\nK: G\nG2B2A2d2 | B4G4 |]\n"
     assert read_notation(major, ".abc", key_is_tonic=True)[0].key == "G major"
+
+
+REPEATED_TUNE = """X:1
+T:Repeats and endings
+M:4/4
+L:1/8
+K:G
+|:GABc dedc|BAGF G4:|
+|:efga gfed|1 cBAG G4:|2 cBAG E4|]
+"""
+
+PICKUP_TUNE = """X:2
+T:Pickup and endings
+M:6/8
+L:1/8
+K:D
+A|:d2f afd|e2g gfe|d2f afd|1 ecA A2A:|2 ecA d2||
+|:fga agf|gfe e2g|fga agf|1 edc d3:|2 edc d2|]
+"""
+
+
+def test_abc_repeats_and_endings_are_written_out():
+    melody = read_abc_tune(REPEATED_TUNE)
+    letters = [n.pitch for n in melody.notes]
+    a_part = [67, 69, 71, 72, 74, 76, 74, 72, 71, 69, 67, 66, 67]
+    assert letters[:13] == a_part and letters[13:26] == a_part  # A played twice
+    b_first, b_second = letters[26:39], letters[39:52]
+    assert len(letters) == 52  # 26 notes as written, 52 as played
+    assert b_first[:8] == b_second[:8] and b_first[-1] == 67 and b_second[-1] == 64  # first and second ending
+    assert [t // melody.bar_ticks for t in melody.sections] == [0, 2, 4, 6]
+
+
+def test_sections_follow_the_pickup_and_skip_second_endings():
+    melody = read_abc_tune(PICKUP_TUNE)
+    bar = melody.bar_ticks
+    pickup = melody.notes[0].onset
+    assert pickup == bar - bar // 6  # one quaver before the first downbeat
+    # A from its pickup, A again from the repeat sign (after the pickup), B, B again; the second
+    # endings continue their section, and the bar line right after the pickup starts nothing
+    assert melody.sections == (pickup, 5 * bar, 9 * bar - bar // 6, 13 * bar - bar // 6)
+
+
+def test_sections_survive_a_midi_round_trip():
+    melody = read_abc_tune(REPEATED_TUNE)
+    again = read_midi(write_midi([("melody", melody)]))
+    assert again.notes == melody.notes and again.sections == melody.sections
