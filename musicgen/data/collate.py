@@ -16,6 +16,15 @@ from musicgen.tokenizers import tokenizer_from_dict
 from musicgen.tokenizers.events import EventTokenizer
 
 
+def windows(sequence: Sequence[int], max_len: int) -> list[Sequence[int]]:
+    """A whole melody as consecutive windows of at most ``max_len + 1`` tokens, each starting on the
+    last token of the one before, so every token after the first is predicted exactly once: how
+    validation and the n-gram baseline both score whole melodies with a model that reads at most
+    ``max_len`` tokens."""
+    starts = range(0, max(1, len(sequence) - 1), max_len)
+    return [sequence[s : s + max_len + 1] for s in starts]
+
+
 class Collate(NumpyBatchCollateFn):
     """Pads variable-length melodies to the longest in the batch (at most ``max_len + 1``).
 

@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-PAD_ID = 0  # targets equal to this are ignored by every loss (see musicgen.tokenizers.base)
+from musicgen.models.targets import PAD_ID, hide_style, inputs_and_targets
+
 GRAD_CLIP = 1.0
 
 
@@ -111,9 +112,9 @@ class MLETrainingMixin:
             # embedding and the STYLE token, so the same network also learns melodies of no given style
             dropped = torch.rand(style.shape, device=device) < self.config.style_dropout
             style = torch.where(dropped, null, style)
-            tokens = tokens.clone()
-            tokens[:, 1] = torch.where(dropped, PAD_ID, tokens[:, 1])
-        _, loss = (forward or self)(tokens[:, :-1], style, tokens[:, 1:])
+            tokens = hide_style(tokens, dropped)
+        inputs, targets = inputs_and_targets(tokens)
+        _, loss = (forward or self)(inputs, style, targets)
         return loss
 
     def training_step(self, tokens: Tensor, style: Tensor, optimizers: dict[str, torch.optim.Optimizer],

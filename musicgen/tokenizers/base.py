@@ -15,6 +15,15 @@ PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 STYLE_PREFIX = "STYLE_"
 
 
+def scored_positions(window: Sequence[int]) -> range:
+    """Indices of the tokens of a window (a whole melody or a cut of one) that a model is scored on:
+    every token after the first, except the prompt's style token after ``<bos>``, which every model
+    is given (the n-gram baseline keeps one table per style). Training, validation and the n-gram
+    baseline all use this rule."""
+    first = 2 if len(window) and window[0] == Tokenizer.bos_id else 1
+    return range(first, len(window))
+
+
 class Tokenizer(ABC):
     """Maps a (melody, style) pair to token ids and back.
 

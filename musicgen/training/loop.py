@@ -15,17 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from musicgen import storage
-
-PAD_ID, BOS_ID = 0, 1
-
-
-def inputs_and_targets(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token targets; the style token after ``<bos>`` is not scored (every model is told the style)."""
-    inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()
-    starts = tokens[:, 0] == BOS_ID
-    targets[starts, 0] = PAD_ID
-    return inputs, targets
-
+from musicgen.models.targets import PAD_ID, inputs_and_targets
 
 def learning_rate(step: int, peak: float, warmup_steps: int, max_steps: int | None) -> float:
     """Linear warm-up to ``peak``, then cosine decay to peak/10 at ``max_steps`` (constant when

@@ -5,8 +5,9 @@ down to a uniform distribution over the vocabulary so no token has zero
 probability. Following Chen & Goodman (1998), with one absolute discount per
 order estimated as D = n1 / (n1 + 2 n2) from the counts of counts.
 
-Bits per token are measured on the same targets as the neural models: every
-token after the style token, ``<eos>`` included.
+Bits per token are measured on the same windows and targets as the neural
+models (``musicgen.models.targets``): every token after the style token,
+``<eos>`` included.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+
+from musicgen.tokenizers.base import scored_positions
 
 
 class KneserNey:
@@ -82,13 +85,13 @@ class StyleNgramBaseline:
         self.models = {s: KneserNey(self.order, self.vocab_size).fit(seqs) for s, seqs in by_style.items()}
         return self
 
-    def nll_bits(self, seq: Sequence[int], style: str) -> tuple[float, int]:
-        """(total bits, number of predicted tokens) for the tokens after the style token."""
+    def nll_bits(self, window: Sequence[int], style: str) -> tuple[float, int]:
+        """(total bits, number of predicted tokens) of a window's scored tokens (``scored_positions``),
+        each predicted from the window's tokens before it, as the neural models see them."""
         model = self.models.get(style) or KneserNey(1, self.vocab_size).fit([])
-        bits = 0.0
-        for i in range(2, len(seq)):
-            bits -= math.log2(model.prob(seq[:i], seq[i]))
-        return bits, max(0, len(seq) - 2)
+        positions = scored_positions(window)
+        bits = -sum(math.log2(model.prob(window[:i], window[i])) for i in positions)
+        return bits, len(positions)
 
     def bits_per_token(self, sequences: Iterable[Sequence[int]], styles: Iterable[str]) -> dict[str, float]:
         """Bits per token overall (key "all") and per style."""

@@ -28,7 +28,7 @@ import torch
 from musicgen import storage
 from musicgen.config import TrainConfig, from_dict
 from musicgen.data.preprocess import read_split, split_uri
-from musicgen.data.collate import Collate
+from musicgen.data.collate import Collate, windows
 from musicgen.models import META_FILE, build_model, copy_weights_for_finetuning, load_artifact, safe_load, save_artifact
 from musicgen.tokenizers import tokenizer_from_dict
 from musicgen.training.loop import append_metrics, evaluate, learning_rate, plot_loss_curves
@@ -144,18 +144,19 @@ def train_worker(loop_config: dict) -> None:
 
 
 def _validation_batches(config: TrainConfig, tokenizer_config: dict, device) -> list[dict]:
-    """The validation split as padded batches (first ``max_len`` tokens of each melody, no transposition)."""
+    """The validation split as padded batches of whole melodies, cut into the windows the n-gram
+    baseline scores too (``windows``; no transposition)."""
     table = read_split(config.data, "val")
     collate = Collate(tokenizer_config, config.max_len, transpose=0, seed=0)
-    tokens, styles = table.column("tokens").to_pylist(), table.column("style").to_pylist()
-    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))  # similar lengths together: less padding
+    rows = [(w, style) for seq, style in zip(table.column("tokens").to_pylist(), table.column("style").to_pylist())
+            for w in windows(seq, config.max_len)]
+    rows.sort(key=lambda r: len(r[0]))  # similar lengths together: less padding
     if config.val_batches is not None:
-        order = order[:: max(1, len(order) // (config.val_batches * config.batch_size))]
+        rows = rows[:: max(1, len(rows) // (config.val_batches * config.batch_size))]
     batches = []
-    for start in range(0, len(order), config.batch_size):
-        chunk = order[start : start + config.batch_size]
-        rows = [tokens[i][: config.max_len + 1] for i in chunk]
-        batches.append(_to(collate.collate(rows, [styles[i] for i in chunk]), device))
+    for start in range(0, len(rows), config.batch_size):
+        chunk = rows[start : start + config.batch_size]
+        batches.append(_to(collate.collate([w for w, _ in chunk], [s for _, s in chunk]), device))
     return batches
 
 
@@ -183,25 +184,28 @@ def _check_finetuning_source(config: TrainConfig, vocab: dict) -> None:
         raise ValueError(f"--init-from {config.init_from} was trained on another vocabulary or style list than {config.data}")
 
 
-def ngram_baseline(data_uri: str, tokenizer, order: int) -> dict:
-    """Validation bits/token of a per-style Kneser–Ney n-gram fitted on the training split."""
+def ngram_baseline(data_uri: str, tokenizer, order: int, max_len: int) -> dict:
+    """Validation bits/token of a per-style Kneser–Ney n-gram fitted on the training split, scored on
+    the windows validation scores (``windows``)."""
     train, val = read_split(data_uri, "train"), read_split(data_uri, "val")
     model = StyleNgramBaseline(order, len(tokenizer)).fit(
         train.column("tokens").to_pylist(), train.column("style").to_pylist()
     )
-    return model.bits_per_token(val.column("tokens").to_pylist(), val.column("style").to_pylist())
+    scored = [(w, style) for seq, style in zip(val.column("tokens").to_pylist(), val.column("style").to_pylist())
+              for w in windows(seq, max_len)]
+    return model.bits_per_token([w for w, _ in scored], [s for _, s in scored])
 
 
 def _cached_ngram_baseline(config: TrainConfig, tokenizer, run_uri: str) -> dict:
     """The baseline of ``ngram_baseline``, kept in ``<run>/ngram_baseline.json`` so a resumed run
     does not fit it again (it takes a minute on the full corpus)."""
     path = storage.join(run_uri, "ngram_baseline.json")
-    key = {"data": config.data, "order": config.ngram_order}
+    key = {"data": config.data, "order": config.ngram_order, "max_len": config.max_len}
     if storage.exists(path):
         saved = storage.read_json(path)
         if saved["key"] == key:
             return saved["bits_per_token"]
-    bits = ngram_baseline(config.data, tokenizer, config.ngram_order)
+    bits = ngram_baseline(config.data, tokenizer, config.ngram_order, config.max_len)
     storage.write_json(path, {"key": key, "bits_per_token": bits})
     return bits
 

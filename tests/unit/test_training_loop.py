@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from musicgen.training.loop import append_metrics, inputs_and_targets, read_metrics
+from musicgen.models.targets import inputs_and_targets
+from musicgen.training.loop import append_metrics, read_metrics
 
 
 def test_learning_rate_schedule():
