@@ -33,9 +33,14 @@ class Collate(NumpyBatchCollateFn):
     [-transpose, transpose], as far as the MIDI range allows.
     """
 
-    def __init__(self, tokenizer_config: dict, max_len: int, transpose: int = 0, seed: int = 0):
+    def __init__(self, tokenizer_config: dict, max_len: int, transpose: int = 0, seed: int = 0,
+                 data_vocab: dict | None = None):
         tokenizer = tokenizer_from_dict(tokenizer_config)
         self.style_index = {s: i for i, s in enumerate(tokenizer.styles)}
+        # shards written with another style list (fine-tuning on a new corpus): their ids, by token, in this vocabulary
+        self.remap = None
+        if data_vocab is not None and list(data_vocab["vocab"]) != tokenizer.vocab:
+            self.remap = np.array([tokenizer.index[token] for token in data_vocab["vocab"]], dtype=np.int64)
         self.max_len = max_len
         self.transpose = transpose if isinstance(tokenizer, EventTokenizer) else 0
         self.first_note = tokenizer.first_note_id if isinstance(tokenizer, EventTokenizer) else 0
@@ -60,6 +65,8 @@ class Collate(NumpyBatchCollateFn):
         rows = []
         for seq in sequences:
             seq = np.asarray(seq, dtype=np.int64)
+            if self.remap is not None:
+                seq = self.remap[seq]
             if len(seq) > window:
                 start = int(self.rng.integers(0, len(seq) - window + 1))
                 seq = seq[start : start + window]

@@ -25,7 +25,8 @@ import torch.nn as nn
 
 from musicgen import storage
 from musicgen.models.gan import GANConfig, MelodyGAN
-from musicgen.models.lstm import LSTMConfig, LSTMModel
+from musicgen.models.lstm import LSTMConfig, LSTMModel, null_style_index, style_table_size
+from musicgen.models.pretrained import PRETRAINED, resolve_model
 from musicgen.models.transformer import TransformerConfig, TransformerModel
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
@@ -99,12 +100,13 @@ def model_from_state(name: str, config: dict, state: dict | bytes, map_location=
 
 
 def copy_weights_for_finetuning(model: nn.Module, source: nn.Module) -> None:
-    """Start ``model`` from ``source``'s weights (same architecture and vocabulary), or a GAN's
-    generator from a trained LSTM (SeqGAN's MLE warm start; the discriminator starts fresh).
+    """Start ``model`` from ``source``'s weights (same architecture), or a GAN's generator from a
+    trained LSTM (SeqGAN's MLE warm start; the discriminator starts fresh).
 
-    One difference is allowed: an embedding table that gained rows, as a style
-    table does when fine-tuning with style dropout adds "no style"; the new rows
-    start at the mean of the old ones.
+    Tables may have gained rows: the token tables when the vocabulary gained style tokens (appended
+    after the old ones), the style table when the run knows more styles or adds "no style" (style
+    dropout). A new row starts at the mean of the old ones; a "no style" row the source had stays
+    the last row.
     """
     model, source = unwrap(model), unwrap(source)
     if isinstance(model, MelodyGAN) and isinstance(source, LSTMModel):
@@ -112,16 +114,27 @@ def copy_weights_for_finetuning(model: nn.Module, source: nn.Module) -> None:
     target, given = model.state_dict(), source.state_dict()
     if set(target) != set(given):
         raise ValueError(f"cannot fine-tune: parameters differ ({', '.join(sorted(set(target) ^ set(given)))})")
+    old_null = null_style_index(source.config) is not None
+    new_null = null_style_index(model.config) is not None
     for name, value in given.items():
         have = target[name]
-        if have.shape == value.shape:
+        style_table = _is_style_table(value, source.config)
+        if have.shape == value.shape and not style_table:
             have.copy_(value)
-        elif have.dim() == 2 and have.shape[1] == value.shape[1] and have.size(0) > value.size(0):
-            have[: value.size(0)] = value
-            have[value.size(0) :] = value.mean(0)
-        else:
+            continue
+        if have.shape[1:] != value.shape[1:] or have.size(0) < value.size(0):
             raise ValueError(f"cannot fine-tune: {name} is {tuple(value.shape)} in the artifact, {tuple(have.shape)} here")
+        rows = value[:-1] if style_table and old_null else value  # the rows of named styles or tokens
+        have[:] = rows.mean(0)
+        have[: rows.size(0)] = rows
+        if style_table and old_null and new_null:
+            have[-1] = value[-1]
     model.load_state_dict(target)
+
+
+def _is_style_table(value: torch.Tensor, config) -> bool:
+    """Whether a parameter is indexed by style: one row per style, then "no style" where trained with it."""
+    return value.dim() == 2 and value.size(0) == style_table_size(config) != config.vocab_size
 
 
 def save_artifact(uri: str, model: nn.Module, name: str, extra: dict) -> None:
@@ -143,7 +156,8 @@ def save_artifact(uri: str, model: nn.Module, name: str, extra: dict) -> None:
 
 def load_artifact(uri: str, map_location="cpu") -> tuple[nn.Module, dict]:
     """(model in eval mode, the model.json metadata plus the weights' ``weights_sha256``);
-    refuses weights that are not plain tensors."""
+    refuses weights that are not plain tensors. ``uri`` may be ``"pretrained"``, the shipped model."""
+    uri = resolve_model(uri)
     meta = storage.read_json(storage.join(uri, META_FILE))
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{uri}: artifact format {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
@@ -153,6 +167,6 @@ def load_artifact(uri: str, map_location="cpu") -> tuple[nn.Module, dict]:
 
 
 __all__ = [
-    "MODELS", "build_model", "copy_weights_for_finetuning", "save_artifact", "load_artifact", "safe_load", "state_to_bytes", "model_from_state", "unwrap",
+    "MODELS", "PRETRAINED", "resolve_model", "build_model", "copy_weights_for_finetuning", "save_artifact", "load_artifact", "safe_load", "state_to_bytes", "model_from_state", "unwrap",
     "LSTMConfig", "LSTMModel", "TransformerConfig", "TransformerModel", "GANConfig", "MelodyGAN",
 ]

@@ -29,8 +29,8 @@ from musicgen import storage
 from musicgen.config import TrainConfig, from_dict
 from musicgen.data.preprocess import read_split, split_uri
 from musicgen.data.collate import Collate, windows
-from musicgen.models import META_FILE, build_model, copy_weights_for_finetuning, load_artifact, safe_load, save_artifact
-from musicgen.tokenizers import tokenizer_from_dict
+from musicgen.models import META_FILE, build_model, resolve_model, copy_weights_for_finetuning, load_artifact, safe_load, save_artifact
+from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
 from musicgen.training.loop import append_metrics, evaluate, learning_rate, plot_loss_curves
 from musicgen.training.ngram import StyleNgramBaseline
 
@@ -81,10 +81,11 @@ def train_worker(loop_config: dict) -> None:
     # DDP for the language models (gloo on CPU, NCCL on GPU); the GAN all-reduces its own gradients
     forward = ray.train.torch.prepare_model(model) if world > 1 and model.supports_ddp else None
 
-    collate_train = Collate(loop_config["tokenizer"], config.max_len, config.transpose, seed=config.seed + 1000 * rank + step)
+    collate_train = Collate(loop_config["tokenizer"], config.max_len, config.transpose,
+                            seed=config.seed + 1000 * rank + step, data_vocab=loop_config["data_vocab"])
     train_shard = ray.train.get_dataset_shard("train")
     # the validation split is small: rank 0 holds it in memory as fixed batches, evaluated identically each time
-    val_batches = _validation_batches(config, loop_config["tokenizer"], device) if rank == 0 else []
+    val_batches = _validation_batches(config, loop_config["tokenizer"], loop_config["data_vocab"], device) if rank == 0 else []
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def report(train_losses: list[float], tokens: int, seconds: float, extra: dict) -> None:
@@ -143,11 +144,11 @@ def train_worker(loop_config: dict) -> None:
             report(losses, tokens, time.perf_counter() - started, extra)
 
 
-def _validation_batches(config: TrainConfig, tokenizer_config: dict, device) -> list[dict]:
+def _validation_batches(config: TrainConfig, tokenizer_config: dict, data_vocab: dict, device) -> list[dict]:
     """The validation split as padded batches of whole melodies, cut into the windows the n-gram
     baseline scores too (``windows``; no transposition)."""
     table = read_split(config.data, "val")
-    collate = Collate(tokenizer_config, config.max_len, transpose=0, seed=0)
+    collate = Collate(tokenizer_config, config.max_len, transpose=0, seed=0, data_vocab=data_vocab)
     rows = [(w, style) for seq, style in zip(table.column("tokens").to_pylist(), table.column("style").to_pylist())
             for w in windows(seq, config.max_len)]
     rows.sort(key=lambda r: len(r[0]))  # similar lengths together: less padding
@@ -174,14 +175,21 @@ def _maybe_fail(config: TrainConfig, run_uri: str, rank: int, step: int) -> None
         raise RuntimeError(f"injected worker failure at step {step}")
 
 
-def _check_finetuning_source(config: TrainConfig, vocab: dict) -> None:
-    """Fail before any worker starts when ``init_from`` cannot seed this run."""
+def finetuning_vocab(config: TrainConfig, data_vocab: dict) -> dict:
+    """The vocabulary a run from ``init_from`` trains with, checked before any worker starts: the
+    source model's, plus a style token for each style of the data it does not know yet (so a
+    studio can fine-tune the shipped model on its own styles and keep the others)."""
     meta = storage.read_json(storage.join(config.init_from, META_FILE))
     if meta["model"] != config.model and (meta["model"], config.model) != ("lstm", "gan"):
         raise ValueError(f"--init-from {config.init_from} is a {meta['model']} model, not {config.model} "
                          "(a GAN may also start from an LSTM)")
-    if meta.get("extra", {}).get("tokenizer") != vocab:
-        raise ValueError(f"--init-from {config.init_from} was trained on another vocabulary or style list than {config.data}")
+    source = meta.get("extra", {}).get("tokenizer")
+    if source is None or source["name"] != data_vocab["name"]:
+        raise ValueError(f"--init-from {config.init_from} uses the {(source or {}).get('name')!r} tokenizer, "
+                         f"{config.data} the {data_vocab['name']!r} one: preprocess with --tokenizer "
+                         f"{(source or {}).get('name')}")
+    styles = list(source["styles"]) + [s for s in data_vocab["styles"] if s not in source["styles"]]
+    return make_tokenizer(source["name"], styles).to_dict()
 
 
 def ngram_baseline(data_uri: str, tokenizer, order: int, max_len: int) -> dict:
@@ -235,12 +243,14 @@ def run_training(config: TrainConfig) -> dict:
 
     # workers run in another working directory: hand them absolute locations
     config = dataclasses.replace(config, data=storage.absolute(config.data), storage=storage.absolute(config.storage))
-    vocab = storage.read_json(storage.join(config.data, "vocab.json"))
+    data_vocab = storage.read_json(storage.join(config.data, "vocab.json"))
     data_stats = storage.read_json(storage.join(config.data, "stats.json"))
-    tokenizer = tokenizer_from_dict(vocab)
     if config.init_from:
-        config = dataclasses.replace(config, init_from=storage.absolute(config.init_from))
-        _check_finetuning_source(config, vocab)
+        config = dataclasses.replace(config, init_from=storage.absolute(resolve_model(config.init_from)))
+        vocab = finetuning_vocab(config, data_vocab)
+    else:
+        vocab = data_vocab
+    tokenizer = tokenizer_from_dict(vocab)
     run_uri = storage.join(config.storage, config.name)
     started = time.perf_counter()
     ngram = _cached_ngram_baseline(config, tokenizer, run_uri)
@@ -256,6 +266,7 @@ def run_training(config: TrainConfig) -> dict:
         train_loop_config={
             "config": dataclasses.asdict(config),
             "tokenizer": vocab,
+            "data_vocab": data_vocab,
             "run_uri": run_uri,
             "ngram_bits_per_token": ngram.get("all"),
         },

@@ -112,3 +112,40 @@ def test_fine_tuning_adds_style_dropout_to_a_trained_model(shards, tmp_path):
     # two steps at a negligible learning rate: the weights are the source's, not a fresh initialisation
     assert torch.allclose(tuned.lstm.weight_hh_l0, base.lstm.weight_hh_l0, atol=1e-5)
     assert torch.allclose(tuned.style_emb.weight[:-1], base.style_emb.weight, atol=1e-5)
+
+
+def test_fine_tuning_on_a_corpus_of_new_styles_keeps_the_old_ones(shards, real_corpus, tmp_path):
+    source = run_training(_config(shards, tmp_path, name="base", model_config={**TINY_LSTM, "style_dropout": 0.2},
+                                  max_steps=2, eval_every_steps=2))["artifact"]
+    base, base_meta = load_artifact(source)
+    # a studio's own corpus: MIDI files in a folder named after a style the model does not know
+    mine = tmp_path / "mine" / "studio_theme"
+    mine.mkdir(parents=True)
+    for path in sorted(real_corpus.rglob("*.mid"))[:12]:
+        (mine / path.name).write_bytes(path.read_bytes())
+    new_shards = tmp_path / "mine_shards"
+    run_preprocess(PreprocessConfig(inputs=(str(tmp_path / "mine"),), output=str(new_shards), val_fraction=0.3,
+                                    test_fraction=0.0))
+    summary = run_training(_config(str(new_shards), tmp_path, name="tuned", model_config={}, max_steps=2,
+                                   eval_every_steps=2, init_from=source, lr=1e-9))
+    tuned, meta = load_artifact(summary["artifact"])
+    old = base_meta["extra"]["tokenizer"]
+    tokenizer = tokenizer_from_dict(meta["extra"]["tokenizer"])
+    assert tokenizer.styles == (*old["styles"], "studio_theme")
+    assert tokenizer.vocab[: len(old["vocab"])] == old["vocab"]  # the old ids keep their meaning
+    n_old = len(old["vocab"])
+    assert torch.allclose(tuned.tok_emb.weight[:n_old], base.tok_emb.weight, atol=1e-5)
+    assert torch.allclose(tuned.head.bias[:n_old], base.head.bias, atol=1e-5)
+    n_styles = len(old["styles"])
+    assert torch.allclose(tuned.style_emb.weight[:n_styles], base.style_emb.weight[:n_styles], atol=1e-5)
+    assert torch.allclose(tuned.style_emb.weight[-1], base.style_emb.weight[-1], atol=1e-5)  # "no style" stays last
+    assert tuned.style_emb.num_embeddings == base.style_emb.num_embeddings + 1
+    assert summary["val_bits_per_token"]["all"] > 0
+
+    from musicgen.sampling.generator import MelodyGenerator
+    from musicgen.sampling.sampler import SampleRequest
+
+    generator = MelodyGenerator.from_artifact(summary["artifact"], device="cpu")
+    for style in ("studio_theme", old["styles"][0]):
+        (melody,) = generator.generate([SampleRequest(style=style, seed=1, bars=4)])
+        assert melody.melody.notes
