@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from musicgen import __version__
 from musicgen.config import PRECISIONS
+from musicgen.pretrained import PRETRAINED
 
 DEFAULT_WORKDIR = "artifacts/demo"
 # small enough to train for a few hundred steps within the demo's budget on two CPUs
@@ -17,6 +18,8 @@ GUIDANCE_HELP = ("classifier-free guidance weight: above 1 melodies are more cle
                  "trained with style dropout (default: 2 for such models, else 1 = none)")
 PRECISION_HELP = ("weights to sample with: int8 (LSTM and GAN models on CPU; faster, with validation bits/token "
                   "within 0.02%% of fp32), fp32, or auto: int8 where supported (default: auto)")
+MODEL_HELP = ("model artifact folder, local or s3:// (the <storage>/<name>/model folder `musicgen train` writes); "
+              "default: 'pretrained', the LSTM that ships with musicgen (see musicgen/pretrained/)")
 DEMO_LSTM = {"num_layers": 2, "hidden_size": 192, "embed_dim": 128, "style_dropout": 0.1}
 
 
@@ -290,7 +293,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
             "places or at $MUSICGEN_SOUNDFONT; skipped with a warning otherwise) and png (a piano roll)."
         ),
     )
-    p.add_argument("--model", required=True, help="model artifact folder, local or s3://")
+    p.add_argument("--model", default=PRETRAINED, help=MODEL_HELP)
     p.add_argument("--style", required=True, help="a style the model was trained on (a wrong one lists them)")
     p.add_argument("--n", type=int, default=1, help="number of melodies (default: 1)")
     p.add_argument("--out", required=True, help="output folder, local or s3://")
@@ -303,7 +306,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the first melody (default: 0)")
     p.add_argument("--key", help="transpose each melody into this key, e.g. 'D minor' (default: the model's own)")
-    p.add_argument("--tempo", type=float, default=100.0, help="quarter notes per minute (default: 100)")
+    p.add_argument("--tempo", type=float, help="quarter notes per minute (default: the style's own)")
+    p.add_argument("--program", type=int, help="General MIDI instrument 0-127 (default: the style's own, e.g. "
+                   "fiddle for irish_folk, church organ for bach_chorale)")
     p.add_argument("--time-signature", help="meter, e.g. 6/8 (default: the model chooses; a primer sets its own)")
     p.add_argument("--primer", help="a .mid/.midi or .abc/.xml/.musicxml/.mxl/.krn file whose melody to continue")
     p.add_argument("--format", default="mid,abc,json",
@@ -332,7 +337,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     generator.check_styles([args.style])
     requests = make_requests(
         args.style, args.n, args.seed, primer=primer, time_signature=time_signature, key=args.key, bars=args.bars,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, tempo=args.tempo, guidance=args.guidance,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, tempo=args.tempo, program=args.program,
+        guidance=args.guidance,
     )
     generated = generate_files(generator, requests, args.out, formats)
     print(format_table(generated))
@@ -353,7 +359,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
             "(default MUSICGEN_API_TOKEN) is set, requests need 'Authorization: Bearer <token>'."
         ),
     )
-    p.add_argument("--model", help="model artifact folder, local or s3:// (or `model:` in --config)")
+    p.add_argument("--model", help=MODEL_HELP + " (or `model:` in --config)")
     p.add_argument("--config", help="YAML file of serving settings")
     p.add_argument("--host", help="HTTP host (default: 127.0.0.1)")
     p.add_argument("--port", type=int, help="HTTP port (default: 8000)")
@@ -385,7 +391,7 @@ def _add_bulk(sub: argparse._SubParsersAction) -> None:
             "in between. Submit with `ray job submit -- python -m pipelines.bulk_generate ...`."
         ),
     )
-    p.add_argument("--model", required=True, help="model artifact folder, local or s3://")
+    p.add_argument("--model", default=PRETRAINED, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="catalog folder, local or s3://")
     p.add_argument("--per-style", type=int, required=True, help="accepted melodies per style")
     p.add_argument("--styles", nargs="+", help="styles to generate (default: every style of the model)")
@@ -447,7 +453,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
             "fluidsynth) WAV previews to --out."
         ),
     )
-    p.add_argument("--model", action="append", default=[], help="model artifact (repeat to compare models)")
+    p.add_argument("--model", action="append", default=[],
+                   help="model artifact (repeat to compare models; default: the shipped model, 'pretrained')")
     p.add_argument("--data", required=True, help="preprocessed shards (the corpus the models learned)")
     p.add_argument("--out", required=True, help="report folder, local or s3://")
     p.add_argument("--generated", help="a bulk catalog folder (with manifest.parquet) to judge instead of sampling")
@@ -467,14 +474,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from musicgen.evaluation.report import EvaluateConfig, format_summary, run_evaluation
 
-    if bool(args.model) == bool(args.generated):
+    if args.model and args.generated:
         raise ValueError("give --model (one or more) or --generated, not both")
+    models = tuple(args.model) or ((PRETRAINED,) if not args.generated else ())
     if args.generated:  # a catalog is judged by a Ray Data actor pool
         from musicgen.runtime import init_ray
 
         init_ray(args.num_cpus)
     report = run_evaluation(EvaluateConfig(
-        models=tuple(args.model), data=args.data, out=args.out, generated=args.generated, n_per_style=args.n_per_style,
+        models=models, data=args.data, out=args.out, generated=args.generated, n_per_style=args.n_per_style,
         bars=args.bars, temperature=args.temperature, top_p=args.top_p, guidance=args.guidance,
         copy_threshold=args.copy_threshold, actors=args.actors))
     print(format_summary(report))

@@ -26,7 +26,7 @@ import torch.nn as nn
 from musicgen import storage
 from musicgen.models.gan import GANConfig, MelodyGAN
 from musicgen.models.lstm import LSTMConfig, LSTMModel, null_style_index, style_table_size
-from musicgen.models.pretrained import PRETRAINED, resolve_model
+from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.models.transformer import TransformerConfig, TransformerModel
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from musicgen import storage
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, parse_key
 from musicgen.music.midi import write_midi
+from musicgen.music.performance import performance_for
 from musicgen.tokenizers.abc import AbcTokenizer, abc_key
 
 if TYPE_CHECKING:
@@ -112,8 +113,9 @@ def note_name(midi_pitch: int, key: str) -> str:
 
 
 def to_midi_bytes(melody: Melody, name: str = "melody") -> bytes:
-    """A one-track Standard MIDI File (program 0) with meter, key and tempo."""
-    return write_midi([(name, melody)])
+    """A one-track Standard MIDI File with meter, key and tempo, played as its style is
+    (``meta["style"]``; the instrument ``meta["program"]`` where a request chose one)."""
+    return write_midi([(name, melody)], performance_for(melody.meta.get("style"), melody.meta.get("program")))
 
 
 def to_abc_text(melody: Melody, title: str | None = None) -> str:
@@ -199,7 +201,7 @@ def wav_available() -> bool:
 
 
 def to_wav_bytes(melody: Melody, soundfont: str | None = None) -> bytes:
-    """16-bit 44.1 kHz stereo WAV of the MIDI file played through fluidsynth (piano)."""
+    """16-bit 44.1 kHz stereo WAV of the MIDI file (its style's instrument) played through fluidsynth."""
     soundfont = soundfont or find_soundfont()
     if shutil.which("fluidsynth") is None:
         raise WavUnavailable("WAV needs the fluidsynth program (apt-get install fluidsynth, brew install fluid-synth)")

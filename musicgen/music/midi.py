@@ -22,6 +22,7 @@ from musicgen.music.melody import (
     parse_key,
     quantise,
 )
+from musicgen.music.performance import Performance, velocities
 from musicgen.tokenizers.abc import abc_key
 
 MIDI_RESOLUTION = 480  # ticks per beat in written files, as pretty_midi writes them (a multiple of TICKS_PER_BEAT)
@@ -147,13 +148,14 @@ def parse_midi(data: bytes, meta: dict | None = None) -> RawMelody:
     )
 
 
-def write_midi(parts: Sequence[tuple[str, Melody]], program: int = 0) -> bytes:
+def write_midi(parts: Sequence[tuple[str, Melody]], performance: Performance | None = None) -> bytes:
     """MIDI bytes for one or more named melodies sharing the first one's meter, key and tempo.
 
-    Written with symusic: pretty_midi's writer, which builds and validates a
-    mido message per event, took 3.6 ms a melody here against symusic's
-    0.05 ms, and was 40 % of a bulk actor's time (docs/benchmarks.md). Tests
-    pin the file, note for note, to what pretty_midi's own writer makes.
+    With a ``performance`` the tracks play on its instrument with accented velocities
+    (:mod:`musicgen.music.performance`); without one, on the piano at one velocity, as the
+    corpus export writes them. Written with symusic: pretty_midi's writer, which builds and
+    validates a mido message per event, is ~70 times slower, and the bulk job writes a file per
+    melody. Tests pin the file, note for note, to what pretty_midi's own writer makes.
     """
     import symusic
 
@@ -167,13 +169,14 @@ def write_midi(parts: Sequence[tuple[str, Melody]], program: int = 0) -> bytes:
     for tick in first.sections:
         score.markers.append(symusic.TextMeta(tick * scale, SECTION_MARKER))
     for name, melody in parts:
-        track = symusic.Track(name, program=program)
+        track = symusic.Track(name, program=performance.program if performance else 0)
         notes = melody.notes
+        loudness = velocities(melody, performance) if performance else np.full(len(notes), VELOCITY)
         track.notes = symusic.Note.from_numpy(
             np.array([n.onset * scale for n in notes], dtype=np.int32),
             np.array([n.duration * scale for n in notes], dtype=np.int32),
             np.array([n.pitch for n in notes], dtype=np.int8),
-            np.full(len(notes), VELOCITY, dtype=np.int8),
+            loudness.astype(np.int8),
         )
         score.tracks.append(track)
     return score.dumps_midi()

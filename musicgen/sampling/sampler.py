@@ -31,6 +31,7 @@ from torch import Tensor
 from musicgen.models import unwrap
 from musicgen.models.lstm import null_style_index
 from musicgen.music.melody import Melody, transpose_to_key
+from musicgen.music.performance import performance_for
 from musicgen.sampling.grammar import EventGrammar, grammar_for, select_rows
 from musicgen.tokenizers.base import Tokenizer
 from musicgen.tokenizers.events import EventTokenizer
@@ -55,7 +56,8 @@ class SampleRequest:
     top_p: float = 1.0
     time_signature: tuple[int, int] | None = None  # None: the model chooses
     key: str | None = None  # None: the model's own key, estimated
-    tempo: float = 100.0
+    tempo: float | None = None  # quarter notes a minute; None: the style's own (musicgen.music.performance)
+    program: int | None = None  # General MIDI instrument; None: the style's own
     primer: Melody | None = None  # a quantised melody to continue; counts towards ``bars``
     guidance: float | None = None  # classifier-free guidance weight; None: the model's default
 
@@ -66,6 +68,8 @@ class SampleRequest:
             raise ValueError("need temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
         if self.guidance is not None and not 0 <= self.guidance <= MAX_GUIDANCE:
             raise ValueError(f"guidance must be between 0 and {MAX_GUIDANCE:g}")
+        if self.program is not None and not 0 <= self.program <= 127:
+            raise ValueError("program must be a General MIDI program, 0-127")
         if self.primer is not None and self.primer.end >= self.bars * self.primer.bar_ticks:
             raise ValueError(f"the primer already fills {self.primer.n_bars} bars; ask for more than that")
 
@@ -282,5 +286,8 @@ def finish_melody(tokenizer: Tokenizer, tokens: list[int], request: SampleReques
     melody, _ = tokenizer.decode(tokens)  # the key is estimated (events) or read from K: (abc)
     if request.key:
         melody = transpose_to_key(melody, request.key, low=21, high=108)
-    return replace(melody, tempo=float(request.tempo),
-                   meta={"style": request.style, "seed": request.seed, "bars": request.bars, "guidance": request.guidance})
+    performance = performance_for(request.style, request.program)
+    tempo = request.tempo if request.tempo is not None else performance.quarter_tempo(melody.time_signature)
+    return replace(melody, tempo=float(tempo),
+                   meta={"style": request.style, "seed": request.seed, "bars": request.bars, "guidance": request.guidance,
+                         "program": performance.program})

@@ -35,6 +35,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from musicgen import __version__, storage
+from musicgen.pretrained import PRETRAINED
 from musicgen.config import check_precision, from_dict
 from musicgen.music.export import to_abc_text, to_midi_bytes
 from musicgen.music.melody import TICKS_PER_BEAT
@@ -145,8 +146,7 @@ def load_config(path: str | None = None, **overrides) -> ServeConfig:
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of settings")
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if not values.get("model"):
-        raise ValueError("no model: give --model URI or `model:` in the config file")
+    values["model"] = values.get("model") or PRETRAINED  # the shipped model unless one is named
     return ServeConfig.from_dict(values)
 
 
@@ -301,7 +301,8 @@ class MelodyAPI:
         try:
             requests = [SampleRequest(style=style, seed=seed + i, bars=body.bars, temperature=body.temperature,
                                       top_k=body.top_k, top_p=body.top_p, time_signature=meter, key=body.key,
-                                      tempo=body.tempo, guidance=body.guidance) for i in range(body.n)]
+                                      tempo=body.tempo, program=body.program, guidance=body.guidance)
+                        for i in range(body.n)]
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         formats = tuple(body.format)

@@ -48,7 +48,8 @@ class MelodyRequest(BaseModel):
         "with style dropout (see GET /v1/styles); missing: the model's default"))
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="picked by the server (and returned) when missing")
     key: str | None = Field(None, description="e.g. 'D minor'; the melody is transposed into it")
-    tempo: float = Field(100.0, ge=20, le=300, description="quarter notes per minute")
+    tempo: float | None = Field(None, ge=20, le=300, description="quarter notes per minute; missing: the style's own")
+    program: int | None = Field(None, ge=0, le=127, description="General MIDI instrument; missing: the style's own")
     time_signature: str | None = Field(None, description="e.g. '6/8'; the model chooses when missing")
     format: list[Format] = Field(list(FORMATS), min_length=1, description="what to return for each melody")
 

@@ -24,9 +24,15 @@ def test_job_entry_points_have_help(module):
     assert "--storage" in out or "--output" in out or "--out" in out
 
 
-def test_evaluate_needs_models_or_a_catalog(capsys):
-    assert main(["evaluate", "--data", "d", "--out", "o"]) == 2
-    assert "give --model (one or more) or --generated" in capsys.readouterr().err
+def test_evaluate_takes_models_or_a_catalog_not_both(capsys):
+    assert main(["evaluate", "--data", "d", "--out", "o", "--model", "m", "--generated", "g"]) == 2
+    assert "give --model (one or more) or --generated, not both" in capsys.readouterr().err
+
+
+def test_model_defaults_to_the_shipped_one():
+    parser = build_parser()
+    for argv in (["generate", "--style", "irish_folk", "--out", "o"], ["bulk", "--out", "o", "--per-style", "1"]):
+        assert parser.parse_args(argv).model == "pretrained"
 
 
 def test_train_settings_come_from_yaml_then_flags(tmp_path):

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, bar_ticks, estimate_key, transpose_to_key
+from musicgen.music.performance import performance_for
 from musicgen.sampling import MelodyGenerator, SampleRequest
 from musicgen.sampling.grammar import GRID, EventGrammar
 from musicgen.sampling.sampler import DEFAULT_GUIDANCE, pick_tokens, uniforms
@@ -166,7 +167,11 @@ def test_primer_is_continued(generator):
 def test_requested_key_tempo_and_metadata(generator):
     out = generator.generate([SampleRequest(style="german_folk", seed=5, bars=8, key="D minor", tempo=132)])[0]
     assert out.melody.key == "D minor" and out.melody.tempo == 132.0
-    assert out.melody.meta == {"style": "german_folk", "seed": 5, "bars": 8, "guidance": 1.0}
+    assert out.melody.meta == {"style": "german_folk", "seed": 5, "bars": 8, "guidance": 1.0, "program": 21}
+    # without a tempo or instrument, the style's own; a request may name another instrument
+    own = generator.generate([SampleRequest(style="irish_folk", seed=5, bars=8, program=73)])[0].melody
+    assert own.meta["program"] == 73
+    assert own.tempo == performance_for("irish_folk").quarter_tempo(own.time_signature)
     with pytest.raises(KeyError, match="unknown style"):
         generator.generate([SampleRequest(style="polka", seed=0)])
 

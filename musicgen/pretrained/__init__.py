@@ -20,7 +20,7 @@ CHECKSUMS = "SHA256SUMS"
 
 def pretrained_path() -> Path:
     """The shipped artifact's folder, checked against its SHA256SUMS (a damaged install is an error)."""
-    folder = Path(str(importlib.resources.files("musicgen") / "pretrained" / SHIPPED))
+    folder = Path(str(importlib.resources.files(__name__) / SHIPPED))
     sums = folder / CHECKSUMS
     if not sums.is_file():
         raise FileNotFoundError(f"the shipped model is missing ({sums}); reinstall musicgen or pass --model")
