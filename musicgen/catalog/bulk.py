@@ -50,6 +50,7 @@ from musicgen import storage
 from musicgen.catalog.generate import CatalogGenerator, Loader, reference_splits, timed_reference_index
 from musicgen.config import BulkConfig
 from musicgen.evaluation.novelty import IntervalIndex
+from musicgen.models import REFERENCE_FOLDER, resolve_model
 
 PROGRESS, MANIFEST, REJECTED, SUMMARY = "progress.json", "manifest.parquet", "rejected.parquet", "summary.json"
 DECIDED = "progress"  # folder of the decided melodies' records: part k holds those decided since save k - 1
@@ -254,7 +255,11 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
 
 
 def reference_data(config: BulkConfig, generator) -> str:
-    """The shards to check copies against: ``--reference``, else those the model was trained on."""
+    """The shards to check copies against: ``--reference``, else those the artifact carries (the
+    shipped model does), else those the model was trained on."""
+    carried = storage.join(resolve_model(config.model), REFERENCE_FOLDER)
+    if not config.reference and storage.exists(storage.join(carried, "vocab.json")):
+        return storage.absolute(carried)
     data = config.reference or generator.meta.get("extra", {}).get("train_config", {}).get("data")
     if not data:
         raise ValueError(f"{config.model} names no training data to check copies against; pass --reference SHARDS")

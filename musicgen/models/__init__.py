@@ -36,6 +36,7 @@ MODELS: dict[str, tuple[type, type[nn.Module]]] = {
 }
 FORMAT_VERSION = 1
 WEIGHTS_FILE, META_FILE = "weights.pt", "model.json"
+REFERENCE_FOLDER = "reference"  # optional: shards of the training corpus, for the bulk job's copy check
 
 
 def _registered(name: str) -> tuple[type, type[nn.Module]]:
@@ -167,6 +168,6 @@ def load_artifact(uri: str, map_location="cpu") -> tuple[nn.Module, dict]:
 
 
 __all__ = [
-    "MODELS", "PRETRAINED", "resolve_model", "build_model", "copy_weights_for_finetuning", "save_artifact", "load_artifact", "safe_load", "state_to_bytes", "model_from_state", "unwrap",
+    "MODELS", "PRETRAINED", "REFERENCE_FOLDER", "resolve_model", "build_model", "copy_weights_for_finetuning", "save_artifact", "load_artifact", "safe_load", "state_to_bytes", "model_from_state", "unwrap",
     "LSTMConfig", "LSTMModel", "TransformerConfig", "TransformerModel", "GANConfig", "MelodyGAN",
 ]

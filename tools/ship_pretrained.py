@@ -1,0 +1,60 @@
+"""Copy a trained model artifact into the package as the shipped model (``musicgen/pretrained/``).
+
+    python tools/ship_pretrained.py --artifact RUNS/melody-lstm/model --data SHARDS
+
+Writes ``musicgen/pretrained/melody-lstm/``: the artifact (``weights.pt``, ``model.json`` with the
+training machine's paths replaced by names), the copy-check reference (every split's melody ids
+and tokens, so ``musicgen bulk`` can reject copies of the corpus out of the box) and
+``SHA256SUMS``. ``MODEL_CARD.md`` is written by hand beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from musicgen.data.preprocess import SPLITS, read_split
+from musicgen.models import REFERENCE_FOLDER
+from musicgen.pretrained import SHIPPED, write_checksums
+
+PACKAGE = Path(__file__).resolve().parent.parent / "musicgen" / "pretrained" / SHIPPED
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifact", required=True, help="the model folder `musicgen train` wrote")
+    parser.add_argument("--data", required=True, help="the shards it was trained on")
+    parser.add_argument("--out", default=str(PACKAGE))
+    args = parser.parse_args()
+    out = Path(args.out)
+    card = (out / "MODEL_CARD.md").read_text() if (out / "MODEL_CARD.md").exists() else None
+    shutil.rmtree(out, ignore_errors=True)
+    (out / REFERENCE_FOLDER).mkdir(parents=True)
+    shutil.copyfile(Path(args.artifact) / "weights.pt", out / "weights.pt")
+    meta = json.loads((Path(args.artifact) / "model.json").read_text())
+    config = meta["extra"].get("train_config", {})
+    for key in ("data", "storage", "init_from"):
+        if config.get(key):
+            config[key] = Path(config[key]).name  # no paths of the machine it was trained on
+    meta["extra"]["training"]["run"] = Path(meta["extra"]["training"]["run"]).name
+    (out / "model.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    shutil.copyfile(Path(args.data) / "vocab.json", out / REFERENCE_FOLDER / "vocab.json")
+    for split in SPLITS:
+        folder = out / REFERENCE_FOLDER / "melodies" / f"split={split}"
+        folder.mkdir(parents=True)
+        pq.write_table(read_split(args.data, split, ("melody_id", "style", "tokens")), folder / "part-0.parquet",
+                       compression="zstd", compression_level=19)
+    if card is not None:
+        (out / "MODEL_CARD.md").write_text(card)
+    write_checksums(out)
+    print(f"shipped {args.artifact} to {out}:")
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        print(f"  {path.relative_to(out)}  {path.stat().st_size / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
