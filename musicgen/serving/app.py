@@ -27,7 +27,6 @@ from typing import Annotated
 
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -42,6 +41,7 @@ from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
 from musicgen.sampling.sampler import UNGUIDABLE, resolve_guidance
 from musicgen.serving.schemas import (
+    MAX_BODY_BYTES,
     MAX_MELODIES,
     MAX_SEED,
     AutoscalingOut,
@@ -56,6 +56,7 @@ from musicgen.serving.schemas import (
     StylesResponse,
     describe_errors,
     parse_time_signature,
+    public_errors,
 )
 
 APP_NAME = "musicgen"
@@ -245,6 +246,7 @@ api = FastAPI(
     title="musicgen",
     version=__version__,
     description="Melodies in the style of a corpus, sampled by a trained model. One Ray Serve deployment per style.",
+    max_body_size=MAX_BODY_BYTES,  # a 413 from the Content-Length header, before any byte of the body is read
 )
 bearer = HTTPBearer(auto_error=False, description="the token in the server's auth_token_env variable, when set")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -253,9 +255,10 @@ _AUTH_FAILED = {401: {"model": ErrorResponse, "description": "missing or wrong b
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422, with the errors also spelled out in one line for people."""
-    return JSONResponse(status_code=422,
-                        content={"detail": describe_errors(exc.errors()), "errors": jsonable_encoder(exc.errors())})
+    """FastAPI's 422, with the errors also spelled out in one line for people. Unlike FastAPI's own,
+    it never echoes the input (``public_errors``): echoing a NaN made the 422 a 500."""
+    errors = public_errors(exc.errors())
+    return JSONResponse(status_code=422, content={"detail": describe_errors(errors), "errors": errors})
 
 
 @serve.deployment(name=INGRESS_NAME)

@@ -16,6 +16,9 @@ from musicgen.tokenizers.events import parse_time_signature
 
 MAX_MELODIES = 16
 MAX_SEED = 2**32 - 1
+# Bodies past this are a 413 before they are read: the largest valid request is a few hundred bytes,
+# and reading and parsing megabytes only to refuse them would cost the ingress's event loop.
+MAX_BODY_BYTES = 64 * 1024
 Format = Literal["json", "midi", "abc"]
 FORMATS: tuple[Format, ...] = ("json", "midi", "abc")
 
@@ -34,6 +37,7 @@ class MelodyRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,  # NaN fails every range check silently; say what is wrong instead
         json_schema_extra={"examples": [{"n": 2, "bars": 8, "temperature": 0.9, "top_p": 0.95, "seed": 7,
                                          "key": "D minor", "time_signature": "6/8", "format": ["json", "abc"]}]},
     )
@@ -137,6 +141,21 @@ class HealthResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+def public_errors(errors: list[dict]) -> list[dict]:
+    """Validation errors as they can be sent back: type, location and message, never the input.
+
+    The input may be NaN or Infinity (not JSON), nested deeper than an encoder recurses, or 64 KB
+    long; and text from a request may hold lone surrogates, which UTF-8 cannot encode.
+    """
+    return [{"type": str(e.get("type", "invalid")), "loc": [p if isinstance(p, int) else _printable(p)
+                                                            for p in e.get("loc", ())],
+             "msg": _printable(e.get("msg", "invalid"))} for e in errors]
+
+
+def _printable(value: object) -> str:
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def describe_errors(errors: list[dict]) -> str:
