@@ -21,6 +21,12 @@ CHECKSUMS = "SHA256SUMS"
 def pretrained_path() -> Path:
     """The shipped artifact's folder, checked against its SHA256SUMS (a damaged install is an error)."""
     folder = Path(str(importlib.resources.files(__name__) / SHIPPED))
+    verify_checksums(folder)
+    return folder
+
+
+def verify_checksums(folder: Path) -> None:
+    """Raise unless every file ``SHA256SUMS`` lists is there with that digest."""
     sums = folder / CHECKSUMS
     if not sums.is_file():
         raise FileNotFoundError(f"the shipped model is missing ({sums}); reinstall musicgen or pass --model")
@@ -28,10 +34,9 @@ def pretrained_path() -> Path:
         if not line.strip():
             continue
         digest, name = line.split(maxsplit=1)
-        path = folder / name.strip().lstrip("*")
-        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        path = folder / name.strip()
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             raise ValueError(f"{path} does not match its checksum in {sums}: the shipped model is damaged")
-    return folder
 
 
 def resolve_model(uri: str | None) -> str:

@@ -35,6 +35,7 @@ from ray.serve.handle import DeploymentHandle
 
 from musicgen import __version__, storage
 from musicgen.pretrained import PRETRAINED
+from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.config import check_precision, from_dict
 from musicgen.music.export import to_abc_text, to_midi_bytes
 from musicgen.music.melody import TICKS_PER_BEAT
@@ -319,7 +320,7 @@ class MelodyAPI:
 def build_app(config: ServeConfig) -> serve.Application:
     """The ingress bound to one deployment per style. Loads the model once here, so a bad URI
     or style fails now with a clear error rather than in crash-looping replicas."""
-    model = storage.absolute(config.model)  # replicas run in other working directories
+    model = storage.absolute(resolve_model(config.model))  # replicas run in other working directories
     generator = MelodyGenerator.from_artifact(model, device="cpu", precision="fp32")
     known = generator.styles
     styles = config.styles or known

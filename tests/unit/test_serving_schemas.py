@@ -26,7 +26,7 @@ def error_of(**body) -> str:
 def test_defaults_and_normalisation():
     r = MelodyRequest()
     assert (r.n, r.bars, r.temperature, r.top_k, r.top_p, r.seed, r.key, r.tempo, r.time_signature) == (
-        1, 16, 1.0, 0, 1.0, None, None, 100.0, None)
+        1, 16, 1.0, 0, 1.0, None, None, None, None)  # no tempo: the style's own
     assert r.format == ["json", "midi", "abc"]
     r = MelodyRequest(key="f# MINOR", time_signature=" 6 / 8 ", format=["abc", "abc", "midi"])
     assert (r.key, r.time_signature, r.format) == ("F# minor", "6/8", ["abc", "midi"])
@@ -89,8 +89,16 @@ def test_config_from_yaml_then_overrides(tmp_path):
     assert config.max_batch_size == 4 and config.auth_token_env == "MUSICGEN_API_TOKEN"
 
 
+def test_the_shipped_model_is_served_when_none_is_named(tmp_path):
+    from musicgen.serving.app import load_config
+
+    assert load_config(None).model == "pretrained"
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump({"port": 9000}))
+    assert load_config(str(path), model=None).model == "pretrained"
+
+
 @pytest.mark.parametrize("values, message", [
-    ({}, "no model"),
     ({"model": "m", "replicas": 2}, "unknown ServeConfig settings: replicas"),
     ({"model": "m", "autoscaling": {"max": 2}}, "unknown Autoscaling settings: max"),
     ({"model": "m", "autoscaling": {"min_replicas": 3, "max_replicas": 2}}, "min_replicas <= max_replicas"),
@@ -110,8 +118,8 @@ def test_serve_command(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "--help"])
     assert exit_.value.code == 0 and "--model" in capsys.readouterr().out
-    assert main(["serve", "--port", "9000"]) == 2
-    assert "no model" in capsys.readouterr().err
+    assert main(["serve", "--model", "no/such/model", "--port", "9000"]) == 2
+    assert "no/such/model" in capsys.readouterr().err
 
 
 def test_build_app_checks_styles(tiny_artifact):
