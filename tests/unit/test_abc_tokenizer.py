@@ -240,17 +240,28 @@ def test_junk_text_decodes_without_raising(text):
     assert all(a.onset + a.duration <= b.onset for a, b in zip(melody.notes, melody.notes[1:], strict=False))
 
 
+def _valid(melody) -> bool:
+    """What any decoded melody promises: MIDI pitches, positive durations, one note at a time."""
+    return all(0 <= n.pitch <= 127 and n.duration > 0 for n in melody.notes) and all(
+        a.onset + a.duration <= b.onset for a, b in zip(melody.notes, melody.notes[1:]))
+
+
 def test_random_ids_decode_without_raising():
     rng = random.Random(0)
+    decoded_notes = 0
     for _ in range(200):
         ids = [rng.randrange(len(TOK)) for _ in range(rng.randrange(0, 300))]
-        TOK.decode(ids)
-        TOK.decode_body([*ids, -1, len(TOK) + 7])  # out-of-range ids are skipped too
+        melody, _ = TOK.decode(ids)
+        assert _valid(melody)
+        assert TOK.decode_body([*ids, -1, len(TOK) + 7]) == TOK.decode_body(ids)  # out-of-range ids are skipped
     # character soup biased towards ABC symbols
     alphabet = "ABCDEFGabcdefgz^_=,'/23468| -\n:[]KML"
     for _ in range(200):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 200)))
-        TOK.decode_body([TOK.index[c] for c in text])
+        melody = TOK.decode_body([TOK.index[c] for c in text])
+        assert _valid(melody)
+        decoded_notes += len(melody.notes)
+    assert decoded_notes > 0  # the soup is read as music, not thrown away
 
 
 def test_lenient_parsing_of_common_abc():

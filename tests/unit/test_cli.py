@@ -1,5 +1,6 @@
 """Every command explains itself, and settings reach the config objects."""
 
+import re
 import subprocess
 import sys
 
@@ -18,10 +19,11 @@ def test_help(command, capsys):
     assert "usage: musicgen" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("module", ["pipelines.preprocess", "pipelines.train", "pipelines.bulk_generate", "pipelines.evaluate"])
-def test_job_entry_points_have_help(module):
+@pytest.mark.parametrize("module, flag", [("pipelines.preprocess", "--output"), ("pipelines.train", "--storage"),
+                                          ("pipelines.bulk_generate", "--out"), ("pipelines.evaluate", "--out")])
+def test_job_entry_points_have_help(module, flag):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True).stdout
-    assert "--storage" in out or "--output" in out or "--out" in out
+    assert re.search(rf"^\s+{flag}\b", out, re.M), f"{module} --help does not list {flag}"
 
 
 def test_evaluate_takes_models_or_a_catalog_not_both(capsys):

@@ -45,6 +45,7 @@ def _catalog(path, melodies_by_style) -> str:
     return str(path)
 
 
+@pytest.mark.integration  # the catalog is judged by a Ray Data actor pool
 def test_new_melodies_in_style_score_high_and_copies_are_caught(synthetic_corpus, tmp_path, ray_local):
     # a catalog is judged by a Ray Data actor pool (MelodyJudge), here on a 2-CPU local cluster
     from musicgen.evaluation.report import corpus_melodies
