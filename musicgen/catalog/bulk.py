@@ -177,7 +177,8 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
 
     started = time.perf_counter()
     loader = loader or MelodyGenerator.from_artifact
-    config = dataclasses.replace(config, model=storage.absolute(config.model), out=storage.absolute(config.out))
+    config = dataclasses.replace(config, model=storage.absolute(resolve_model(config.model)),
+                                 out=storage.absolute(config.out))
     generator = loader(config.model, device="cpu", precision="fp32")
     styles = tuple(config.styles) or generator.styles
     generator.check_styles(styles)

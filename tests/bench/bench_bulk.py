@@ -112,7 +112,7 @@ def bulk_job(model: str, per_style: int, batch_size: int, cpus: int, precision: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="artifacts/runs/full-lstm/model")
+    parser.add_argument("--model", default="pretrained", help="model artifact (default: the shipped one)")
     parser.add_argument("--bars", type=int, default=16)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64, 256, 512])
     parser.add_argument("--naive-melodies", type=int, default=10)

@@ -211,7 +211,7 @@ def markdown(alone: dict | None, levels: list[dict], scaling: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="artifacts/runs/full-lstm/model")
+    parser.add_argument("--model", default="pretrained", help="model artifact (default: the shipped one)")
     parser.add_argument("--levels", default="1,4,16", help="concurrency levels (default: 1,4,16)")
     parser.add_argument("--requests", default="100,300,1000", help="requests per level (default: 100,300,1000)")
     parser.add_argument("--bars", type=int, default=16)
