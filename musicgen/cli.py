@@ -16,8 +16,9 @@ DEFAULT_WORKDIR = "artifacts/demo"
 # small enough to train for a few hundred steps within the demo's budget on two CPUs
 GUIDANCE_HELP = ("classifier-free guidance weight: above 1 melodies are more clearly of their style; needs a model "
                  "trained with style dropout (default: 2 for such models, else 1 = none)")
-PRECISION_HELP = ("weights to sample with: int8 (LSTM and GAN models on CPU; faster, with validation bits/token "
-                  "within 0.02%% of fp32), fp32, or auto: int8 where supported (default: auto)")
+PRECISION_HELP = ("weights to sample with: fp32; bf16 or int8 (LSTM and GAN models on CPU; int8 kept validation "
+                  "bits/token within 0.02%% of fp32); or auto: the fastest on this CPU, timed when the model loads "
+                  "and remembered per CPU model (default: auto)")
 MODEL_HELP = ("model artifact folder, local or s3:// (the <storage>/<name>/model folder `musicgen train` writes); "
               "default: 'pretrained', the LSTM that ships with musicgen (see musicgen/pretrained/)")
 DEMO_LSTM = {"num_layers": 2, "hidden_size": 192, "embed_dim": 128, "style_dropout": 0.1}
@@ -315,6 +316,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated formats out of mid,abc,musicxml,json,wav,png, or all (default: mid,abc,json)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="also print the sampling precision and, for auto, the timings it was chosen by")
     p.set_defaults(run=_run_generate)
 
 
@@ -323,6 +326,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from musicgen.music.export import parse_formats
     from musicgen.sampling import MelodyGenerator
     from musicgen.sampling.cli_generate import (
+        BATCH_SIZE,
         format_table,
         generate_files,
         make_requests,
@@ -333,7 +337,10 @@ def _run_generate(args: argparse.Namespace) -> int:
     formats = parse_formats(args.format)
     time_signature = parse_time_signature(args.time_signature) if args.time_signature else None
     primer = read_primer(args.primer) if args.primer else None
-    generator = MelodyGenerator.from_artifact(args.model, device=args.device, precision=args.precision)
+    generator = MelodyGenerator.from_artifact(args.model, device=args.device, precision=args.precision,
+                                              batch_sizes=(max(1, min(args.n, BATCH_SIZE)),))
+    if args.verbose:
+        print(generator.precision_choice.describe())
     generator.check_styles([args.style])
     requests = make_requests(
         args.style, args.n, args.seed, primer=primer, time_signature=time_signature, key=args.key, bars=args.bars,

@@ -53,6 +53,7 @@ from musicgen.evaluation.novelty import IntervalIndex
 from musicgen.models import REFERENCE_FOLDER, resolve_model
 
 PROGRESS, MANIFEST, REJECTED, SUMMARY = "progress.json", "manifest.parquet", "rejected.parquet", "summary.json"
+PRECISION_KEY = "musicgen.precision_choice"  # the manifest's schema metadata: how the precision was chosen
 DECIDED = "progress"  # folder of the decided melodies' records: part k holds those decided since save k - 1
 MIN_REPORTED_RUN = 8  # shared runs shorter than this are recorded as 0 (chance, not copying)
 MIN_RATE = 0.1  # a round plans at most 1/MIN_RATE seeds per missing melody
@@ -173,7 +174,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     from tqdm import tqdm
 
     from musicgen.sampling import MelodyGenerator
-    from musicgen.sampling.generator import resolve_precision
+    from musicgen.sampling.precision import resolve_precision
 
     started = time.perf_counter()
     loader = loader or MelodyGenerator.from_artifact
@@ -189,8 +190,14 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
         if not wav_available():
             raise ValueError("wav needs the fluidsynth program and a General MIDI soundfont; drop wav from --formats")
     use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
-    # the precision the actors will sample with (int8 and fp32 make slightly different melodies)
-    precision = resolve_precision(config.precision, generator.model, torch.device("cuda" if use_gpu else "cpu"))
+    # the precision every actor samples with (each makes slightly different melodies): auto is timed here at
+    # the job's batch size on one thread, as an actor samples; a catalog being finished keeps its own
+    requested = config.precision
+    if requested == "auto" and storage.exists(storage.join(config.out, PROGRESS)):
+        requested = storage.read_json(storage.join(config.out, PROGRESS))["settings"]["precision"]
+    choice = resolve_precision(requested, generator.model, generator.tokenizer, torch.device("cuda" if use_gpu else "cpu"),
+                               (config.batch_size,), artifact=generator.meta["weights_sha256"], threads=1)
+    precision = choice.precision
     config = dataclasses.replace(config, precision=precision)
     settings = {"model_version": generator.model_version, "styles": list(styles), "reference": data,
                 **{k: getattr(config, k) for k in RESULT_SETTINGS}}
@@ -216,6 +223,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
 
     records = in_order(progress.accepted)
     manifest = pa.Table.from_pylist([{k: v for k, v in r.items() if k != "pitches"} for r in records])
+    manifest = manifest.replace_schema_metadata({PRECISION_KEY: json.dumps(choice.as_dict())})
     write_parquet(storage.join(config.out, MANIFEST), manifest)
     write_parquet(storage.join(config.out, REJECTED),
                   pa.Table.from_pylist(in_order(progress.rejected), schema=REJECTED_SCHEMA))
@@ -244,6 +252,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
         "actors": actors,
         "device": "cuda" if use_gpu else "cpu",
         "precision": precision,
+        "precision_choice": choice.as_dict(),  # how auto chose it, with the timings (also the manifest's metadata)
         "batch_size": config.batch_size,
         "index_seconds": round(ray.get(index_seconds), 2),
         "generation_seconds": round(generation_seconds, 2),
@@ -474,6 +483,8 @@ def incomplete_message(progress: Progress, catalogs: dict[str, StyleCatalog], co
 
 def format_summary(summary: dict) -> str:
     """The few lines printed at the end of a run."""
+    from musicgen.sampling.precision import PrecisionChoice
+
     lines = [
         f"{summary['accepted_this_run']} melodies accepted in {summary['wall_seconds']} s "
         f"({summary['melodies_per_second']} melodies/s; {summary['generated_this_run']} generated at "
@@ -487,5 +498,6 @@ def format_summary(summary: dict) -> str:
     lines.append(f"copies: rejected at >= {summary['copy_threshold']} shared intervals with any of "
                  f"{summary['reference_melodies']} corpus melodies; near duplicates at >= "
                  f"{summary['near_duplicate_threshold']}")
+    lines.append(f"sampling {PrecisionChoice(**summary['precision_choice']).describe()}")
     lines.append(f"files: {summary['out']}/<style>/<id>.*  manifest: {summary['manifest']}")
     return "\n".join(lines)

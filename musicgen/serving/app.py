@@ -53,6 +53,7 @@ from musicgen.serving.schemas import (
     MelodyOut,
     MelodyRequest,
     NoteOut,
+    PrecisionChoiceOut,
     StyleInfo,
     StylesResponse,
     describe_errors,
@@ -108,7 +109,7 @@ class ServeConfig:
     replica_num_cpus: float = 0.25  # fractional: several replicas share a CPU (each samples on one thread)
     replica_num_gpus: float = 0.0
     device: str = "auto"  # torch device in the replicas
-    precision: str = "auto"  # int8 or fp32 weights in the replicas; auto: int8 where supported (LSTM/GAN on CPU)
+    precision: str = "auto"  # fp32, bf16 or int8 weights in the replicas; auto: the fastest at batch 1 and max_batch_size
     ingress_replicas: int = 1
     ingress_num_cpus: float = 0.1
     ingress_max_ongoing_requests: int = 256  # the ingress only awaits the style deployments
@@ -180,11 +181,13 @@ class StyleGenerator:
     """Replicas sampling one style. ``user_config`` carries the batch settings, so a Serve config
     file can change them per style without restarting replicas."""
 
-    def __init__(self, model: str, style: str, device: str, precision: str):
+    def __init__(self, model: str, style: str, device: str, precision: str, max_batch_size: int):
         import torch
 
         torch.set_num_threads(1)  # replicas share the machine's cores; one thread each scales best
-        self.generator = MelodyGenerator.from_artifact(model, device=device, precision=precision)
+        # auto: timed on this thread count at a lone request's batch and a full one (cached per CPU model)
+        self.generator = MelodyGenerator.from_artifact(model, device=device, precision=precision,
+                                                       batch_sizes=(1, max_batch_size))
         self.style = style
         self.generator.check_styles([style])
         self.batching: dict = {}
@@ -233,6 +236,7 @@ class StyleGenerator:
             model_name=self.generator.model_name,
             default_guidance=resolve_guidance(self.generator.model, None),
             precision=self.generator.precision,
+            precision_choice=PrecisionChoiceOut(**self.generator.precision_choice.as_dict()),
             autoscaling=AutoscalingOut(**{k: getattr(autoscaling, k) for k in AutoscalingOut.model_fields})
             if autoscaling else None,
             num_replicas=None if autoscaling else config.num_replicas,
@@ -334,7 +338,7 @@ def build_app(config: ServeConfig) -> serve.Application:
             max_ongoing_requests=config.max_ongoing_requests,
             ray_actor_options={"num_cpus": config.replica_num_cpus, "num_gpus": config.replica_num_gpus},
             user_config={"max_batch_size": config.max_batch_size, "batch_wait_timeout_s": config.batch_wait_timeout_s},
-        ).bind(model, style, config.device, config.precision)
+        ).bind(model, style, config.device, config.precision, config.max_batch_size)
         for style in styles
     }
     return MelodyAPI.options(

@@ -113,6 +113,19 @@ class AutoscalingOut(BaseModel):
     downscale_delay_s: float
 
 
+class PrecisionChoiceOut(BaseModel):
+    """How a replica chose its sampling precision (``musicgen.sampling.precision``)."""
+
+    precision: str
+    requested: str = Field(description="the precision setting: auto, or one precision")
+    source: str = Field(description="asked (set explicitly), only (the one offered), measured or cached (auto)")
+    batch_sizes: list[int] = Field(description="batch sizes auto timed at: 1 and max_batch_size")
+    threads: int = Field(description="torch threads it was timed with (0: not timed)")
+    cpu: str = Field(description="the CPU model it was timed on")
+    ms_per_step: dict[str, list[float]] | None = Field(
+        description="milliseconds per sampling step of each precision offered, one per batch size")
+
+
 class StyleInfo(BaseModel):
     """A style's deployment as its replica runs it (settings overridden by a Serve config file included)."""
 
@@ -122,7 +135,8 @@ class StyleInfo(BaseModel):
     model_version: str
     model_name: str
     default_guidance: float = Field(description="guidance used when a request gives none; 1 when the model cannot be guided")
-    precision: str = Field(description="weights the replicas sample with: int8 or fp32")
+    precision: str = Field(description="weights the replicas sample with: fp32, bf16 or int8")
+    precision_choice: PrecisionChoiceOut
     autoscaling: AutoscalingOut | None = Field(description="None for a fixed number of replicas")
     num_replicas: int | None = Field(description="the fixed replica count when autoscaling is off")
     max_ongoing_requests: int
