@@ -53,6 +53,22 @@ def hymn(rng: random.Random) -> Melody:
     return random_melody(rng, 16, (4, 4))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def precision_cache(tmp_path_factory):
+    """Sampling-precision decisions go to a file of this session, never the user's cache (set in
+    os.environ before any Ray cluster starts, so its workers inherit it)."""
+    from musicgen.sampling.precision import CACHE_ENV
+
+    path = tmp_path_factory.mktemp("cache") / "precision.json"
+    saved = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = saved
+
+
 @pytest.fixture(scope="session")
 def real_corpus(tmp_path_factory):
     """A few real works per style exported from the music21 corpus (MidiTok-style round-trip data)."""

@@ -140,8 +140,8 @@ class MelodyGAN(nn.Module):
     def select_rows(self, cache, rows: Tensor):
         return self.generator.select_rows(cache, rows)
 
-    def quantize_int8(self) -> None:
-        self.generator.quantize_int8()
+    def prepare_sampling(self, precision: str) -> None:
+        self.generator.prepare_sampling(precision)
 
     # -- adversarial parts ---------------------------------------------------------------
     def temperature_at(self, adversarial_step: int) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -21,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from musicgen.models.lstm_cells import CellCache, FloatCell, Int8Cell, sampling_cell
 from musicgen.models.targets import PAD_ID, hide_style, inputs_and_targets
 
 GRAD_CLIP = 1.0
@@ -142,69 +142,6 @@ class LSTMConfig:
 LSTMCache = tuple[Tensor, Tensor]  # (h, c), each [num_layers, B, hidden_size]
 
 
-class Int8Cache(NamedTuple):
-    """The int8 step's state, batch first, one tensor per layer (no stacking per step)."""
-
-    style_gates: Tensor  # [B, 4H]: the style's part of layer 0's gates, fixed for a melody
-    h: tuple[Tensor, ...]  # per layer [B, H], int8: h already quantised, which is all the next step reads of it
-    c: tuple[Tensor, ...]  # per layer [B, H], fp32
-
-
-@dataclass
-class Int8Cell:
-    """An LSTM's weights for int8 sampling on CPU (see ``LSTMModel.quantize_int8``).
-
-    Layer 0's input is an embedding lookup, so its part of the gates is a
-    table (exact fp32, both biases folded in). Every matrix product left
-    (the gates and the output head) multiplies hidden states, which an LSTM
-    keeps in (-1, 1): they are quantised with the fixed scale 1/127, weights
-    per output row, and multiplied in int8 with exact int32 sums
-    (``torch._int_mm``). No scale depends on the batch and no float sum is
-    split by batch size, so a row's logits are bit for bit the same in any batch.
-
-    Each int8 matrix is kept in two layouts: ``x @ W`` with W [in, out]
-    contiguous is MKL-DNN's fast case for batches, while at batch 1 the
-    [out, in] layout (passed as its transposed view) takes a matrix-vector
-    kernel 2.5x faster (16 vs 41 µs for 512 x 1024). The gate rows are
-    reordered to (input, forget, output, cell) and the cell gate's rows are
-    doubled, so one sigmoid covers all four: tanh(x) = 2 sigmoid(2x) - 1.
-    """
-
-    token_gates: Tensor  # [vocab, 4H]
-    style_gates: Tensor  # [styles, 4H]
-    weights: list[Tensor]  # per layer, int8 [in, 4H]: W_hh for layer 0, [W_ih | W_hh] above
-    row_weights: list[Tensor]  # the same values, [4H, in] contiguous, as [in, 4H] views: for batch 1
-    scales: list[Tensor]  # per layer [4H]: each weight row's scale times h's (1/127)
-    biases: list[Tensor]  # layers 1, 2, ... [4H]: b_ih + b_hh (layer 0's are folded into its tables)
-    head: tuple[Tensor, Tensor, Tensor, Tensor]  # int8 [H, vocab], its batch-1 layout, scales [vocab], bias [vocab]
-
-    @classmethod
-    def from_model(cls, model: "LSTMModel") -> "Int8Cell":
-        E, L, H = model.config.embed_dim, model.config.num_layers, model.config.hidden_size
-        w = model.lstm._flat_weights
-        i, f, g, o = torch.arange(4 * H).chunk(4)
-        gate_order = torch.cat([i, f, o, g])  # PyTorch's rows are (input, forget, cell, output)
-        doubled = torch.ones(4 * H)
-        doubled[3 * H :] = 2  # the cell gate's rows, in the new order: its tanh becomes a sigmoid
-        with torch.no_grad():
-            w_ih0, b0 = w[0][gate_order], (w[2] + w[3])[gate_order]
-            token_gates = (model.tok_emb.weight @ w_ih0[:, :E].T + b0) * doubled
-            style_gates = (model.style_emb.weight @ w_ih0[:, E:].T) * doubled
-            matrices = [w[1], *(torch.cat([w[4 * k], w[4 * k + 1]], dim=1) for k in range(1, L))]
-            quantised = [_int8_rows(m[gate_order]) for m in matrices]
-            biases = [(w[4 * k + 2] + w[4 * k + 3])[gate_order] * doubled for k in range(1, L)]
-            head_rows, head_scale = _int8_rows(model.head.weight)
-        return cls(token_gates, style_gates, weights=[q.T.contiguous() for q, _ in quantised],
-                   row_weights=[q.T for q, _ in quantised], scales=[s * doubled for _, s in quantised], biases=biases,
-                   head=(head_rows.T.contiguous(), head_rows.T, head_scale, model.head.bias.detach().clone()))
-
-
-def _int8_rows(matrix: Tensor) -> tuple[Tensor, Tensor]:
-    """``matrix`` [out, in] in int8, and per-row scales that also undo h's 1/127."""
-    row_scale = matrix.abs().amax(dim=1).clamp_min(1e-8) / 127
-    return torch.round(matrix / row_scale[:, None]).to(torch.int8).contiguous(), row_scale / 127
-
-
 class LSTMModel(MLETrainingMixin, nn.Module):
     def __init__(self, config: LSTMConfig):
         super().__init__()
@@ -220,19 +157,16 @@ class LSTMModel(MLETrainingMixin, nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
-        self.int8: Int8Cell | None = None  # set by quantize_int8 for sampling
+        self.cell: FloatCell | Int8Cell | None = None  # set by prepare_sampling
         self._init_weights()
 
-    def quantize_int8(self) -> None:
-        """Sample with int8 weights from now on (CPU; a snapshot of the current weights).
-
-        At batch 256 the int8 step is ~2x faster than fp32 and validation
-        bits/token move by 0.02 % (docs/benchmarks.md); training and
-        ``forward`` still use the fp32 weights.
-        """
-        if next(self.parameters()).device.type != "cpu":
-            raise ValueError("int8 sampling runs on CPU only")
-        self.int8 = Int8Cell.from_model(self)
+    def prepare_sampling(self, precision: str) -> None:
+        """Sample with a cell of the current weights in ``precision`` (fp32, bf16 or int8) from now on
+        (see ``musicgen.models.lstm_cells``). bf16 and int8 run on CPU only. Training and ``forward``
+        still use the module's fp32 weights; int8 moved validation bits/token by 0.02 % (docs/benchmarks.md)."""
+        if precision != "fp32" and next(self.parameters()).device.type != "cpu":
+            raise ValueError(f"{precision} sampling runs on CPU only")
+        self.cell = sampling_cell(self, precision)
 
     def _init_weights(self) -> None:
         # N(0, 1) embeddings (PyTorch's default): with GPT-style std 0.02 the inputs are so small that
@@ -262,65 +196,20 @@ class LSTMModel(MLETrainingMixin, nn.Module):
         return logits, (lm_loss(logits, targets) if targets is not None else None)
 
     def step(self, tokens: Tensor, style: Tensor,
-             cache: LSTMCache | Int8Cache | None = None) -> tuple[Tensor, LSTMCache | Int8Cache]:
+             cache: LSTMCache | CellCache | None = None) -> tuple[Tensor, LSTMCache | CellCache]:
         """Incremental decoding. ``tokens`` [B,t] are the tokens the cache has NOT seen yet (the
-        prompt on the first call, then the one new token); returns the last position's logits [B,V]."""
-        if not self.training and not torch.is_grad_enabled():
-            if self.int8 is not None:  # the prompt too, one token at a time: no fp32 sums on the int8 path
-                for t in range(tokens.size(1)):
-                    logits, cache = self._int8_step(tokens[:, t], style, cache)
-                return logits, cache
-            if tokens.size(1) == 1:
-                return self._cell_step(tokens[:, 0], style, cache)
+        prompt on the first call, then the one new token); returns the last position's logits [B,V].
+        Inference after ``prepare_sampling`` runs its cell, a token at a time (the prompt too)."""
+        if self.cell is not None and not self.training and not torch.is_grad_enabled():
+            for t in range(tokens.size(1)):
+                logits, cache = self.cell.step(tokens[:, t], style, cache)
+            return logits, cache
         logits, cache = self.run_embeddings(self.tok_emb(tokens), style, cache)
         return logits[:, -1, :], cache
 
     @staticmethod
-    def select_rows(cache: LSTMCache | Int8Cache, rows: Tensor) -> LSTMCache | Int8Cache:
+    def select_rows(cache: LSTMCache | CellCache, rows: Tensor) -> LSTMCache | CellCache:
         """The cache of only these batch rows (a sampler drops finished melodies)."""
-        if isinstance(cache, Int8Cache):
-            return Int8Cache(cache.style_gates[rows], tuple(h[rows] for h in cache.h), tuple(c[rows] for c in cache.c))
+        if isinstance(cache, CellCache):
+            return cache.select_rows(rows)
         return cache[0][:, rows], cache[1][:, rows]
-
-    def _cell_step(self, token: Tensor, style: Tensor, cache: LSTMCache | None) -> tuple[Tensor, LSTMCache]:
-        """One token through the layers with the fused ``lstm_cell`` kernel (what ``nn.LSTMCell``
-        runs): for a single time step ``nn.LSTM`` spends ~1.1 ms on CPU where this takes ~0.35 ms
-        (3x256, batch 1), which is most of a sampler's time per token. Inference only (no dropout)."""
-        x = torch.cat([self.tok_emb(token), self.style_emb(style)], dim=-1)
-        if cache is None:
-            cache = (x.new_zeros(self.config.num_layers, x.size(0), self.config.hidden_size),) * 2
-        h, cell = cache
-        hs, cs = [], []
-        weights = self.lstm._flat_weights  # per layer: w_ih, w_hh, b_ih, b_hh (module attribute lookups cost ~5 µs each)
-        for k in range(self.config.num_layers):
-            x, c = torch.lstm_cell(x, (h[k], cell[k]), *weights[4 * k : 4 * k + 4])
-            hs.append(x)
-            cs.append(c)
-        return self.head(x), (torch.stack(hs), torch.stack(cs))
-
-    def _int8_step(self, token: Tensor, style: Tensor, cache: Int8Cache | None) -> tuple[Tensor, Int8Cache]:
-        """``_cell_step`` with the weights of ``self.int8``. Written for few torch calls and few passes
-        over [B, 4H] arrays: at batch 1 each call costs ~2 µs, as much as the arithmetic, and at
-        batch 512 each pass over the gates ~50 µs. Its cache (see ``Int8Cache``) keeps the style's
-        part of the first layer's gates, so ``style`` is read on the first step only."""
-        q, H, L = self.int8, self.config.hidden_size, self.config.num_layers
-        if cache is None:
-            h0 = token.new_zeros((token.size(0), H), dtype=torch.int8)
-            c0 = torch.zeros_like(h0, dtype=torch.float)
-            cache = Int8Cache(torch.embedding(q.style_gates, style), (h0,) * L, (c0,) * L)
-        single = token.size(0) == 1
-        weights = q.row_weights if single else q.weights
-        hs, cs = [], []
-        for k in range(L):
-            if k == 0:
-                base, x = torch.embedding(q.token_gates, token) + cache.style_gates, cache.h[0]
-            else:
-                base, x = q.biases[k - 1], torch.cat([hs[-1], cache.h[k]], dim=1)
-            # int32 sums promote to fp32; the cell gate comes out as sigmoid(2g), so tanh(g) = 2 * g2 - 1
-            i, f, o, g2 = torch.sigmoid(torch.addcmul(base, torch._int_mm(x, weights[k]), q.scales[k])).chunk(4, dim=1)
-            c = torch.addcmul(torch.mul(f, cache.c[k]).sub_(i), i, g2, value=2)  # f c + i tanh(g)
-            hs.append(torch.mul(o, torch.tanh(c)).mul_(127).round_().to(torch.int8))  # h quantised with scale 1/127
-            cs.append(c)
-        head, row_head, head_scale, head_bias = q.head
-        logits = torch.addcmul(head_bias, torch._int_mm(hs[-1], row_head if single else head), head_scale)
-        return logits, Int8Cache(cache.style_gates, tuple(hs), tuple(cs))

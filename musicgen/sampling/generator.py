@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 
 from musicgen import storage
-from musicgen.config import check_precision
 from musicgen.models import load_artifact
+from musicgen.sampling.precision import PrecisionChoice, resolve_precision
 from musicgen.sampling.sampler import GeneratedMelody, SampleRequest, finish_melody, is_guidable, sample_tokens, with_guidance
 from musicgen.tokenizers import Tokenizer, tokenizer_from_dict
 
@@ -22,17 +22,6 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_precision(precision: str, model: nn.Module, device: torch.device) -> str:
-    """``int8`` or ``fp32``: what ``precision`` means for this model on this device (auto: int8 where supported)."""
-    check_precision(precision)
-    int8_ok = hasattr(model, "quantize_int8") and device.type == "cpu"
-    if precision == "auto":
-        return "int8" if int8_ok else "fp32"
-    if precision == "int8" and not int8_ok:
-        raise ValueError(f"int8 sampling needs an LSTM or GAN model on CPU, not a {type(model).__name__} on {device}")
-    return precision
-
-
 @dataclass
 class MelodyGenerator:
     model: nn.Module
@@ -41,25 +30,28 @@ class MelodyGenerator:
     model_version: str  # first 12 hex digits of the weights' sha256: changes whenever the weights do
     meta: dict
     device: torch.device
-    precision: str = "fp32"  # the weights sampling uses: fp32, or int8 (see ``resolve_precision``)
+    precision: str = "fp32"  # the weights sampling uses: fp32, bf16 or int8 (see ``resolve_precision``)
+    precision_choice: PrecisionChoice | None = None  # how it was chosen, with the timings when measured
 
     def __post_init__(self):
         self._lock = threading.Lock()  # one sampling loop at a time per model (threads in Serve replicas)
 
     @classmethod
-    def from_artifact(cls, uri: str, device: str = "auto", precision: str = "auto") -> MelodyGenerator:
-        """Load ``<storage>/<run>/model`` (or any artifact folder) written by training."""
+    def from_artifact(cls, uri: str, device: str = "auto", precision: str = "auto",
+                      batch_sizes: tuple[int, ...] = (1,)) -> MelodyGenerator:
+        """Load ``<storage>/<run>/model`` (or any artifact folder) written by training. ``auto``
+        precision is the fastest here at ``batch_sizes`` melodies a call (see ``resolve_precision``)."""
         device = pick_device(device)
         model, meta = load_artifact(uri, map_location=device)
-        precision = resolve_precision(precision, model, device)
-        if precision == "int8":
-            model.quantize_int8()
         extra = meta.get("extra", {})
         if "tokenizer" not in extra:
             raise ValueError(f"{uri}: the artifact carries no tokenizer; was it written by `musicgen train`?")
         tokenizer = tokenizer_from_dict(extra["tokenizer"])
+        choice = resolve_precision(precision, model, tokenizer, device, batch_sizes, artifact=meta["weights_sha256"])
+        if hasattr(model, "prepare_sampling"):
+            model.prepare_sampling(choice.precision)
         name = extra.get("train_config", {}).get("name") or storage.absolute(uri).rstrip("/").split("/")[-2]
-        return cls(model, tokenizer, name, meta["weights_sha256"][:12], meta, device, precision)
+        return cls(model, tokenizer, name, meta["weights_sha256"][:12], meta, device, choice.precision, choice)
 
     @property
     def styles(self) -> tuple[str, ...]:

@@ -125,7 +125,7 @@ def pick_tokens(logits: np.ndarray, allowed: np.ndarray, temperature: np.ndarray
     return order[rows, index]
 
 
-class _Stepper:
+class Stepper:
     """Feeds tokens to a model's ``step`` and keeps its cache, re-priming a Transformer with the
     second half of its window when a sequence outgrows ``block_size``.
 
@@ -210,7 +210,7 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     filtered = any(r.top_k > 0 or r.top_p < 1 or r.temperature == 0 for r in requests)
     guided = any(r.guidance != 1 for r in requests)
     guidance = torch.tensor([float(r.guidance) for r in requests], device=device) if guided else None
-    step = _Stepper(model, style, guidance, tokenizer.pad_id)
+    step = Stepper(model, style, guidance, tokenizer.pad_id)
     logits = step(torch.from_numpy(prompt).to(device))
     out = np.full((len(requests), max_new), tokenizer.pad_id)
     active = np.arange(len(requests))  # rows of ``out`` still being sampled

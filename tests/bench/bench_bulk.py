@@ -121,16 +121,20 @@ def main() -> None:
                         "of the Ray Data job (one job per size and precision)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the in-process paths")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the Ray cluster")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], help="of the batched paths and the job")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"],
+                        help="of the batched paths and the job: fp32, bf16, int8, or auto (the fastest here, measured)")
     parser.add_argument("--rounds", type=int, default=0,
                         help="more jobs, each between two classic loops of its own, for per-round ratios")
     parser.add_argument("--cluster", choices=("running", "fresh"), default="running",
                         help="running: the jobs join one cluster started with `ray start` (as `ray job submit` "
                              "finds it); fresh: each job starts its own local cluster")
+    parser.add_argument("--in-process-only", action="store_true", help="skip the Ray Data jobs (no cluster, no "
+                        "reference shards needed): the naive loops and the batched sampler only")
     parser.add_argument("--out", help="write the figures here as JSON")
     args = parser.parse_args()
 
     from musicgen.sampling import MelodyGenerator
+    from musicgen.sampling.precision import PrecisionChoice, cpu_summary
 
     load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
@@ -148,21 +152,22 @@ def main() -> None:
     before = naive_loops(tokens)
     rows = []
     for precision in args.precisions:
-        generator = MelodyGenerator.from_artifact(args.model, device="cpu", precision=precision)
-        rows += [{**batched(generator, b, args.bars, calls=max(1, 8 // b)), "precision": precision}
-                 for b in args.batch_sizes]
+        for b in args.batch_sizes:  # auto: timed at each batch size, as the job does at its own
+            generator = MelodyGenerator.from_artifact(args.model, device="cpu", precision=precision, batch_sizes=(b,))
+            label = f"auto: {generator.precision}" if precision == "auto" else precision
+            rows.append({**batched(generator, b, args.bars, calls=max(1, 8 // b)), "precision": label,
+                         "precision_choice": generator.precision_choice.as_dict()})
     after = naive_loops(tokens)
     classic_seconds, naive_seconds = min(before[0], after[0]), min(before[1], after[1])
     generator = baseline
-    cluster = running_cluster(args.cpus) if args.cluster == "running" else contextlib.nullcontext()
-    with cluster:
+    classic_rate, naive_rate = 1 / classic_seconds, 1 / naive_seconds
+    rounds = []
+    in_cluster = args.cluster == "running" and not args.in_process_only
+    with running_cluster(args.cpus) if in_cluster else contextlib.nullcontext():
         jobs = [bulk_job(args.model, args.per_style, b, args.cpus, p, args.cluster)
-                for p in args.precisions for b in args.job_batch_sizes]
+                for p in args.precisions for b in args.job_batch_sizes if not args.in_process_only]
 
-        classic_rate, naive_rate = 1 / classic_seconds, 1 / naive_seconds
-
-        rounds = []
-        for _ in range(args.rounds):
+        for _ in range(0 if args.in_process_only else args.rounds):
             before_job = classic_loop(tokens)
             job = bulk_job(args.model, args.per_style, args.job_batch_sizes[0], args.cpus, args.precisions[0],
                            args.cluster)
@@ -187,7 +192,7 @@ def main() -> None:
                      f"{r['melodies_per_second']:.2f} | {1 / r['melodies_per_second']:.4f} | "
                      f"{ratios(r['melodies_per_second'])} |")
     table += [
-        f"| Ray Data bulk job, end to end ({job['actors']} actors), {job['precision']} | {job['batch_size']} | "
+        f"| Ray Data bulk job, end to end ({job['actors']} actors), {job['precision_choice']['requested']}: {job['precision']} | {job['batch_size']} | "
         f"{job['accepted_this_run']} | {job['melodies_per_second']:.2f} | {1 / job['melodies_per_second']:.4f} | "
         f"{ratios(job['melodies_per_second'])} |" for job in jobs]
     if rounds:
@@ -197,14 +202,15 @@ def main() -> None:
                   for i, r in enumerate(rounds)]
         table.append(f"| median | | | **{statistics.median(r['ratio'] for r in rounds):.1f}x** |")
     print("\n".join(table))
-    notes = (f"{args.bars}-bar melodies, {tokens} sampled tokens each on average; model {args.model} "
+    notes = (f"CPU: {cpu_summary()}. {args.bars}-bar melodies, {tokens} sampled tokens each on average; model {args.model} "
              f"({generator.model_name}, {generator.model_version}); torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads in-process; {platform.machine()}, {os.cpu_count()} CPUs, "
              f"load average {load_before:.1f} at the start. " + " ".join(
                  f"Bulk job ({job['precision']}): {job['generated_this_run']} generated at "
                  f"{job['generated_per_second']}/s while sampling, {job['wall_seconds']} s wall including "
                  f"{job['index_seconds']} s to index {job['reference_melodies']} corpus melodies; "
-                 f"rejected {job['rejected']}." for job in jobs))
+                 f"rejected {job['rejected']}; sampling {PrecisionChoice(**job['precision_choice']).describe()}."
+                 for job in jobs))
     print(notes)
     if args.out:
         with open(args.out, "w") as f:

@@ -93,9 +93,13 @@ class ModelAlone:
         import torch
 
         from musicgen.sampling import MelodyGenerator
+        from musicgen.serving.app import ServeConfig
 
         torch.set_num_threads(1)  # as in a replica
-        self.generator = MelodyGenerator.from_artifact(model, device="cpu", precision=precision)
+        # as a replica chooses (auto: timed at batch 1 and ServeConfig's max_batch_size)
+        self.generator = MelodyGenerator.from_artifact(model, device="cpu", precision=precision,
+                                                       batch_sizes=(1, ServeConfig.max_batch_size))
+        print(f"model alone: sampling {self.generator.precision_choice.describe()}", flush=True)
         self.style, self.bars = style, bars
         for seed in range(2):  # warm-up
             self(seed)
@@ -222,7 +226,8 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=45)
     parser.add_argument("--settle-seconds", type=float, default=60)
     parser.add_argument("--port", type=int, default=18000, help="HTTP port on 127.0.0.1 (default: 18000)")
-    parser.add_argument("--precision", default="auto", help="weights of the replicas: auto (int8 for an LSTM), fp32, int8")
+    parser.add_argument("--precision", default="auto", help="weights of the replicas: auto (the fastest here, "
+                        "measured), fp32, bf16, int8")
     parser.add_argument("--alone-only", action="store_true", help="only time the model alone (no Serve), e.g. to "
                         "compare precisions")
     parser.add_argument("--out", help="write the results as JSON here")
@@ -236,6 +241,7 @@ def main() -> None:
     import torch
     from ray import serve
 
+    from musicgen.sampling.precision import cpu_summary
     from musicgen.serving.app import APP_NAME, Autoscaling, ServeConfig, build_app, style_deployment_name
 
     alone_sampler = ModelAlone(args.model, args.style, args.bars, args.precision)
@@ -273,8 +279,10 @@ def main() -> None:
         serve.shutdown()
         ray.shutdown()
     figures = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}",
-        "model": args.model, "precision": args.precision, "bars": args.bars, "startup_seconds": startup,
+        "machine": f"{cpu_summary()}, {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+                   f"ray {ray.__version__}",
+        "model": args.model, "precision": args.precision,
+        "precision_choice": alone_sampler.generator.precision_choice.as_dict(), "bars": args.bars, "startup_seconds": startup,
         "config": {"replica_num_cpus": config.replica_num_cpus, "max_batch_size": config.max_batch_size,
                    "batch_wait_timeout_s": config.batch_wait_timeout_s,
                    "autoscaling": dataclasses.asdict(config.autoscaling),

@@ -4,6 +4,7 @@ the copy filter, and an S3 catalog."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from musicgen import storage
-from musicgen.catalog.bulk import run_bulk
+from musicgen.catalog.bulk import PRECISION_KEY, run_bulk
 from musicgen.catalog.generate import melody_id
 from musicgen.config import BulkConfig, PreprocessConfig
 from musicgen.data.preprocess import run_preprocess
@@ -78,6 +79,10 @@ def test_catalog_holds_n_unique_melodies_per_style_matching_its_manifest(catalog
         assert storage.read_json(f"{out}/{r['style']}/{r['id']}.json")["id"] == r["id"]
         expected |= {r["mid_path"], r["abc_path"], f"{r['style']}/{r['id']}.json"}
     assert catalog_files(out) == expected  # nothing else in the style folders
+    choice = summary["precision_choice"]  # auto: timed on the driver at the job's batch size, on one thread
+    assert (choice["precision"], choice["batch_sizes"], choice["threads"]) == (summary["precision"], [2], 1)
+    assert {"fp32", "int8"} <= set(choice["ms_per_step"]) and {r["precision"] for r in manifest} == {choice["precision"]}
+    assert json.loads(pq.read_schema(f"{out}/manifest.parquet").metadata[PRECISION_KEY.encode()]) == choice
     rejected = pq.read_table(f"{out}/rejected.parquet").to_pylist()
     assert sum(summary["rejected"].values()) == len(rejected)
     assert not {r["id"] for r in rejected} & {r["id"] for r in manifest}

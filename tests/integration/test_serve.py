@@ -77,6 +77,9 @@ def test_styles_describe_their_deployments(server):
         assert s["autoscaling"]["min_replicas"] == s["autoscaling"]["max_replicas"] == 1
         assert (s["max_batch_size"], s["batch_wait_timeout_s"], s["max_ongoing_requests"]) == (8, 0.05, 32)
         assert s["default_guidance"] == 1.0, "the tiny model was trained without style dropout"
+        choice = s["precision_choice"]  # auto: timed at a lone request's batch and a full one
+        assert choice["precision"] == s["precision"] and choice["batch_sizes"] == [1, 8]
+        assert choice["source"] in ("measured", "cached") and {"fp32", "int8"} <= set(choice["ms_per_step"])
 
 
 def test_melody_in_all_formats(server):

@@ -114,3 +114,11 @@ def test_help_explains_every_flag(capsys):
                  "--key", "--tempo", "--time-signature", "--primer", "--format"):
         assert flag in out
     assert "default: mid,abc,json" in out and "MUSICGEN_SOUNDFONT" in out
+
+
+def test_verbose_prints_the_precision_auto_chose_and_its_timings(tiny_artifact, tmp_path, capsys):
+    assert generate(tiny_artifact, tmp_path, "--style", "irish_folk", "--n", "3", "--verbose") == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("precision ") and "ms per sampling step at batch 3: fp32 " in line and "int8 " in line
+    assert generate(tiny_artifact, tmp_path, "--style", "irish_folk", "--precision", "fp32", "-v") == 0
+    assert capsys.readouterr().out.splitlines()[0] == "precision fp32 (as asked)"

@@ -91,22 +91,23 @@ def test_step_with_cache_matches_full_forward(name):
     torch.testing.assert_close(last, full[:, -1], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name, int8", [(name, False) for name in MODELS] + [("lstm", True), ("gan", True)])
-def test_select_rows_continues_only_those_rows(name, int8):
+@pytest.mark.parametrize("name, precision", [(name, None) for name in MODELS]
+                         + [(name, p) for name in ("lstm", "gan") for p in ("fp32", "bf16", "int8")])
+def test_select_rows_continues_only_those_rows(name, precision):
     model = tiny(name).eval()
-    if int8:
-        model.quantize_int8()
+    if precision:
+        model.prepare_sampling(precision)
     tokens, style = make_batch()
     rows = torch.tensor([3, 1])
     with torch.inference_mode():
         _, cache = model.step(tokens[:, :5], style)
         last, _ = model.step(tokens[rows, 5:6], style[rows], model.select_rows(cache, rows))
         alone, _ = model.step(tokens[rows, :6], style[rows])
-    torch.testing.assert_close(last, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(last, alone, atol=1e-2 if precision == "bf16" else 1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["lstm", "gan"])
-def test_int8_steps_follow_fp32_and_never_depend_on_other_rows(name):
+def test_sampling_cells_follow_the_module_and_int8_never_depends_on_other_rows(name):
     model = tiny(name, num_layers=2).eval()
     tokens, style = make_batch()
 
@@ -119,13 +120,17 @@ def test_int8_steps_follow_fp32_and_never_depend_on_other_rows(name):
                 out.append(last)
         return torch.stack(out, 1)
 
-    fp32 = run(torch.arange(B))
-    model.quantize_int8()
-    int8 = run(torch.arange(B))
-    assert not torch.equal(int8, fp32), "the int8 path ran"
-    torch.testing.assert_close(int8.softmax(-1), fp32.softmax(-1), atol=0.02, rtol=0)
-    for rows in (torch.tensor([2]), torch.tensor([3, 0])):  # alone or in another batch: bit for bit the same
-        assert torch.equal(run(rows), int8[rows])
+    module = run(torch.arange(B))
+    for precision in ("fp32", "bf16", "int8"):
+        model.prepare_sampling(precision)
+        cell = run(torch.arange(B))
+        if precision == "fp32":
+            torch.testing.assert_close(cell, module, atol=1e-5, rtol=0)
+        else:
+            assert not torch.equal(cell, module), f"the {precision} path ran"
+            torch.testing.assert_close(cell.softmax(-1), module.softmax(-1), atol=0.02, rtol=0)
+    for rows in (torch.tensor([2]), torch.tensor([3, 0])):  # int8 alone or in another batch: bit for bit the same
+        assert torch.equal(run(rows), cell[rows])
 
 
 def test_transformer_refuses_positions_beyond_block_size():

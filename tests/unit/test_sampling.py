@@ -218,14 +218,14 @@ def guided_artifact(tmp_path_factory) -> str:
 
 def test_guided_logits_combine_the_styled_and_unstyled_runs(guided_artifact):
     from musicgen.models import load_artifact
-    from musicgen.sampling.sampler import _Stepper
+    from musicgen.sampling.sampler import Stepper
 
     model, _ = load_artifact(guided_artifact)
     tok = MelodyGenerator.from_artifact(guided_artifact).tokenizer
     style = torch.tensor([0, 2, 4])
     prompt = torch.tensor([[tok.bos_id, tok.style_token(STYLES[s])] for s in style.tolist()])
     weight = torch.tensor([1.0, 2.0, 3.5])
-    stepper = _Stepper(model, style, weight, tok.pad_id)
+    stepper = Stepper(model, style, weight, tok.pad_id)
     with torch.inference_mode():
         got = stepper(prompt)
         styled, _ = model.step(prompt, style)
