@@ -184,10 +184,10 @@ def train_config_from_args(args: argparse.Namespace):
 
 def _run_train(args: argparse.Namespace) -> int:
     from musicgen.runtime import init_ray
-    from musicgen.training.trainer import run_training
+    from musicgen.training.trainer import resource_needs, run_training
 
     config = train_config_from_args(args)
-    init_ray(args.num_cpus)
+    init_ray(args.num_cpus, *resource_needs(config))  # a local cluster gets the CPUs the workers need
     summary = run_training(config)
     print(format_training_summary(summary))
     return 0
@@ -434,13 +434,13 @@ def _add_bulk(sub: argparse._SubParsersAction) -> None:
 def _run_bulk(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from musicgen.catalog.bulk import format_summary, run_bulk
+    from musicgen.catalog.bulk import actor_needs, format_summary, run_bulk
     from musicgen.config import BulkConfig, from_dict
     from musicgen.runtime import init_ray
 
     values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(BulkConfig)}
     config = from_dict(BulkConfig, {k: v for k, v in values.items() if v is not None})
-    init_ray(args.num_cpus)
+    init_ray(args.num_cpus, *actor_needs(config.actors or 1, config.use_gpu))  # room for --actors on a local cluster
     print(format_summary(run_bulk(config)))
     return 0
 

@@ -1,24 +1,100 @@
-"""Connecting to Ray: the one place that decides between a local cluster and a remote one."""
+"""Connecting to Ray: the one place that decides between a local cluster and a remote one, and
+that makes sure what a job asks for fits the cluster before it asks.
+
+Ray queues a request that no node can satisfy and waits for the cluster to grow; on a fixed
+cluster that is forever, with nothing on the screen. So every command states what it needs
+(``need``: ``{"CPU": 3}``, ``{"GPU": 2}``): a local cluster musicgen starts is sized to fit it,
+and a joined cluster is checked against it first, which turns the hang into an error within
+seconds that says what is missing (``ClusterTooSmall``: exit code 2 from the CLI).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
+from collections.abc import Mapping
+
+# How long to wait for a joined cluster's autoscaler to add what a job needs (0: fail at once).
+WAIT_ENV = "MUSICGEN_CLUSTER_WAIT_S"
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``), or start a local one.
+class ClusterTooSmall(ValueError):
+    """A job needs more than the cluster has and will not get it: it would wait forever."""
+
+
+def local_cpus(num_cpus: int | None, need: Mapping[str, float] | None, what: str) -> int | None:
+    """The CPUs a local cluster starts with: ``num_cpus`` when given (an error when too few), else
+    the machine's, or more when ``need`` asks for more. Ray's CPUs are logical: two workers on a
+    one-core machine take turns, slower, which beats waiting forever."""
+    wanted = math.ceil((need or {}).get("CPU", 0))
+    if num_cpus is not None:
+        if num_cpus < wanted:
+            raise ClusterTooSmall(f"{what} needs {wanted} CPU(s), but --num-cpus is {num_cpus}: give at least "
+                                  f"--num-cpus {wanted}, or leave it out and the local cluster is sized to fit")
+        return num_cpus
+    return max(os.cpu_count() or 1, wanted) if wanted else None
+
+
+def init_ray(num_cpus: int | None = None, need: Mapping[str, float] | None = None, what: str = "this job") -> None:
+    """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``), or start a local one; then
+    check that ``need`` fits it (``require``).
 
     ``num_cpus`` only applies to a local cluster: a running cluster's size is its own.
     A local cluster is always a new one (``address="local"``): without it Ray would
-    join whatever cluster ``ray start`` left running on the machine.
+    join whatever cluster ``ray start`` left running on the machine. It is shut down
+    again when ``need`` cannot fit (a missing GPU), so no Ray process outlives the error.
     """
     import ray
 
-    if ray.is_initialized():
-        return
+    if ray.is_initialized():  # someone else's connection (tests, notebooks): theirs to shut down
+        return require(need or {}, what)
     quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:
-        ray.init(address="local", num_cpus=num_cpus, **quiet)
+        ray.init(address="local", num_cpus=local_cpus(num_cpus, need, what), **quiet)
+    try:
+        require(need or {}, what)
+    except ClusterTooSmall:
+        ray.shutdown()
+        raise
+
+
+def shortfall(need: Mapping[str, float], total: Mapping[str, float]) -> dict[str, tuple[float, float]]:
+    """``{resource: (needed, there)}`` for each resource ``total`` has too little of."""
+    return {k: (v, total.get(k, 0.0)) for k, v in need.items() if v > 0 and total.get(k, 0.0) + 1e-9 < v}
+
+
+def require(need: Mapping[str, float], what: str, wait_s: float | None = None) -> None:
+    """Raise ``ClusterTooSmall`` unless the current cluster has ``need`` in total.
+
+    On a cluster whose autoscaler can add nodes, set ``MUSICGEN_CLUSTER_WAIT_S``: the need is
+    then asked of the autoscaler (``request_resources``) and awaited that long before failing.
+    Totals, not what is free now: a busy cluster frees its resources, a small one never grows.
+    """
+    import ray
+
+    missing = shortfall(need, ray.cluster_resources())
+    if not missing:
+        return
+    wait_s = float(os.environ.get(WAIT_ENV, 0)) if wait_s is None else wait_s
+    if wait_s > 0:
+        from ray.autoscaler.sdk import request_resources
+
+        # one bundle per unit: what a job asks for is many one-CPU (one-GPU) workers, not one big node
+        request_resources(bundles=[{k: 1} for k, v in need.items() for _ in range(math.ceil(v))])
+        deadline = time.monotonic() + wait_s
+        while missing and time.monotonic() < deadline:
+            time.sleep(min(2.0, wait_s))
+            missing = shortfall(need, ray.cluster_resources())
+        request_resources(bundles=[])  # the request was only to grow it now; the job's own demand keeps it
+        if not missing:
+            return
+    lacking = ", ".join(f"{v:g} {k} (the cluster has {there:g})" for k, (v, there) in missing.items())
+    waited = f" and did not get them within {wait_s:g} s" if wait_s > 0 else ""
+    raise ClusterTooSmall(
+        f"{what} needs {lacking}{waited}: it would wait forever for them. Ask for less, or give the cluster more "
+        f"(a local one: --num-cpus; `ray start --num-cpus/--num-gpus`; an autoscaling cluster: set {WAIT_ENV} "
+        f"to the seconds to wait for it to grow)")

@@ -51,6 +51,7 @@ from musicgen.catalog.generate import CatalogGenerator, Loader, reference_splits
 from musicgen.config import BulkConfig
 from musicgen.evaluation.novelty import IntervalIndex
 from musicgen.models import REFERENCE_FOLDER, resolve_model
+from musicgen.runtime import require
 
 PROGRESS, MANIFEST, REJECTED, SUMMARY = "progress.json", "manifest.parquet", "rejected.parquet", "summary.json"
 PRECISION_KEY = "musicgen.precision_choice"  # the manifest's schema metadata: how the precision was chosen
@@ -163,6 +164,12 @@ class Writer:
         self.pool.shutdown()
 
 
+def actor_needs(actors: int, use_gpu: bool | None) -> tuple[dict[str, float], str]:
+    """What the generator actor pool needs of the cluster to start, and in words."""
+    kind = "GPU" if use_gpu else "CPU"
+    return {kind: actors}, f"the bulk job's pool of {actors} generator actor(s) (one {kind} each; --actors sets how many)"
+
+
 def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     """Make or finish the catalog ``config`` describes on the current Ray cluster; returns its summary.
 
@@ -190,6 +197,8 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
         if not wav_available():
             raise ValueError("wav needs the fluidsynth program and a General MIDI soundfont; drop wav from --formats")
     use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    actors = config.actors or max(1, int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)))
+    require(*actor_needs(actors, use_gpu))  # the pool starts every actor at once: on too few CPUs, never
     # the precision every actor samples with (each makes slightly different melodies): auto is timed here at
     # the job's batch size on one thread, as an actor samples; a catalog being finished keeps its own
     requested = config.precision
@@ -208,7 +217,6 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     reference_splits(data)  # no shards: fail now, not in every actor
     reference, reference_size, index_seconds = ray.remote(timed_reference_index).options(
         num_cpus=0, num_returns=3).remote(data, min(MIN_REPORTED_RUN, config.copy_threshold))
-    actors = config.actors or max(1, int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1)))
     job = Job(config, generator, styles, progress, reference, loader, use_gpu, actors)
     threads = config.write_threads or (16 if storage.is_s3(config.out) else 1)
     writer = Writer(config.out, threads, complete_ids(config.out, styles), config.inject_kill_after)

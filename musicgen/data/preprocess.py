@@ -43,6 +43,7 @@ from musicgen import storage
 from musicgen.config import PreprocessConfig
 from musicgen.music.melody import Melody, MelodyBatch, RawMelody, interval_fingerprints_many, quantise_many
 from musicgen.music.midi import UnusableInput, parse_midi
+from musicgen.runtime import require
 from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
@@ -336,6 +337,7 @@ def run_preprocess(config: PreprocessConfig) -> dict:
     """Run the job on the current Ray cluster; returns the stats also written to stats.json."""
     import ray
 
+    require({"CPU": 1}, "preprocessing (Ray Data tasks of one CPU each)")  # a cluster of no CPUs runs none, ever
     started = time.perf_counter()
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     # A job's workers start on its first task and then import Ray Data, pyarrow and the parsers

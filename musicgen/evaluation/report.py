@@ -36,6 +36,7 @@ from musicgen.data.preprocess import read_split
 from musicgen.evaluation.classifier import StyleClassifier, confusion_matrix, fidelity
 from musicgen.evaluation.metrics import SCALAR_METRICS, compare_metric_values, melody_metrics
 from musicgen.music.melody import Melody, interval_fingerprints
+from musicgen.runtime import require
 from musicgen.tokenizers import tokenizer_from_dict
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ def judge_catalog(catalog: str, manifest, judge_args: tuple, config: EvaluateCon
              "model_version": first.get("model_version", ""), "training": {}}
     if not manifest.num_rows:
         return [], about
+    require({"CPU": 1}, "judging a catalog (a Ray Data pool of one-CPU actors)")  # none could ever start
     actors = config.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
     classifier, reference, fingerprints = judge_args
     rows = (ray.data.from_arrow(manifest.select(["style", "mid_path"]))

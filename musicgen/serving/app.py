@@ -348,12 +348,26 @@ def build_app(config: ServeConfig) -> serve.Application:
     ).bind(handles, config.auth_token_env, generator.guidable)
 
 
+def resource_needs(config: ServeConfig, styles: tuple[str, ...]) -> tuple[dict[str, float], str]:
+    """What the application needs of the cluster to become ready, and in words: every style's
+    ``min_replicas`` and the ingress's replicas (Serve's controller and proxy take no CPU). Until
+    they all run, ``serve.run`` waits; on a cluster too small, forever."""
+    replicas = sum(config.autoscaling_for(style).min_replicas for style in styles)
+    cpus = replicas * config.replica_num_cpus + config.ingress_replicas * config.ingress_num_cpus
+    need = {"CPU": cpus, **({"GPU": replicas * config.replica_num_gpus} if config.replica_num_gpus else {})}
+    return need, (f"serving {len(styles)} style(s) ({replicas} replica(s) at least, {config.replica_num_cpus:g} CPU "
+                  f"each, and {config.ingress_replicas} ingress replica(s) at {config.ingress_num_cpus:g} CPU; "
+                  "min_replicas, replica_num_cpus and styles set how much)")
+
+
 def run_server(config: ServeConfig, num_cpus: int | None = None) -> None:
     """``musicgen serve``: deploy on the cluster in RAY_ADDRESS (or a local one) and serve until Ctrl-C."""
     from musicgen.runtime import init_ray
 
-    init_ray(num_cpus)
-    app = build_app(config)
+    app = build_app(config)  # a bad model or style fails here, before any Ray process starts
+    styles = config.styles or MelodyGenerator.from_artifact(resolve_model(config.model), device="cpu",
+                                                            precision="fp32").styles
+    init_ray(num_cpus, *resource_needs(config, tuple(styles)))
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(app, name=APP_NAME, route_prefix="/")
     url = f"http://{config.host}:{config.port}"

@@ -21,12 +21,12 @@ import dataclasses
 import os
 import tempfile
 import time
-import warnings
 
 import torch
 
 from musicgen import storage
 from musicgen.config import TrainConfig, from_dict
+from musicgen.runtime import require
 from musicgen.data.preprocess import read_split, split_uri
 from musicgen.data.collate import Collate, windows
 from musicgen.models import META_FILE, build_model, resolve_model, copy_weights_for_finetuning, load_artifact, safe_load, save_artifact
@@ -218,20 +218,18 @@ def _cached_ngram_baseline(config: TrainConfig, tokenizer, run_uri: str) -> dict
     return bits
 
 
-def cpu_shortfall(config: TrainConfig, cluster_cpus: float) -> str | None:
-    """Why training would wait forever on a cluster of ``cluster_cpus`` CPUs, or None.
+def resource_needs(config: TrainConfig) -> tuple[dict[str, float], str]:
+    """What a run needs of the cluster to ever start, and in words (for the error when it cannot).
 
     Workers hold ``cpus_per_worker`` CPUs each for the whole run (GPU workers
     too), and Ray Data's read tasks, which feed them the shards, need a CPU of
     their own: with none left over the workers wait for data that is never read.
     """
     held = config.workers * config.cpus_per_worker
-    if cluster_cpus < held + 1:
-        return (f"{config.workers} worker(s) hold {held} CPU(s) and Ray Data needs one more to read the shards, "
-                f"but this cluster has {cluster_cpus:g}: training would wait forever unless the cluster grows. "
-                f"Use fewer --workers, or start Ray with more CPUs (`musicgen train --num-cpus`, "
-                f"`ray start --num-cpus`) or on an autoscaling cluster.")
-    return None
+    need = {"CPU": held + 1, **({"GPU": config.workers} if config.use_gpu else {})}
+    gpus = " and a GPU each" if config.use_gpu else ""
+    return need, (f"training with {config.workers} worker(s) (holding {held} CPU(s){gpus}, plus one CPU for "
+                  "Ray Data to read the shards; fewer --workers need less)")
 
 
 def run_training(config: TrainConfig) -> dict:
@@ -241,6 +239,7 @@ def run_training(config: TrainConfig) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    require(*resource_needs(config))  # first: on a cluster too small, fit() would wait forever
     # workers run in another working directory: hand them absolute locations
     config = dataclasses.replace(config, data=storage.absolute(config.data), storage=storage.absolute(config.storage))
     data_vocab = storage.read_json(storage.join(config.data, "vocab.json"))
@@ -284,9 +283,6 @@ def run_training(config: TrainConfig) -> dict:
         ),
         datasets={"train": train_data},
     )
-    shortfall = cpu_shortfall(config, ray.cluster_resources().get("CPU", 0))
-    if shortfall:  # a warning, not an error: an autoscaling cluster adds CPUs once the workers ask
-        warnings.warn(shortfall, stacklevel=2)
     result = trainer.fit()
     best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
     with best.as_directory() as folder:

@@ -31,23 +31,3 @@ def test_metrics_after_a_restart_replace_the_steps_gone_over(tmp_path):
         append_metrics(run, {"step": step, "loss": step})
     append_metrics(run, {"step": 20, "loss": -1})  # resumed from the step-10 checkpoint
     assert [(m["step"], m["loss"]) for m in read_metrics(run)] == [(10, 10), (20, -1)]
-
-
-@pytest.mark.parametrize("workers,cpus_per_worker,use_gpu,cluster_cpus,waits", [
-    (2, 1, False, 2, True),  # both CPUs held by workers: Ray Data cannot read
-    (1, 1, False, 2, False),
-    (2, 1, False, 3, False),
-    (2, 2, False, 4, True),
-    (4, 1, True, 4, True),  # GPU workers hold their CPUs too
-    (4, 1, True, 5, False),
-])
-def test_training_that_would_wait_forever_for_data_is_named(workers, cpus_per_worker, use_gpu, cluster_cpus, waits):
-    from musicgen.config import TrainConfig
-    from musicgen.training.trainer import cpu_shortfall
-
-    config = TrainConfig(data="d", name="n", storage="s", workers=workers, cpus_per_worker=cpus_per_worker,
-                         use_gpu=use_gpu)
-    message = cpu_shortfall(config, cluster_cpus)
-    assert (message is not None) == waits
-    if waits:
-        assert f"this cluster has {cluster_cpus}" in message and "--workers" in message
