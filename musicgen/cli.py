@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from musicgen import __version__
+from musicgen import __version__, stopping
 from musicgen.config import PRECISIONS
 from musicgen.pretrained import PRETRAINED
 
@@ -520,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.run(args)
+        return stopping.run(lambda: args.run(args))  # SIGTERM/SIGINT: a clean stop, exit 143/130
     except (FileNotFoundError, ValueError, KeyError) as exc:
         if args.verbose:
             raise

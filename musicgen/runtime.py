@@ -16,6 +16,8 @@ import os
 import time
 from collections.abc import Mapping
 
+from musicgen import stopping
+
 # How long to wait for a joined cluster's autoscaler to add what a job needs (0: fail at once).
 WAIT_ENV = "MUSICGEN_CLUSTER_WAIT_S"
 
@@ -55,6 +57,7 @@ def init_ray(num_cpus: int | None = None, need: Mapping[str, float] | None = Non
         ray.init(**quiet)
     else:
         ray.init(address="local", num_cpus=local_cpus(num_cpus, need, what), **quiet)
+    stopping.install()  # ray.init replaced the SIGTERM handler with one that exits from anywhere
     try:
         require(need or {}, what)
     except ClusterTooSmall:

@@ -19,7 +19,6 @@ import dataclasses
 import hmac
 import os
 import secrets
-import signal
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -372,14 +371,7 @@ def run_server(config: ServeConfig, num_cpus: int | None = None) -> None:
     serve.run(app, name=APP_NAME, route_prefix="/")
     url = f"http://{config.host}:{config.port}"
     print(f"musicgen is serving {config.model} at {url}/v1/styles; API docs: {url}/docs. Ctrl-C stops it.", flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, container stops: shut down as on Ctrl-C
-    try:
+    try:  # until SIGTERM or Ctrl-C (musicgen.stopping raises KeyboardInterrupt): exit 143 or 130
         threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
     finally:
         serve.shutdown()
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt

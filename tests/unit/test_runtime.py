@@ -1,8 +1,12 @@
 """What each command needs of a Ray cluster, and how a local cluster is sized to fit it (no Ray started)."""
 
 import os
+import signal
+import time
 
 import pytest
+
+from musicgen import stopping
 
 from musicgen.catalog.bulk import actor_needs
 from musicgen.config import TrainConfig
@@ -52,3 +56,18 @@ def test_serving_needs_every_min_replica_and_the_ingress():
 def test_the_bulk_pool_needs_a_cpu_or_gpu_per_actor():
     assert actor_needs(4, False)[0] == {"CPU": 4}
     assert actor_needs(2, True)[0] == {"GPU": 2}
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_a_command_with_its_exit_code_and_handlers_come_back(signum, code):
+    before = signal.getsignal(signal.SIGTERM)
+
+    def command() -> int:
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # interrupted at once
+        return 0
+
+    started = time.monotonic()
+    assert stopping.run(command) == code
+    assert time.monotonic() - started < 2
+    assert signal.getsignal(signal.SIGTERM) is before
