@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml infra/requirements.lock
 	$(BIN)/python -m pip install -q -c infra/requirements.lock -e ".[test]"
 	$(BIN)/python -m pip check
 	sh infra/install-audio.sh
+	sh infra/install-browser.sh
 	touch $@
 
 demo: setup

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from musicgen import __version__, stopping
 from musicgen.config import PRECISIONS
 from musicgen.pretrained import PRETRAINED
+from musicgen.studio import command as studio_command
 
 DEFAULT_WORKDIR = "artifacts/demo"
 # small enough to train for a few hundred steps within the demo's budget on two CPUs
@@ -513,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_bulk(sub)
     _add_evaluate(sub)
+    studio_command.add_parser(sub)
     return parser
 
 

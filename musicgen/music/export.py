@@ -202,6 +202,11 @@ def wav_available() -> bool:
 
 def to_wav_bytes(melody: Melody, soundfont: str | None = None) -> bytes:
     """16-bit 44.1 kHz stereo WAV of the MIDI file (its style's instrument) played through fluidsynth."""
+    return midi_to_wav_bytes(to_midi_bytes(melody), soundfont)
+
+
+def midi_to_wav_bytes(midi: bytes, soundfont: str | None = None) -> bytes:
+    """A MIDI file played through fluidsynth, as written (its instruments, tempo and velocities)."""
     soundfont = soundfont or find_soundfont()
     if shutil.which("fluidsynth") is None:
         raise WavUnavailable("WAV needs the fluidsynth program (apt-get install fluidsynth, brew install fluid-synth)")
@@ -213,7 +218,7 @@ def to_wav_bytes(melody: Melody, soundfont: str | None = None) -> bytes:
     with tempfile.TemporaryDirectory(prefix="musicgen-wav-") as tmp:
         midi_path, wav_path = os.path.join(tmp, "in.mid"), os.path.join(tmp, "out.wav")
         with open(midi_path, "wb") as f:
-            f.write(to_midi_bytes(melody))
+            f.write(midi)
         result = subprocess.run(
             ["fluidsynth", "-ni", "-T", "wav", "-F", wav_path, "-r", str(SAMPLE_RATE), soundfont, midi_path],
             check=False, capture_output=True, text=True, timeout=300,

@@ -33,9 +33,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from musicgen import __version__, storage
-from musicgen.pretrained import PRETRAINED
-from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.config import check_precision, from_dict
+from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.music.export import to_abc_text, to_midi_bytes
 from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
