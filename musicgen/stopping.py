@@ -22,6 +22,7 @@ from collections.abc import Callable
 DEADLINE_ENV = "MUSICGEN_STOP_DEADLINE_S"
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _received: list[int] = []
+_deadlines: list[threading.Timer] = []
 
 
 def run(command: Callable[[], int]) -> int:
@@ -29,6 +30,7 @@ def run(command: Callable[[], int]) -> int:
     The handlers before it are restored after (``main`` also runs inside tests and notebooks)."""
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
     _received.clear()
+    _deadlines.clear()
     install()
     try:
         return command()
@@ -39,6 +41,8 @@ def run(command: Callable[[], int]) -> int:
             raise
         return _shut_down(signal.SIGTERM)
     finally:
+        for timer in _deadlines:  # stopped in time: the caller (a test, a notebook) lives on
+            timer.cancel()
         if threading.current_thread() is threading.main_thread():
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -77,6 +81,7 @@ def _on_signal(signum: int, frame: object) -> None:
     timer = threading.Timer(deadline, os._exit, args=(exit_code(signum),))
     timer.daemon = True
     timer.start()
+    _deadlines.append(timer)
     print(f"\nmusicgen: {signal.Signals(signum).name}: stopping (exit within {deadline:g} s); "
           "rerun the same command to carry on", file=sys.stderr, flush=True)
     raise KeyboardInterrupt

@@ -59,7 +59,8 @@ def test_the_bulk_pool_needs_a_cpu_or_gpu_per_actor():
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_stops_a_command_with_its_exit_code_and_handlers_come_back(signum, code):
+def test_a_signal_stops_a_command_with_its_exit_code_and_handlers_come_back(signum, code, monkeypatch):
+    monkeypatch.setenv("MUSICGEN_STOP_DEADLINE_S", "0.3")
     before = signal.getsignal(signal.SIGTERM)
 
     def command() -> int:
@@ -71,3 +72,4 @@ def test_a_signal_stops_a_command_with_its_exit_code_and_handlers_come_back(sign
     assert stopping.run(command) == code
     assert time.monotonic() - started < 2
     assert signal.getsignal(signal.SIGTERM) is before
+    time.sleep(0.6)  # a command that stopped in time disarms its deadline: this process lives on
