@@ -251,7 +251,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(format_preprocess_summary(stats))
     if not stats["melodies"]:
         return 1
-    print(f"[3/5] training a small LSTM ({DEMO_LSTM}) with Ray Train for {args.train_steps} steps into {runs_dir}/demo-lstm")
+    print(f"[3/5] training a small LSTM ({DEMO_LSTM}) with Ray Train for {args.train_steps} steps "
+          f"into {runs_dir}/demo-lstm")
     summary = run_training(
         TrainConfig(
             data=shards_dir,
@@ -456,9 +457,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
             "of generated vs real melodies per style (overlap and KL of their distributions), novelty (longest "
             "run of intervals shared with any corpus melody, exact copies) and the model's validation bits/token "
             "next to the n-gram baseline's. Several --model values are compared side by side; --generated judges "
-            "a bulk catalog folder instead of sampling, with a Ray Data actor pool (also as `ray job submit ... -- python -m "
-            "pipelines.evaluate ...`). Writes report.md, report.json, PNG plots and (with "
-            "fluidsynth) WAV previews to --out."
+            "a bulk catalog folder instead of sampling, with a Ray Data actor pool (also as "
+            "`ray job submit ... -- python -m pipelines.evaluate ...`). Writes report.md, report.json, PNG plots "
+            "and (with fluidsynth) WAV previews to --out."
         ),
     )
     p.add_argument("--model", action="append", default=[],
@@ -474,7 +475,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--copy-threshold", type=int, default=16,
                    help="intervals shared with a corpus melody that count as a copy (default: 16)")
     p.add_argument("--actors", type=int,
-                   help="with --generated: Ray Data actors judging the catalog's melodies (default: the cluster's CPUs)")
+                   help="with --generated: Ray Data actors judging the catalog's melodies "
+                   "(default: the cluster's CPUs)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster (ignored when joining RAY_ADDRESS)")
     p.set_defaults(run=_run_evaluate)
 
@@ -520,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         return stopping.run(lambda: args.run(args))  # SIGTERM/SIGINT: a clean stop, exit 143/130
     except (FileNotFoundError, ValueError, KeyError) as exc:

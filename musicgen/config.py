@@ -6,7 +6,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TypeVar
 
-
 T = TypeVar("T")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # of the weights a sampler uses (see musicgen.sampling.precision)
 
@@ -124,7 +123,8 @@ class BulkConfig:
     near_duplicate_threshold: int = 16
     min_notes: int = 8
     reference: str | None = None  # shards to check copies against (default: those the model was trained on)
-    batch_size: int = 512  # melodies per sampling call (one CPU core: 188 melodies/s at 512, 153 at 256; docs/benchmarks.md)
+    # melodies per sampling call (one CPU core: 188 melodies/s at 512, 153 at 256; docs/benchmarks.md)
+    batch_size: int = 512
     oversample: float = 1.1  # extra seeds per round beyond those the acceptance rate so far calls for
     actors: int | None = None  # generator actors (default: one per CPU of the cluster, or per GPU)
     use_gpu: bool | None = None  # None: when the cluster has a GPU

@@ -28,7 +28,9 @@ def melodies(draw, max_notes: int = 40) -> Melody:
     return Melody(tuple(notes), draw(st.sampled_from(TIME_SIGNATURES)), "C major", 120.0)
 
 
-def random_melody(rng: random.Random, n_notes: int = 24, time_signature=(4, 4), low: int = 55, high: int = 79) -> Melody:
+def random_melody(
+    rng: random.Random, n_notes: int = 24, time_signature=(4, 4), low: int = 55, high: int = 79
+) -> Melody:
     """A plausible melody: steps and small leaps on a sixteenth/eighth grid."""
     pitch, cursor, notes = rng.randint(low + 5, high - 5), 0, []
     for _ in range(n_notes):
@@ -108,7 +110,8 @@ def s3_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
+    saved = {k: os.environ.get(k)
+             for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1"
     )
@@ -148,7 +151,8 @@ def save_tiny_artifact(uri: str, model: str = "lstm", tokenizer: str = "events",
 
     tok = make_tokenizer(tokenizer, STYLES)
     torch.manual_seed(seed)
-    fields = {"vocab_size": len(tok), "n_styles": len(STYLES), **(TINY_LSTM if model in ("lstm", "gan") else {}), **config}
+    fields = {"vocab_size": len(tok), "n_styles": len(STYLES),
+              **(TINY_LSTM if model in ("lstm", "gan") else {}), **config}
     if model == "gan":
         fields["style_token_offset"] = tok.first_style_id
     net = build_model(model, **fields)

@@ -167,7 +167,9 @@ class Writer:
 def actor_needs(actors: int, use_gpu: bool | None) -> tuple[dict[str, float], str]:
     """What the generator actor pool needs of the cluster to start, and in words."""
     kind = "GPU" if use_gpu else "CPU"
-    return {kind: actors}, f"the bulk job's pool of {actors} generator actor(s) (one {kind} each; --actors sets how many)"
+    return {kind: actors}, (
+        f"the bulk job's pool of {actors} generator actor(s) (one {kind} each; --actors sets how many)"
+    )
 
 
 def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
@@ -204,7 +206,8 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     requested = config.precision
     if requested == "auto" and storage.exists(storage.join(config.out, PROGRESS)):
         requested = storage.read_json(storage.join(config.out, PROGRESS))["settings"]["precision"]
-    choice = resolve_precision(requested, generator.model, generator.tokenizer, torch.device("cuda" if use_gpu else "cpu"),
+    device = torch.device("cuda" if use_gpu else "cpu")
+    choice = resolve_precision(requested, generator.model, generator.tokenizer, device,
                                (config.batch_size,), artifact=generator.meta["weights_sha256"], threads=1)
     precision = choice.precision
     config = dataclasses.replace(config, precision=precision)

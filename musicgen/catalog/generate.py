@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 HEAD_NOTES = 16  # as in preprocessing: the opening whose fingerprint groups variants of one tune
 
-Loader = Callable[..., "MelodyGenerator"]  # loader(model_uri, device=..., precision=...), like MelodyGenerator.from_artifact
+# loader(model_uri, device=..., precision=...), like MelodyGenerator.from_artifact
+Loader = Callable[..., "MelodyGenerator"]
 
 
 def melody_id(model_version: str, style: str, seed: int) -> str:

@@ -208,7 +208,9 @@ def parse_files(
     # MIDI melodies are quantised here, all at once; notation arrives quantised
     raw = [f for f in found if isinstance(f[0], RawMelody)]
     notated = [f for f in found if isinstance(f[0], Melody)]
-    melodies = MelodyBatch.concat([quantise_many([f[0] for f in raw]), MelodyBatch.from_melodies([f[0] for f in notated])])
+    melodies = MelodyBatch.concat(
+        [quantise_many([f[0] for f in raw]), MelodyBatch.from_melodies([f[0] for f in notated])]
+    )
     found = raw + notated
     _, where, styles, pieces = zip(*found) if found else ((), (), (), ())
     values, offsets, token_errors = tokenizer.encode_many(melodies, styles)
@@ -274,7 +276,8 @@ def _file_styles(config: PreprocessConfig) -> dict[str, dict[str, tuple[str, str
         }
         out[uri] = {p: by_path[p] for p in files if p in by_path}
         if len(out[uri]) < len(files):
-            log.warning("%d files under %s are not in %s and are skipped", len(files) - len(out[uri]), uri, config.style_from)
+            log.warning("%d files under %s are not in %s and are skipped",
+                        len(files) - len(out[uri]), uri, config.style_from)
     return out
 
 
@@ -298,7 +301,8 @@ def assign_splits(rows: pa.Table, val_fraction: float, test_fraction: float) -> 
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
-    records = sorted(zip(*(rows.column(c).to_pylist() for c in ("melody_id", "piece_id", "fingerprint", "head_fingerprint"))))
+    columns = ("melody_id", "piece_id", "fingerprint", "head_fingerprint")
+    records = sorted(zip(*(rows.column(c).to_pylist() for c in columns)))
     seen_full: set[str] = set()
     duplicates: set[str] = set()
     for melody_id, piece, full, head in records:
@@ -393,7 +397,8 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
     parsed = parsed.materialize()
     log.info("parsed %d files in %.1f s", n_files, time.perf_counter() - started)
 
-    index_columns = ["melody_id", "style", "piece_id", "source_uri", "n_tokens", "fingerprint", "head_fingerprint", "error_kind", "error_message"]
+    index_columns = ["melody_id", "style", "piece_id", "source_uri", "n_tokens", "fingerprint", "head_fingerprint",
+                     "error_kind", "error_message"]
     refs = parsed.to_arrow_refs()
     blocks = ray.get(refs)  # zero-copy
     index = pa.concat_tables([block.select(index_columns) for block in blocks])
@@ -440,7 +445,8 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
 
 def _stats(config, melodies: pa.Table, splits, duplicates, errors: pa.Table, n_files: int, seconds: float) -> dict:
     per_style: dict[str, dict] = {}
-    for melody_id, style, n_tokens in zip(*(melodies.column(c).to_pylist() for c in ("melody_id", "style", "n_tokens"))):
+    columns = [melodies.column(c).to_pylist() for c in ("melody_id", "style", "n_tokens")]
+    for melody_id, style, n_tokens in zip(*columns):
         if melody_id not in splits:
             continue
         entry = per_style.setdefault(style, {"melodies": dict.fromkeys(SPLITS, 0), "tokens": dict.fromkeys(SPLITS, 0)})

@@ -170,8 +170,11 @@ def compare_sets(generated: Sequence[Melody], real: Sequence[Melody]) -> dict[st
     return compare_metric_values([melody_metrics(m) for m in generated], [melody_metrics(m) for m in real])
 
 
-def compare_metric_values(generated: Sequence[dict[str, float]], real: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """``compare_sets`` on metrics already computed per melody (``melody_metrics``), as a distributed job returns them."""
+def compare_metric_values(
+    generated: Sequence[dict[str, float]], real: Sequence[dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """``compare_sets`` on metrics already computed per melody (``melody_metrics``), as a distributed
+    job returns them."""
     out = {}
     for name, (_, value_range) in SCALAR_METRICS.items():
         g = [values[name] for values in generated]

@@ -81,7 +81,8 @@ def sample_melodies(model: str, styles: Sequence[str], config: EvaluateConfig) -
     generator = MelodyGenerator.from_artifact(model)
     known = [s for s in styles if s in generator.styles]
     requests = [SampleRequest(style=s, seed=config.seed + i, bars=config.bars, temperature=config.temperature,
-                              top_p=config.top_p, guidance=config.guidance) for s in known for i in range(config.n_per_style)]
+                              top_p=config.top_p, guidance=config.guidance)
+                for s in known for i in range(config.n_per_style)]
     melodies, guidance = [], None
     for start in range(0, len(requests), 256):
         for g in generator.generate(requests[start : start + 256]):
@@ -133,7 +134,8 @@ def read_manifest(catalog: str):
 
 
 def judge_catalog(catalog: str, manifest, judge_args: tuple, config: EvaluateConfig) -> tuple[list[dict], dict]:
-    """Verdicts on every melody of a bulk catalog (rows of its manifest), by a Ray Data actor pool of ``MelodyJudge``."""
+    """Verdicts on every melody of a bulk catalog (rows of its manifest), by a Ray Data actor pool of
+    ``MelodyJudge``."""
     import ray
     import ray.data
 
@@ -146,7 +148,8 @@ def judge_catalog(catalog: str, manifest, judge_args: tuple, config: EvaluateCon
     actors = config.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
     classifier, reference, fingerprints = judge_args
     rows = (ray.data.from_arrow(manifest.select(["style", "mid_path"]))
-            .map_batches(MelodyJudge, fn_constructor_args=(classifier, ray.put(reference), ray.put(fingerprints), catalog),
+            .map_batches(MelodyJudge,
+                         fn_constructor_args=(classifier, ray.put(reference), ray.put(fingerprints), catalog),
                          batch_size=config.batch_size, batch_format="numpy",
                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors))
             .take_all())
@@ -260,7 +263,8 @@ def run_evaluation(config: EvaluateConfig) -> dict:
         present = [s for s in styles if s in requested]
         matrix = confusion_matrix(requested, predicted, styles)
         tag = f"model{index}"
-        storage.write_bytes(storage.join(config.out, f"{tag}-confusion.png"), confusion_png(matrix, styles, f"{label}: style fidelity"))
+        storage.write_bytes(storage.join(config.out, f"{tag}-confusion.png"),
+                            confusion_png(matrix, styles, f"{label}: style fidelity"))
         per_style = {}
         for s in present:
             mine = [v["metrics"] for v in verdicts if v["style"] == s]
@@ -309,7 +313,8 @@ def format_report(report: dict) -> str:
     lines = ["# Evaluation report", "",
              f"Corpus: `{report['config']['data']}`. Style classifier (logistic regression, "
              f"{report['classifier']['train_melodies']} train melodies): accuracy on "
-             f"{report['classifier']['test_melodies']} held-out real melodies **{real['all']:.1%}** (mean over styles).",
+             f"{report['classifier']['test_melodies']} held-out real melodies **{real['all']:.1%}** "
+             "(mean over styles).",
              "", "## Models side by side", "",
              "| | " + " | ".join(r["label"] for r in models) + " |",
              "|---|" + "---:|" * len(models)]
@@ -336,7 +341,8 @@ def format_report(report: dict) -> str:
     row("exact copies", [str(r["novelty"]["exact_copies"]) for r in models])
     for r in models:
         lines += ["", f"## {r['label']}", "", f"![confusion matrix]({r['tag']}-confusion.png)", "",
-                  "| style | metric | generated mean | real mean | overlap | KL(real‖gen) |", "|---|---|---:|---:|---:|---:|"]
+                  "| style | metric | generated mean | real mean | overlap | KL(real‖gen) |",
+                  "|---|---|---:|---:|---:|---:|"]
         for s, v in r["per_style"].items():
             for m, figures in v["metrics"].items():
                 lines.append(f"| {s} | {m} | {figures['generated_mean']:.2f} | {figures['real_mean']:.2f} | "

@@ -26,8 +26,8 @@ import torch.nn as nn
 from musicgen import storage
 from musicgen.models.gan import GANConfig, MelodyGAN
 from musicgen.models.lstm import LSTMConfig, LSTMModel, null_style_index, style_table_size
-from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.models.transformer import TransformerConfig, TransformerModel
+from musicgen.pretrained import PRETRAINED, resolve_model
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "lstm": (LSTMConfig, LSTMModel),
@@ -124,7 +124,8 @@ def copy_weights_for_finetuning(model: nn.Module, source: nn.Module) -> None:
             have.copy_(value)
             continue
         if have.shape[1:] != value.shape[1:] or have.size(0) < value.size(0):
-            raise ValueError(f"cannot fine-tune: {name} is {tuple(value.shape)} in the artifact, {tuple(have.shape)} here")
+            raise ValueError(f"cannot fine-tune: {name} is {tuple(value.shape)} in the artifact, "
+                             f"{tuple(have.shape)} here")
         rows = value[:-1] if style_table and old_null else value  # the rows of named styles or tokens
         have[:] = rows.mean(0)
         have[: rows.size(0)] = rows
@@ -168,6 +169,7 @@ def load_artifact(uri: str, map_location="cpu") -> tuple[nn.Module, dict]:
 
 
 __all__ = [
-    "MODELS", "PRETRAINED", "REFERENCE_FOLDER", "resolve_model", "build_model", "copy_weights_for_finetuning", "save_artifact", "load_artifact", "safe_load", "state_to_bytes", "model_from_state", "unwrap",
+    "MODELS", "PRETRAINED", "REFERENCE_FOLDER", "resolve_model", "build_model", "copy_weights_for_finetuning",
+    "save_artifact", "load_artifact", "safe_load", "state_to_bytes", "model_from_state", "unwrap",
     "LSTMConfig", "LSTMModel", "TransformerConfig", "TransformerModel", "GANConfig", "MelodyGAN",
 ]

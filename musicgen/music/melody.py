@@ -111,7 +111,9 @@ def _key_profile(tonic: int, mode: str) -> np.ndarray:
     return np.roll(_MINOR_PROFILE if mode == "minor" else _MAJOR_PROFILE, tonic)
 
 
-_ALL_PROFILES = np.stack([np.roll(profile, tonic) for profile in (_MAJOR_PROFILE, _MINOR_PROFILE) for tonic in range(12)])
+_ALL_PROFILES = np.stack(
+    [np.roll(profile, tonic) for profile in (_MAJOR_PROFILE, _MINOR_PROFILE) for tonic in range(12)]
+)
 _ALL_PROFILES_CENTRED = _ALL_PROFILES - _ALL_PROFILES.mean(axis=1, keepdims=True)
 _ALL_PROFILES_CENTRED /= np.linalg.norm(_ALL_PROFILES_CENTRED, axis=1, keepdims=True)
 
@@ -129,7 +131,8 @@ def _estimate_keys(pitches: np.ndarray, durations: np.ndarray, segment: np.ndarr
     centred = hist - hist.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(centred, axis=1, keepdims=True)
     best = np.argmax(centred / np.maximum(norm, 1e-300) @ _ALL_PROFILES_CENTRED.T, axis=1)  # a flat histogram stays 0
-    return [key_name(b % 12, "major" if b < 12 else "minor") if z > 0 else "C major" for b, z in zip(best.tolist(), norm[:, 0])]
+    return [key_name(b % 12, "major" if b < 12 else "minor") if z > 0 else "C major"
+            for b, z in zip(best.tolist(), norm[:, 0])]
 
 
 def transpose_to_key(melody: Melody, key: str, low: int = 0, high: int = 127) -> Melody:
@@ -236,7 +239,8 @@ class MelodyBatch:
         a, b = self.offsets[i], self.offsets[i + 1]
         notes = map(Note, self.pitches[a:b].tolist(), self.onsets[a:b].tolist(), self.durations[a:b].tolist())
         sections = self.sections[i] if self.sections is not None else ()
-        return Melody(tuple(notes), self.time_signatures[i], self.keys[i], self.tempos[i], dict(self.metas[i]), sections)
+        return Melody(tuple(notes), self.time_signatures[i], self.keys[i], self.tempos[i], dict(self.metas[i]),
+                      sections)
 
     @classmethod
     def from_melodies(cls, melodies: Sequence[Melody]) -> MelodyBatch:
@@ -286,7 +290,8 @@ def skyline(pitches: np.ndarray, onsets: np.ndarray, ends: np.ndarray, segment: 
     order = np.lexsort((-pitches, onsets, segment))
     onsets, segment = onsets[order], segment[order]
     first = np.ones(len(onsets), dtype=bool)
-    first[1:] = (onsets[1:] != onsets[:-1]) | (segment[1:] != segment[:-1])  # the highest note of each onset comes first
+    # the highest note of each onset comes first
+    first[1:] = (onsets[1:] != onsets[:-1]) | (segment[1:] != segment[:-1])
     order, onsets, segment = order[first], onsets[first], segment[first]
     ends = ends[order]
     same = segment[1:] == segment[:-1]
@@ -304,7 +309,8 @@ def quantise_many(raws: Sequence[RawMelody]) -> MelodyBatch:
     lengths = [len(r.pitches) for r in raws]
     segment = np.repeat(np.arange(len(raws)), lengths)
     pitches = np.concatenate([np.asarray(r.pitches, dtype=np.int64) for r in raws]) if raws else np.zeros(0, np.int64)
-    onsets_beats = np.concatenate([np.asarray(r.onsets, dtype=np.float64) + r.pickup_beats for r in raws]) if raws else np.zeros(0)
+    onsets_beats = (np.concatenate([np.asarray(r.onsets, dtype=np.float64) + r.pickup_beats for r in raws])
+                    if raws else np.zeros(0))
     durations_beats = np.concatenate([np.asarray(r.durations, dtype=np.float64) for r in raws]) if raws else np.zeros(0)
     onsets = snap(onsets_beats * TICKS_PER_BEAT)
     ends = snap((onsets_beats + durations_beats) * TICKS_PER_BEAT)
@@ -371,8 +377,9 @@ def quantise(
 
     Onsets and ends snap to the sixteenth/triplet grid, overlaps are removed by
     the skyline, and leading empty bars are dropped, so the first note falls in
-    bar one. Every onset and end lands on the grid, so quantising is idempotent. ``pickup_beats`` is the length missing from an anacrusis bar, so
-    a pickup lands on the upbeat rather than on the downbeat.
+    bar one. Every onset and end lands on the grid, so quantising is idempotent.
+    ``pickup_beats`` is the length missing from an anacrusis bar, so a pickup
+    lands on the upbeat rather than on the downbeat.
     """
     raw = RawMelody(np.asarray(pitches), np.asarray(onsets_beats), np.asarray(durations_beats),
                     time_signature, key, tempo, pickup_beats, meta, tuple(sections))
@@ -396,7 +403,8 @@ def interval_fingerprints_many(batch: MelodyBatch, head_notes: int) -> tuple[lis
     for a, b in zip(batch.offsets[:-1].tolist(), batch.offsets[1:].tolist()):
         last = max(a, b - 1)
         full.append(hashlib.blake2b(data[a * row : last * row], digest_size=8).hexdigest())
-        head.append(hashlib.blake2b(data[a * row : min(last, a + max(0, head_notes - 1)) * row], digest_size=8).hexdigest())
+        head_end = min(last, a + max(0, head_notes - 1))
+        head.append(hashlib.blake2b(data[a * row : head_end * row], digest_size=8).hexdigest())
     return full, head
 
 

@@ -18,18 +18,18 @@ objects on the way in, so nothing downstream sees a music21 object.
   Melody on one shared time axis (used to write multi-track MIDI of chorales
   and one file per voice of polyphony).
 
-Conversion rules: ties are merged (a tie joins only equal, adjacent
-pitches), chords keep their top note, grace notes and zero-length events are
-dropped, offsets come from the flattened part in quarter lengths. Meter is the first time signature (4/4 if none), tempo the
-first metronome mark (120 if none). The key is the first Key object (modal keys
-map to the nearest of major/minor on the same final: dorian, phrygian, aeolian
-and locrian count as minor) or a Humdrum key tandem such as ``*G:mix``; a bare
-key signature decides between its major and its relative minor from the notes.
-Essen Folksong ABC names only the tonic in ``K:`` (``K: G`` heads G-minor songs
-too): pass ``key_is_tonic=True`` and the mode is decided from the notes.
-An anacrusis (a first measure shorter than a bar) is shifted so that the
-pickup ends on the next downbeat, i.e. its first note lands at
-``bar_ticks - pickup_ticks``.
+Conversion rules: ties are merged (a tie joins only equal, adjacent pitches),
+chords keep their top note, grace notes and zero-length events are dropped,
+offsets come from the flattened part in quarter lengths. Meter is the first
+time signature (4/4 if none), tempo the first metronome mark (120 if none). The
+key is the first Key object (modal keys map to the nearest of major/minor on
+the same final: dorian, phrygian, aeolian and locrian count as minor) or a
+Humdrum key tandem such as ``*G:mix``; a bare key signature decides between its
+major and its relative minor from the notes. Essen Folksong ABC names only the
+tonic in ``K:`` (``K: G`` heads G-minor songs too): pass ``key_is_tonic=True``
+and the mode is decided from the notes. An anacrusis (a first measure shorter
+than a bar) is shifted so that the pickup ends on the next downbeat, i.e. its
+first note lands at ``bar_ticks - pickup_ticks``.
 
 ABC parses about 2.5x faster because music21's beaming pass (engraving only)
 is skipped while an ABC tune is parsed. An ABC tune with neither ``L:`` nor
@@ -49,9 +49,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from musicgen.music.melody import (
+    TICKS_PER_BEAT,
     Melody,
     Note,
-    TICKS_PER_BEAT,
     bar_ticks,
     estimate_key,
     key_from_sharps,

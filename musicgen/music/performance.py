@@ -1,9 +1,9 @@
 """How a style is played back: its General MIDI instrument, tempo and dynamics.
 
 Rules, not learnt: the corpus files carry no instrument, dynamics or (mostly) tempo. A request may
-override the instrument and tempo (in quarter notes a minute, as MIDI stores it); a style this table does not know plays on the piano at 100
-beats a minute. Velocities follow the meter (a stressed downbeat, a lighter middle beat, softer
-off-beats), as a player would shape a line.
+override the instrument and tempo (in quarter notes a minute, as MIDI stores it); a style this
+table does not know plays on the piano at 100 beats a minute. Velocities follow the meter (a
+stressed downbeat, a lighter middle beat, softer off-beats), as a player would shape a line.
 """
 
 from __future__ import annotations

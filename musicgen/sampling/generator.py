@@ -12,7 +12,14 @@ import torch.nn as nn
 from musicgen import storage
 from musicgen.models import load_artifact
 from musicgen.sampling.precision import PrecisionChoice, resolve_precision
-from musicgen.sampling.sampler import GeneratedMelody, SampleRequest, finish_melody, is_guidable, sample_tokens, with_guidance
+from musicgen.sampling.sampler import (
+    GeneratedMelody,
+    SampleRequest,
+    finish_melody,
+    is_guidable,
+    sample_tokens,
+    with_guidance,
+)
 from musicgen.tokenizers import Tokenizer, tokenizer_from_dict
 
 
@@ -79,4 +86,5 @@ class MelodyGenerator:
         requests = [with_guidance(self.model, r) for r in requests]
         with self._lock:
             sampled = sample_tokens(self.model, self.tokenizer, requests, self.device)
-        return [GeneratedMelody(finish_melody(self.tokenizer, tokens, r), r, tokens) for tokens, r in zip(sampled, requests)]
+        return [GeneratedMelody(finish_melody(self.tokenizer, tokens, r), r, tokens)
+                for tokens, r in zip(sampled, requests)]

@@ -93,7 +93,9 @@ class EventGrammar:
         # [position in the beat, longest duration allowed (capped), token]: the DUR tokens that fit and end on the grid
         self.durations_allowed = ((self.is_duration & on_grid[ends])[:, None, :]
                                   & (self.duration[None, None, :] <= np.arange(self.longest + 1)[None, :, None]))
-        self.to_next_grid = np.array([min(g for g in (*GRID, TICKS_PER_BEAT) if g > t) - t for t in range(TICKS_PER_BEAT)])
+        self.to_next_grid = np.array(
+            [min(g for g in (*GRID, TICKS_PER_BEAT) if g > t) - t for t in range(TICKS_PER_BEAT)]
+        )
         self.kind = np.full(V, OTHER)
         self.kind[self.is_ts], self.kind[is_note], self.kind[self.is_duration] = TIME_SIGNATURE, NOTE, DURATION
         self.kind[[tokenizer.bar_id, tokenizer.rest_id, tokenizer.eos_id]] = [BAR, REST, EOS]
@@ -153,7 +155,8 @@ class EventGrammar:
 
         limit = remaining - s.in_rest  # a rest leaves a tick for the closing note
         limit = np.where(after_duration, np.minimum(limit, s.last_duration), limit)
-        limit = np.where(self.in_event[s.phase], np.minimum(np.maximum(limit, 0), self.longest), 0)  # no duration outside an event
+        # no duration outside an event
+        limit = np.where(self.in_event[s.phase], np.minimum(np.maximum(limit, 0), self.longest), 0)
         mask = self.durations_allowed[in_beat, limit]
         mask |= free[:, None] & self.note_ok
         wants_ts = (s.phase == NEED_TIME_SIGNATURE) & ~s.done

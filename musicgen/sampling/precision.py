@@ -57,7 +57,8 @@ class PrecisionChoice:
     def describe(self) -> str:
         """One line for people, e.g. ``precision int8 (auto, measured ...: int8 0.21 ms/step, fp32 0.34)``."""
         if not self.ms_per_step:
-            return f"precision {self.precision} ({'as asked' if self.source == 'asked' else 'the only one offered here'})"
+            how = "as asked" if self.source == "asked" else "the only one offered here"
+            return f"precision {self.precision} ({how})"
         timings = "; ".join(f"{p} " + ", ".join(f"{t:.3g}" for t in ms) for p, ms in self.ms_per_step.items())
         return (f"precision {self.precision} (auto, {self.source} on {self.cpu}, {self.threads} thread(s); "
                 f"ms per sampling step at batch {', '.join(map(str, self.batch_sizes))}: {timings})")
@@ -94,7 +95,8 @@ def available_precisions(model: nn.Module, device: torch.device) -> tuple[str, .
 
 
 def resolve_precision(precision: str, model: nn.Module, tokenizer: Tokenizer, device: torch.device,
-                      batch_sizes: tuple[int, ...] = (1,), artifact: str = "", threads: int | None = None) -> PrecisionChoice:
+                      batch_sizes: tuple[int, ...] = (1,), artifact: str = "",
+                      threads: int | None = None) -> PrecisionChoice:
     """What ``precision`` means for ``model`` on ``device``: itself when available, else (``auto``) the
     fastest here at ``batch_sizes`` melodies a call with ``threads`` torch threads (default: the current
     count). ``artifact`` (the weights' sha256) keys the cache; without it nothing is cached."""

@@ -289,5 +289,5 @@ def finish_melody(tokenizer: Tokenizer, tokens: list[int], request: SampleReques
     performance = performance_for(request.style, request.program)
     tempo = request.tempo if request.tempo is not None else performance.quarter_tempo(melody.time_signature)
     return replace(melody, tempo=float(tempo),
-                   meta={"style": request.style, "seed": request.seed, "bars": request.bars, "guidance": request.guidance,
-                         "program": performance.program})
+                   meta={"style": request.style, "seed": request.seed, "bars": request.bars,
+                         "guidance": request.guidance, "program": performance.program})

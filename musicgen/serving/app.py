@@ -34,9 +34,9 @@ from ray.serve.handle import DeploymentHandle
 
 from musicgen import __version__, storage
 from musicgen.config import check_precision, from_dict
-from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.music.export import to_abc_text, to_midi_bytes
 from musicgen.music.melody import TICKS_PER_BEAT
+from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
 from musicgen.sampling.sampler import UNGUIDABLE, resolve_guidance
 from musicgen.serving.schemas import (
@@ -107,7 +107,8 @@ class ServeConfig:
     replica_num_cpus: float = 0.25  # fractional: several replicas share a CPU (each samples on one thread)
     replica_num_gpus: float = 0.0
     device: str = "auto"  # torch device in the replicas
-    precision: str = "auto"  # fp32, bf16 or int8 weights in the replicas; auto: the fastest at batch 1 and max_batch_size
+    # fp32, bf16 or int8 weights in the replicas; auto: the fastest at batch 1 and max_batch_size
+    precision: str = "auto"
     ingress_replicas: int = 1
     ingress_num_cpus: float = 0.1
     ingress_max_ongoing_requests: int = 256  # the ingress only awaits the style deployments

@@ -134,7 +134,9 @@ class StyleInfo(BaseModel):
     model_id: str
     model_version: str
     model_name: str
-    default_guidance: float = Field(description="guidance used when a request gives none; 1 when the model cannot be guided")
+    default_guidance: float = Field(
+        description="guidance used when a request gives none; 1 when the model cannot be guided"
+    )
     precision: str = Field(description="weights the replicas sample with: fp32, bf16 or int8")
     precision_choice: PrecisionChoiceOut
     autoscaling: AutoscalingOut | None = Field(description="None for a fixed number of replicas")

@@ -90,7 +90,9 @@ class EventTokenizer(Tokenizer):
     def encode_many(self, batch: MelodyBatch, styles: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
         return self._encode(batch, np.array([self.style_token(s) for s in styles], dtype=np.int64))
 
-    def _encode(self, batch: MelodyBatch, style_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    def _encode(
+        self, batch: MelodyBatch, style_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
         """The events of every melody of a batch in a fixed number of NumPy calls.
 
         Each note is an event, preceded by a rest event where it starts after the
@@ -120,7 +122,9 @@ class EventTokenizer(Tokenizer):
         event_segment = np.repeat(segment, 2)
         event_start = np.stack([cursor, onset], axis=1).ravel()
         event_length = np.stack([onset - cursor, batch.durations[keep]], axis=1).ravel()
-        event_head = np.stack([np.full(len(onset), self.rest_id), self.first_note_id + batch.pitches[keep]], axis=1).ravel()
+        event_head = np.stack(
+            [np.full(len(onset), self.rest_id), self.first_note_id + batch.pitches[keep]], axis=1
+        ).ravel()
         is_event = event_length > 0
         is_event[1::2] = True  # a note is an event even when it would be too short to sound
         event_segment, event_start, event_length, event_head = (

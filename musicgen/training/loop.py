@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from musicgen import storage
 from musicgen.models.targets import PAD_ID, inputs_and_targets
 
+
 def learning_rate(step: int, peak: float, warmup_steps: int, max_steps: int | None) -> float:
     """Linear warm-up to ``peak``, then cosine decay to peak/10 at ``max_steps`` (constant when
     the run has no step budget)."""

@@ -26,10 +26,18 @@ import torch
 
 from musicgen import storage
 from musicgen.config import TrainConfig, from_dict
-from musicgen.runtime import require
-from musicgen.data.preprocess import read_split, split_uri
 from musicgen.data.collate import Collate, windows
-from musicgen.models import META_FILE, build_model, resolve_model, copy_weights_for_finetuning, load_artifact, safe_load, save_artifact
+from musicgen.data.preprocess import read_split, split_uri
+from musicgen.models import (
+    META_FILE,
+    build_model,
+    copy_weights_for_finetuning,
+    load_artifact,
+    resolve_model,
+    safe_load,
+    save_artifact,
+)
+from musicgen.runtime import require
 from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
 from musicgen.training.loop import append_metrics, evaluate, learning_rate, plot_loss_curves
 from musicgen.training.ngram import StyleNgramBaseline
@@ -38,7 +46,8 @@ TRAINER_STATE_FILE = "trainer_state.pt"
 
 
 def _model_kwargs(config: TrainConfig, tokenizer, start_config: dict | None = None) -> dict:
-    kwargs = {**(start_config or {}), "vocab_size": len(tokenizer), "n_styles": len(tokenizer.styles), **config.model_config}
+    kwargs = {**(start_config or {}), "vocab_size": len(tokenizer), "n_styles": len(tokenizer.styles),
+              **config.model_config}
     if config.model == "gan":
         kwargs.setdefault("style_token_offset", tokenizer.first_style_id)
     return kwargs
@@ -85,7 +94,8 @@ def train_worker(loop_config: dict) -> None:
                             seed=config.seed + 1000 * rank + step, data_vocab=loop_config["data_vocab"])
     train_shard = ray.train.get_dataset_shard("train")
     # the validation split is small: rank 0 holds it in memory as fixed batches, evaluated identically each time
-    val_batches = _validation_batches(config, loop_config["tokenizer"], loop_config["data_vocab"], device) if rank == 0 else []
+    val_batches = (_validation_batches(config, loop_config["tokenizer"], loop_config["data_vocab"], device)
+                   if rank == 0 else [])
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def report(train_losses: list[float], tokens: int, seconds: float, extra: dict) -> None:
@@ -100,7 +110,8 @@ def train_worker(loop_config: dict) -> None:
         if rank == 0:
             metrics.update(evaluate(model, val_batches, tokenizer.styles))
             history = append_metrics(run_uri, metrics)
-            storage.write_bytes(storage.join(run_uri, "loss.png"), plot_loss_curves(history, f"{config.name} ({config.model})"))
+            storage.write_bytes(storage.join(run_uri, "loss.png"),
+                                plot_loss_curves(history, f"{config.name} ({config.model})"))
             with tempfile.TemporaryDirectory() as folder:
                 save_artifact(folder, model, config.model, extra={"step": step, "epoch": epoch})
                 torch.save(
@@ -269,7 +280,8 @@ def run_training(config: TrainConfig) -> dict:
             "run_uri": run_uri,
             "ngram_bits_per_token": ngram.get("all"),
         },
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
+                                     resources_per_worker=resources),
         run_config=RunConfig(
             name=config.name,
             storage_path=storage_path,
@@ -295,7 +307,8 @@ def run_training(config: TrainConfig) -> dict:
         "best_step": checkpoint_meta["extra"]["step"],
         "best_val_loss": best_metrics.get("val_loss"),
         "val_bits_per_token": {
-            k.split("/", 1)[1] if "/" in k else "all": v for k, v in best_metrics.items() if k.startswith("val_bits_per_token")
+            k.split("/", 1)[1] if "/" in k else "all": v
+            for k, v in best_metrics.items() if k.startswith("val_bits_per_token")
         },
         "ngram_bits_per_token": ngram,
         "final_metrics": result.metrics,
@@ -305,7 +318,8 @@ def run_training(config: TrainConfig) -> dict:
         storage.join(run_uri, "model"),
         model,
         config.model,
-        extra={"tokenizer": vocab, "styles": list(tokenizer.styles), "data_stats": data_stats, "training": summary, "train_config": dataclasses.asdict(config)},
+        extra={"tokenizer": vocab, "styles": list(tokenizer.styles), "data_stats": data_stats, "training": summary,
+               "train_config": dataclasses.asdict(config)},
     )
     summary["artifact"] = storage.join(run_uri, "model")
     return summary

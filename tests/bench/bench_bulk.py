@@ -3,8 +3,9 @@
 Two naive loops, one melody at a time, one token per model call, the next token
 drawn with ``torch.multinomial`` from the softmax (no grammar, no batching): the
 classic char-RNN loop, calling the ``nn.LSTM`` module per token, and the same loop
-through ``model.step``, whose single-token path is a fused ``lstm_cell`` (~3x faster). It runs for as many tokens as the batched
-melodies hold on average, so both make melodies of the same length. Then:
+through ``model.step``, whose single-token path is a fused ``lstm_cell`` (~3x faster).
+It runs for as many tokens as the batched melodies hold on average, so both make
+melodies of the same length. Then:
 
 (i)  ``MelodyGenerator.generate`` in this process, one call per batch, at a few batch sizes,
      with fp32 weights and with int8 weights (``--precision``; the naive loops use fp32);
@@ -192,7 +193,8 @@ def main() -> None:
                      f"{r['melodies_per_second']:.2f} | {1 / r['melodies_per_second']:.4f} | "
                      f"{ratios(r['melodies_per_second'])} |")
     table += [
-        f"| Ray Data bulk job, end to end ({job['actors']} actors), {job['precision_choice']['requested']}: {job['precision']} | {job['batch_size']} | "
+        f"| Ray Data bulk job, end to end ({job['actors']} actors), {job['precision_choice']['requested']}: "
+        f"{job['precision']} | {job['batch_size']} | "
         f"{job['accepted_this_run']} | {job['melodies_per_second']:.2f} | {1 / job['melodies_per_second']:.4f} | "
         f"{ratios(job['melodies_per_second'])} |" for job in jobs]
     if rounds:
@@ -202,8 +204,8 @@ def main() -> None:
                   for i, r in enumerate(rounds)]
         table.append(f"| median | | | **{statistics.median(r['ratio'] for r in rounds):.1f}x** |")
     print("\n".join(table))
-    notes = (f"CPU: {cpu_summary()}. {args.bars}-bar melodies, {tokens} sampled tokens each on average; model {args.model} "
-             f"({generator.model_name}, {generator.model_version}); torch {torch.__version__}, "
+    notes = (f"CPU: {cpu_summary()}. {args.bars}-bar melodies, {tokens} sampled tokens each on average; "
+             f"model {args.model} ({generator.model_name}, {generator.model_version}); torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads in-process; {platform.machine()}, {os.cpu_count()} CPUs, "
              f"load average {load_before:.1f} at the start. " + " ".join(
                  f"Bulk job ({job['precision']}): {job['generated_this_run']} generated at "
@@ -214,7 +216,8 @@ def main() -> None:
     print(notes)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"naive_loops_before_and_after": [before, after], "classic_seconds_per_melody": classic_seconds, "naive_seconds_per_melody": naive_seconds, "tokens_per_melody": tokens, "batched": rows,
+            json.dump({"naive_loops_before_and_after": [before, after], "classic_seconds_per_melody": classic_seconds,
+                       "naive_seconds_per_melody": naive_seconds, "tokens_per_melody": tokens, "batched": rows,
                        "bulk_jobs": jobs, "rounds": rounds, "notes": notes, "table": table}, f, indent=2)
 
 

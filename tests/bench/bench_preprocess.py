@@ -46,20 +46,22 @@ def naive_loop(paths: list[str], tokenizer) -> tuple[int, float]:
     from musicgen.music.melody import quantise
     from musicgen.music.midi import TrackNotes, pick_melody_track
 
+    def beats(pm, seconds) -> np.ndarray:
+        return np.asarray([pm.time_to_tick(t) for t in seconds]) / pm.resolution
+
     ok = 0
     started = time.perf_counter()
     for path in paths:
         try:
             pm = pretty_midi.PrettyMIDI(path)
-            beats = lambda seconds: np.asarray([pm.time_to_tick(t) for t in seconds]) / pm.resolution  # noqa: E731
             tracks = [
                 TrackNotes(
                     inst.name,
                     inst.program,
                     inst.is_drum,
                     np.array([n.pitch for n in inst.notes]),
-                    beats([n.start for n in inst.notes]),
-                    beats([n.end for n in inst.notes]) - beats([n.start for n in inst.notes]),
+                    beats(pm, [n.start for n in inst.notes]),
+                    beats(pm, [n.end for n in inst.notes]) - beats(pm, [n.start for n in inst.notes]),
                 )
                 for inst in pm.instruments
                 if inst.notes
@@ -119,8 +121,10 @@ with tempfile.TemporaryDirectory() as out:
 print("STATS" + json.dumps({{k: stats[k] for k in ("files_read", "melodies", "wall_seconds", "files_per_second")}}))
 """
     with running_cluster(num_cpus, pin) if cluster == "running" else contextlib.nullcontext():
-        result = subprocess.run([sys.executable, "-c", code], preexec_fn=pin, capture_output=True, text=True, check=True)
-    line = next(l for l in result.stdout.splitlines() if l.startswith("STATS"))
+        result = subprocess.run(
+            [sys.executable, "-c", code], preexec_fn=pin, capture_output=True, text=True, check=True
+        )
+    line = next(text for text in result.stdout.splitlines() if text.startswith("STATS"))
     return json.loads(line[5:])
 
 
@@ -180,7 +184,10 @@ def main() -> None:
             speedups[f"{one}_vs_naive"] = round(rate(one) / naive["files_per_second"], 1)
             speedups[f"{two}_vs_{one}"] = round(rate(two) / rate(one), 2)
     figures = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": (
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}"
+        ),
         "corpus_files": len(paths),
         "copies": args.copies,
         "repeats": args.repeats,
@@ -191,7 +198,10 @@ def main() -> None:
     }
     print("| run | files | wall s | files/s | × naive |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| naive loop (pretty_midi, 1 process, 1 core) | {naive['files']} | {naive['wall_seconds']} | {naive['files_per_second']} | 1.0 |")
+    print(
+        f"| naive loop (pretty_midi, 1 process, 1 core) | {naive['files']} | {naive['wall_seconds']} "
+        f"| {naive['files_per_second']} | 1.0 |"
+    )
     for name, r in runs.items():
         ratio = round(r["files_per_second"] / naive["files_per_second"], 1)
         print(f"| {name} | {r['files_read']} | {r['wall_seconds']} | {r['files_per_second']} | {ratio} |")

@@ -200,7 +200,8 @@ def markdown(alone: dict | None, levels: list[dict], scaling: dict) -> str:
     lines += ["", (f"Autoscaling of `{scaling['deployment']}` under {scaling['concurrency']} concurrent clients for "
                    f"{scaling['load_seconds']} s: {load['requests']} requests, {load['errors']} errors, "
                    f"{load['requests_per_second']} req/s, p50 {load['p50_ms']} ms, p95 {load['p95_ms']} ms; "
-                   f"replicas {scaling['timeline'][0].get('running', 0)} -> {scaling['peak_replicas']} (first scale-up at {scaling['first_scale_up_s']} s), "
+                   f"replicas {scaling['timeline'][0].get('running', 0)} -> {scaling['peak_replicas']} "
+                   f"(first scale-up at {scaling['first_scale_up_s']} s), "
                    f"back to the minimum {scaling['back_to_min_s_after_load']} s after the load stopped."), "",
               "| t s | phase | running | starting/pending |", "|---:|---|---:|---:|"]
     previous = None
@@ -282,7 +283,8 @@ def main() -> None:
         "machine": f"{cpu_summary()}, {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                    f"ray {ray.__version__}",
         "model": args.model, "precision": args.precision,
-        "precision_choice": alone_sampler.generator.precision_choice.as_dict(), "bars": args.bars, "startup_seconds": startup,
+        "precision_choice": alone_sampler.generator.precision_choice.as_dict(), "bars": args.bars,
+        "startup_seconds": startup,
         "config": {"replica_num_cpus": config.replica_num_cpus, "max_batch_size": config.max_batch_size,
                    "batch_wait_timeout_s": config.batch_wait_timeout_s,
                    "autoscaling": dataclasses.asdict(config.autoscaling),

@@ -25,9 +25,9 @@ import torch
 def bare_loop(data: str, model_name: str, steps: int, batch_size: int, max_len: int, threads: int) -> dict:
     from musicgen import storage
     from musicgen.data.collate import Collate
+    from musicgen.data.preprocess import read_split
     from musicgen.models import build_model
     from musicgen.tokenizers import tokenizer_from_dict
-    from musicgen.data.preprocess import read_split
 
     torch.set_num_threads(threads)
     vocab = storage.read_json(storage.join(data, "vocab.json"))

@@ -19,11 +19,10 @@ from musicgen import storage
 from musicgen.catalog.bulk import PRECISION_KEY, run_bulk
 from musicgen.catalog.generate import melody_id
 from musicgen.config import BulkConfig, PreprocessConfig
-from musicgen.data.preprocess import run_preprocess
+from musicgen.data.preprocess import read_split, run_preprocess
 from musicgen.music.export import wav_available
 from musicgen.sampling import GeneratedMelody, MelodyGenerator
 from musicgen.tokenizers import tokenizer_from_dict
-from musicgen.data.preprocess import read_split
 from tests.conftest import save_tiny_artifact
 
 pytestmark = pytest.mark.integration
@@ -81,7 +80,8 @@ def test_catalog_holds_n_unique_melodies_per_style_matching_its_manifest(catalog
     assert catalog_files(out) == expected  # nothing else in the style folders
     choice = summary["precision_choice"]  # auto: timed on the driver at the job's batch size, on one thread
     assert (choice["precision"], choice["batch_sizes"], choice["threads"]) == (summary["precision"], [2], 1)
-    assert {"fp32", "int8"} <= set(choice["ms_per_step"]) and {r["precision"] for r in manifest} == {choice["precision"]}
+    assert {"fp32", "int8"} <= set(choice["ms_per_step"])
+    assert {r["precision"] for r in manifest} == {choice["precision"]}
     assert json.loads(pq.read_schema(f"{out}/manifest.parquet").metadata[PRECISION_KEY.encode()]) == choice
     rejected = pq.read_table(f"{out}/rejected.parquet").to_pylist()
     assert sum(summary["rejected"].values()) == len(rejected)

@@ -49,7 +49,9 @@ def test_local_job_on_real_corpus_with_notation_and_corrupt_files(ray_local, rea
     shutil.copy(os.path.join(M21_CORPUS, "palestrina", "Agnus_01.krn"), notation / "Agnus_01.krn")
     out = tmp_path / "shards"
 
-    stats = run_preprocess(PreprocessConfig(inputs=(str(corpus),), output=str(out), val_fraction=0.2, test_fraction=0.2))
+    stats = run_preprocess(
+        PreprocessConfig(inputs=(str(corpus),), output=str(out), val_fraction=0.2, test_fraction=0.2)
+    )
 
     table = _read_shards(str(out))
     assert table.num_rows == stats["melodies"] > 0
@@ -84,7 +86,9 @@ def test_local_job_on_real_corpus_with_notation_and_corrupt_files(ray_local, rea
     assert sum(sum(s["melodies"].values()) for s in saved["per_style"].values()) == table.num_rows
 
     # a rerun replaces the shards rather than appending to them
-    again = run_preprocess(PreprocessConfig(inputs=(str(corpus),), output=str(out), val_fraction=0.2, test_fraction=0.2))
+    again = run_preprocess(
+        PreprocessConfig(inputs=(str(corpus),), output=str(out), val_fraction=0.2, test_fraction=0.2)
+    )
     assert _read_shards(str(out)).num_rows == again["melodies"] == stats["melodies"]
 
 

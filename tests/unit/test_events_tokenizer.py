@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from musicgen.data.preprocess import SUPPORTED_SUFFIXES
 from musicgen.music.melody import Melody, MelodyBatch, Note, quantise
 from musicgen.music.midi import read_midi, write_midi
 from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
 from musicgen.tokenizers.events import EventTokenizer
-from musicgen.data.preprocess import SUPPORTED_SUFFIXES
 from tests.conftest import melodies
 
 TOK = EventTokenizer(["folk", "chorale"])

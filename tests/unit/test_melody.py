@@ -113,6 +113,7 @@ def test_bar_ticks():
 
 def test_quantise_is_idempotent_even_for_notes_shorter_than_the_grid():
     m = quantise([60, 60, 62, 64], [4.5, 4.58, 4.67, 5.0], [0.05, 0.05, 0.05, 0.5], time_signature=(9, 8))
-    again = quantise([n.pitch for n in m.notes], [n.onset / 12 for n in m.notes], [n.duration / 12 for n in m.notes], (9, 8))
+    again = quantise([n.pitch for n in m.notes], [n.onset / 12 for n in m.notes], [n.duration / 12 for n in m.notes],
+                     (9, 8))
     assert again.notes == m.notes
     assert all(n.duration > 0 for n in m.notes)

@@ -76,4 +76,5 @@ def test_set_distances():
     melodies = [random_melody(rng) for _ in range(30)]
     report = compare_sets(melodies, melodies)
     assert set(report) == set(melody_metrics(melodies[0]))
-    assert all(v["overlap"] == pytest.approx(1.0) and v["kl_real_generated"] == pytest.approx(0.0) for v in report.values())
+    assert all(v["overlap"] == pytest.approx(1.0) and v["kl_real_generated"] == pytest.approx(0.0)
+               for v in report.values())

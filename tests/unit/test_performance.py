@@ -33,7 +33,9 @@ def test_styles_sound_like_themselves_in_the_midi_file():
     notes = tuple(Note(60 + i, 12 * i, 12) for i in range(8))
     organ = pretty_midi.PrettyMIDI(io.BytesIO(to_midi_bytes(Melody(notes, meta={"style": "bach_chorale"}))))
     fiddle = pretty_midi.PrettyMIDI(io.BytesIO(to_midi_bytes(Melody(notes, meta={"style": "irish_folk"}))))
-    chosen = pretty_midi.PrettyMIDI(io.BytesIO(to_midi_bytes(Melody(notes, meta={"style": "irish_folk", "program": 78}))))
+    chosen = pretty_midi.PrettyMIDI(
+        io.BytesIO(to_midi_bytes(Melody(notes, meta={"style": "irish_folk", "program": 78})))
+    )
     unknown = pretty_midi.PrettyMIDI(io.BytesIO(to_midi_bytes(Melody(notes, meta={"style": "my_own"}))))
     assert [pm.instruments[0].program for pm in (organ, fiddle, chosen, unknown)] == [19, 110, 78, 0]
     velocities_of = [n.velocity for n in fiddle.instruments[0].notes]

@@ -7,11 +7,11 @@ import time
 import pytest
 
 from musicgen import stopping
-
 from musicgen.catalog.bulk import actor_needs
 from musicgen.config import TrainConfig
 from musicgen.runtime import ClusterTooSmall, local_cpus, shortfall
-from musicgen.serving.app import Autoscaling, ServeConfig, resource_needs as serve_needs
+from musicgen.serving.app import Autoscaling, ServeConfig
+from musicgen.serving.app import resource_needs as serve_needs
 from musicgen.training.trainer import resource_needs as train_needs
 
 

@@ -63,7 +63,8 @@ def test_list_filters_sorts_and_pages(catalog, monkeypatch):
     everything = api.get("/api/melodies").json()
     assert everything["total"] == 12 and {m["id"] for m in everything["melodies"]} == set(ids)
     assert "pitches" not in everything["melodies"][0] and everything["melodies"][0]["review"]["version"] == 0
-    irish = api.get("/api/melodies", params={"style": "irish_folk", "sort": "longest_shared_run", "order": "desc"}).json()
+    irish = api.get("/api/melodies",
+                    params={"style": "irish_folk", "sort": "longest_shared_run", "order": "desc"}).json()
     assert irish["total"] == 6 and [m["longest_shared_run"] for m in irish["melodies"]] == [5, 4, 3, 2, 1, 0]
     short = api.get("/api/melodies", params={"max_bars": 4, "min_bars": 1}).json()
     assert short["total"] and all(1 <= m["bars"] <= 4 for m in short["melodies"])
@@ -114,8 +115,8 @@ def test_big_bodies_are_413_and_writes_need_the_token(catalog, monkeypatch):
     folder, ids = catalog
     api = client(folder, monkeypatch, token="s3cret")
     url = f"/api/melodies/{ids[0]}/review"
-    assert api.put(url, content=b"{" + b" " * 20000 + b"}", headers={"Authorization": "Bearer s3cret",
-                                                                     "Content-Type": "application/json"}).status_code == 413
+    headers = {"Authorization": "Bearer s3cret", "Content-Type": "application/json"}
+    assert api.put(url, content=b"{" + b" " * 20000 + b"}", headers=headers).status_code == 413
     assert api.put(url, json={"rating": 3, "version": 0}).status_code == 401
     assert api.put(url, json={"rating": 3, "version": 0}, headers={"Authorization": "Bearer nope"}).status_code == 401
     assert api.post("/api/export", json={}).status_code == 401
@@ -140,7 +141,8 @@ def test_decisions_survive_a_restart_and_export_with_the_approved_set(catalog, m
     assert {r["id"] for r in exported} == {ids[0], ids[1]}
     assert all(r["decision"] == "approve" and r["review_version"] == 1 for r in exported)
     for row in exported:
-        assert (folder / "exports" / "first-pass" / row["mid_path"]).read_bytes() == (folder / row["mid_path"]).read_bytes()
+        exported_bytes = (folder / "exports" / "first-pass" / row["mid_path"]).read_bytes()
+        assert exported_bytes == (folder / row["mid_path"]).read_bytes()
     assert restarted.post("/api/export", json={"name": "../escape"}).status_code == 422
 
 
