@@ -22,9 +22,11 @@ demo: setup
 	$(BIN)/musicgen demo --workdir $(WORKDIR)
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not integration"
 
 bench: setup
