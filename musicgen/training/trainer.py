@@ -254,6 +254,10 @@ def run_training(config: TrainConfig) -> dict:
     # workers run in another working directory: hand them absolute locations
     config = dataclasses.replace(config, data=storage.absolute(config.data), storage=storage.absolute(config.storage))
     data_vocab = storage.read_json(storage.join(config.data, "vocab.json"))
+    for split in ("train", "val"):
+        if not storage.exists(split_uri(config.data, split)):
+            raise ValueError(f"{config.data} has no {split} melodies: a small corpus needs a larger share for "
+                             "it, e.g. `musicgen preprocess ... --val-fraction 0.2`")
     data_stats = storage.read_json(storage.join(config.data, "stats.json"))
     if config.init_from:
         config = dataclasses.replace(config, init_from=storage.absolute(resolve_model(config.init_from)))

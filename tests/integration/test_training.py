@@ -149,3 +149,25 @@ def test_fine_tuning_on_a_corpus_of_new_styles_keeps_the_old_ones(shards, real_c
     for style in ("studio_theme", old["styles"][0]):
         (melody,) = generator.generate([SampleRequest(style=style, seed=1, bars=4)])
         assert melody.melody.notes
+
+
+def test_the_shipped_model_fine_tunes_on_a_folder_of_new_style_midi_files(real_corpus, tmp_path, capsys):
+    mine = tmp_path / "midi" / "studio_theme"
+    mine.mkdir(parents=True)
+    for path in sorted(real_corpus.rglob("*.mid"))[:12]:
+        (mine / path.name).write_bytes(path.read_bytes())
+    shards = tmp_path / "shards"
+    assert main(["preprocess", "--input", str(tmp_path / "midi"), "--output", str(shards)]) == 0
+    # twelve files leave no validation melodies at the default 5 %: a clear error, then a larger share
+    assert main(["train", "--data", str(shards), "--init-from", "pretrained", "--name", "x", "--storage",
+                 str(tmp_path / "runs")]) == 2
+    assert "--val-fraction" in capsys.readouterr().err
+    assert main(["preprocess", "--input", str(tmp_path / "midi"), "--output", str(shards), "--val-fraction", "0.3"]) == 0
+    assert main(["train", "--data", str(shards), "--init-from", "pretrained", "--name", "mine", "--storage",
+                 str(tmp_path / "runs"), "--max-steps", "2", "--eval-every-steps", "2", "--batch-size", "4",
+                 "--max-len", "64", "--lr", "1e-5"]) == 0
+    _, meta = load_artifact(str(tmp_path / "runs" / "mine" / "model"))
+    _, shipped = load_artifact("pretrained")
+    assert meta["extra"]["styles"] == [*shipped["extra"]["styles"], "studio_theme"]
+    assert meta["config"]["hidden_size"] == shipped["config"]["hidden_size"]
+    assert "studio_theme" in capsys.readouterr().out
