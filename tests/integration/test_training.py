@@ -162,7 +162,8 @@ def test_the_shipped_model_fine_tunes_on_a_folder_of_new_style_midi_files(real_c
     assert main(["train", "--data", str(shards), "--init-from", "pretrained", "--name", "x", "--storage",
                  str(tmp_path / "runs")]) == 2
     assert "--val-fraction" in capsys.readouterr().err
-    assert main(["preprocess", "--input", str(tmp_path / "midi"), "--output", str(shards), "--val-fraction", "0.3"]) == 0
+    assert main(["preprocess", "--input", str(tmp_path / "midi"), "--output", str(shards),
+                 "--val-fraction", "0.3"]) == 0
     assert main(["train", "--data", str(shards), "--init-from", "pretrained", "--name", "mine", "--storage",
                  str(tmp_path / "runs"), "--max-steps", "2", "--eval-every-steps", "2", "--batch-size", "4",
                  "--max-len", "64", "--lr", "1e-5"]) == 0
