@@ -2,6 +2,7 @@
 143 (not Ray's crash handler) and leaves no Ray process behind. The same run shows ``--workers 2``
 training on a 2-CPU machine (the local cluster is sized for the workers and the reader)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -56,9 +57,9 @@ def test_sigterm_mid_training_stops_cleanly_and_a_rerun_resumes(shards, tmp_path
     args = ["train", "--data", shards, "--name", "run", "--storage", str(tmp_path), "--workers", "2",
             "--max-steps", "400", "--eval-every-steps", "2", "--batch-size", "4", "--max-len", "32", *TINY]
     training = musicgen(*args)
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 1 or training.poll() is not None,
-             240, "a checkpoint")
+    snapshot = tmp_path / "run" / "checkpoint_manager_snapshot.json"  # Ray Train's record of saved checkpoints
+    wait_for(lambda: snapshot.exists() and "checkpoint_" in snapshot.read_text() or training.poll() is not None,
+             240, "a recorded checkpoint")
     code, seconds, log = stop(training, signal.SIGTERM)
     print(f"train: SIGTERM to exit {seconds:.1f} s")
     assert code == 143, log[-3000:]
@@ -66,3 +67,11 @@ def test_sigterm_mid_training_stops_cleanly_and_a_rerun_resumes(shards, tmp_path
     assert "Aborted" not in log and "core dumped" not in log.lower()
     time.sleep(2)
     assert not left_behind(before), "the local cluster it started is gone"
+
+    # the same command again carries on from the last recorded checkpoint, not from step 0
+    saved = max(c["metrics"]["step"] for c in json.loads(snapshot.read_text())["checkpoint_results"])
+    rerun = musicgen(*[a if a != "400" else str(saved + 2) for a in args])
+    log, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, log[-3000:]
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert (last["resumed_from_step"], last["step"]) == (saved, saved + 2), last
