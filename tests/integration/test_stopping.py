@@ -4,6 +4,7 @@ training on a 2-CPU machine (the local cluster is sized for the workers and the 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,3 +76,25 @@ def test_sigterm_mid_training_stops_cleanly_and_a_rerun_resumes(shards, tmp_path
     assert rerun.returncode == 0, log[-3000:]
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert (last["resumed_from_step"], last["step"]) == (saved, saved + 2), last
+
+
+def test_sigterm_mid_catalog_stops_cleanly_and_a_rerun_finishes_the_rest(tmp_path):
+    before = ray_pids()
+    args = ["bulk", "--out", str(tmp_path / "catalog"), "--per-style", "400"]  # the shipped model, ~4 sampling calls
+    job = musicgen(*args)
+    decided = tmp_path / "catalog" / "progress"  # a part per save of the melodies decided since the last
+    wait_for(lambda: any(decided.glob("*.json")) or job.poll() is not None, 240, "the first saved melodies")
+    code, seconds, log = stop(job, signal.SIGTERM)
+    print(f"bulk: SIGTERM to exit {seconds:.1f} s")
+    assert code == 143 and seconds < 10, log[-3000:]
+    time.sleep(2)
+    assert not left_behind(before), "the local cluster it started is gone"
+
+    rerun = musicgen(*args)
+    log, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, log[-3000:]
+    assert re.search(r"\b[1-9]\d* were already there", log), log[-1500:]  # it carried on, it did not start over
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(tmp_path / "catalog" / "manifest.parquet").column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 5 * 400
