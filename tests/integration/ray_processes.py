@@ -10,10 +10,14 @@ RAY_PROCESS_MARKERS = ("raylet", "gcs_server", "ray::", "default_worker.py", "da
 
 
 def ray_pids() -> dict[int, str]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    """Ray processes still running. A zombie (state Z, ``<defunct>``) has exited already: it holds
+    no CPU or memory, only its exit status until its parent reads it, so it does not count."""
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
     found = {}
     for line in out.splitlines():
-        pid, _, args = line.strip().partition(" ")
+        pid, state, args = (line.strip().split(None, 2) + ["", ""])[:3]
+        if state.startswith("Z"):
+            continue
         if any(marker in args for marker in RAY_PROCESS_MARKERS) and "ps -eo" not in args:
             found[int(pid)] = args
     return found
