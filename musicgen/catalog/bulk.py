@@ -48,12 +48,12 @@ import pyarrow.parquet as pq
 
 from musicgen import storage
 from musicgen.catalog.generate import CatalogGenerator, Loader, reference_splits, timed_reference_index
+from musicgen.catalog.layout import MANIFEST, PROGRESS, REJECTED, SUMMARY
 from musicgen.config import BulkConfig
 from musicgen.evaluation.novelty import IntervalIndex
 from musicgen.models import REFERENCE_FOLDER, resolve_model
 from musicgen.runtime import require
 
-PROGRESS, MANIFEST, REJECTED, SUMMARY = "progress.json", "manifest.parquet", "rejected.parquet", "summary.json"
 PRECISION_KEY = "musicgen.precision_choice"  # the manifest's schema metadata: how the precision was chosen
 DECIDED = "progress"  # folder of the decided melodies' records: part k holds those decided since save k - 1
 MIN_REPORTED_RUN = 8  # shared runs shorter than this are recorded as 0 (chance, not copying)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import pyarrow.parquet as pq
 
 from musicgen import storage
+from musicgen.catalog.layout import MANIFEST
 from musicgen.music.export import midi_to_wav_bytes, to_png_bytes
 from musicgen.music.midi import read_midi
 
-MANIFEST = "manifest.parquet"  # as the bulk job writes it
 ID = re.compile(r"^[0-9a-f]{8,64}$")  # bulk ids are hex digests
 # columns of the manifest a melody list shows and filters on (others are kept in the detail view)
 NUMERIC = ("bars", "n_notes", "duration_s", "tempo", "longest_shared_run", "pitch_low", "pitch_high", "seed",
