@@ -16,7 +16,7 @@ import math
 import torch
 
 from musicgen.data.collate import Collate, windows
-from musicgen.data.preprocess import read_split
+from musicgen.data.shards import read_split
 from musicgen.models import load_artifact
 from musicgen.tokenizers import tokenizer_from_dict
 from musicgen.training.loop import evaluate

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from musicgen.data.preprocess import SPLITS, read_split
+from musicgen.data.shards import SPLITS, VOCAB_FILE, read_split, split_uri
 from musicgen.models import REFERENCE_FOLDER
 from musicgen.pretrained import SHIPPED, write_checksums
 
@@ -42,9 +42,9 @@ def main() -> None:
             config[key] = Path(config[key]).name  # no paths of the machine it was trained on
     meta["extra"]["training"]["run"] = Path(meta["extra"]["training"]["run"]).name
     (out / "model.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    shutil.copyfile(Path(args.data) / "vocab.json", out / REFERENCE_FOLDER / "vocab.json")
-    for split in SPLITS:
-        folder = out / REFERENCE_FOLDER / "melodies" / f"split={split}"
+    shutil.copyfile(Path(args.data) / VOCAB_FILE, out / REFERENCE_FOLDER / VOCAB_FILE)
+    for split in SPLITS:  # the shard layout, with only the columns the copy check reads
+        folder = Path(split_uri(str(out / REFERENCE_FOLDER), split))
         folder.mkdir(parents=True)
         pq.write_table(read_split(args.data, split, ("melody_id", "style", "tokens")), folder / "part-0.parquet",
                        compression="zstd", compression_level=19)

@@ -50,6 +50,7 @@ from musicgen import storage
 from musicgen.catalog.generate import CatalogGenerator, Loader, reference_splits, timed_reference_index
 from musicgen.catalog.layout import MANIFEST, PROGRESS, REJECTED, SUMMARY
 from musicgen.config import BulkConfig
+from musicgen.data import shards
 from musicgen.evaluation.novelty import IntervalIndex
 from musicgen.models import REFERENCE_FOLDER, resolve_model
 from musicgen.runtime import require
@@ -279,7 +280,7 @@ def reference_data(config: BulkConfig, generator) -> str:
     """The shards to check copies against: ``--reference``, else those the artifact carries (the
     shipped model does), else those the model was trained on."""
     carried = storage.join(resolve_model(config.model), REFERENCE_FOLDER)
-    if not config.reference and storage.exists(storage.join(carried, "vocab.json")):
+    if not config.reference and storage.exists(storage.join(carried, shards.VOCAB_FILE)):
         return storage.absolute(carried)
     data = config.reference or generator.meta.get("extra", {}).get("train_config", {}).get("data")
     if not data:

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from musicgen import storage
-from musicgen.data.preprocess import SPLITS, read_split, split_uri
+from musicgen.data import shards
 from musicgen.evaluation.novelty import IntervalIndex
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, interval_fingerprints
 from musicgen.tokenizers import Tokenizer, tokenizer_from_dict
@@ -142,19 +141,16 @@ def reference_pitches(tokenizer: Tokenizer, tokens: pa.ChunkedArray) -> list[np.
 
 def reference_splits(data: str) -> list[str]:
     """The splits of the preprocessed shards at ``data``; FileNotFoundError when there are none."""
-    splits = [split for split in SPLITS if storage.exists(split_uri(data, split))]
-    if not splits:
-        raise FileNotFoundError(f"no preprocessed melodies under {data}/melodies/split=*/")
-    return splits
+    return shards.present_splits(data, shards.COPY_CHECK_SPLITS)
 
 
 def reference_index(data: str, min_run: int) -> IntervalIndex:
     """An index of every melody of the preprocessed shards at ``data``, all splits: a generated melody
     that copies a validation or test melody is as much a copy as one that copies a training melody."""
-    tokenizer = tokenizer_from_dict(storage.read_json(storage.join(data, "vocab.json")))
+    tokenizer = tokenizer_from_dict(shards.read_vocab(data))
     pitches, ids = [], []
     for split in reference_splits(data):
-        table = read_split(data, split, ("melody_id", "tokens"))
+        table = shards.read_split(data, split, ("melody_id", "tokens"))
         pitches += reference_pitches(tokenizer, table.column("tokens"))
         ids += table.column("melody_id").to_pylist()
     return IntervalIndex.build(pitches, ids, min_run)

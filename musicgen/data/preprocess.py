@@ -14,7 +14,7 @@ Pipeline (one pass over the files, then one over the melodies):
    no tune (and, since transposition happens at training time, no
    transposition of it) lands in two splits;
 4. write zstd Parquet shards partitioned by split (a plain Ray task per few blocks), plus ``vocab.json``,
-   ``stats.json`` and ``errors.parquet``.
+   ``stats.json`` and ``errors.parquet`` (the layout is ``data/shards.py``'s).
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from musicgen import storage
 from musicgen.config import PreprocessConfig
+from musicgen.data import shards
+from musicgen.data.shards import ERRORS_SCHEMA, SPLITS
 from musicgen.music.melody import Melody, MelodyBatch, RawMelody, interval_fingerprints_many, quantise_many
 from musicgen.music.midi import UnusableInput, parse_midi
 from musicgen.runtime import require
@@ -51,34 +51,11 @@ log = logging.getLogger(__name__)
 MIDI_SUFFIXES = (".mid", ".midi")
 NOTATION_SUFFIXES = (".abc", ".xml", ".mxl", ".musicxml", ".krn")
 SUPPORTED_SUFFIXES = MIDI_SUFFIXES + NOTATION_SUFFIXES
-SPLITS = ("train", "val", "test")
 
 
-def split_uri(data_uri: str, split: str) -> str:
-    return storage.join(data_uri, "melodies", f"split={split}")
-
-
-def read_split(data_uri: str, split: str, columns=("tokens", "style")):
-    """A whole split as a pyarrow Table (for the n-gram baseline and small evaluations)."""
-    fs, path = storage.resolve(split_uri(data_uri, split))
-    return pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=list(columns))
-
-
-PARSED_SCHEMA = pa.schema(
+PARSED_SCHEMA = pa.schema(  # the shard columns, then those the job needs on the driver only
     [
-        ("melody_id", pa.string()),
-        ("style", pa.string()),
-        ("source_uri", pa.string()),
-        ("piece_id", pa.string()),
-        ("title", pa.string()),
-        ("tokens", pa.list_(pa.int16())),
-        ("n_tokens", pa.int32()),
-        ("n_notes", pa.int32()),
-        ("n_bars", pa.int32()),
-        ("key", pa.string()),
-        ("time_signature", pa.string()),
-        ("tempo", pa.float32()),
-        ("sections", pa.list_(pa.int32())),  # onsets (ticks) where sections of the written form start
+        *shards.SHARD_SCHEMA,
         ("fingerprint", pa.string()),
         ("head_fingerprint", pa.string()),
         ("error_kind", pa.string()),
@@ -86,7 +63,6 @@ PARSED_SCHEMA = pa.schema(
     ]
 )
 INTERNAL_COLUMNS = ("fingerprint", "head_fingerprint", "error_kind", "error_message")
-ERRORS_SCHEMA = pa.schema([("source_uri", pa.string()), ("error_kind", pa.string()), ("message", pa.string())])
 
 
 def stable_fraction(text: str) -> float:
@@ -327,9 +303,7 @@ def write_shard(splits: dict[str, str], filesystem: pafs.FileSystem, path: str, 
     for split in SPLITS:
         part = rows.filter(pc.equal(split_column, split))
         if part.num_rows:
-            folder = f"{path}/split={split}"
-            filesystem.create_dir(folder, recursive=True)
-            pq.write_table(part, f"{folder}/{name}.parquet", filesystem=filesystem, compression="zstd")
+            shards.write_split_part(part, filesystem, path, split, name)
 
 
 def _import_parsers() -> None:
@@ -407,7 +381,7 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
     melodies = index.filter(pc.invert(failed))
     splits, duplicates = assign_splits(melodies, config.val_fraction, config.test_fraction)
 
-    melodies_uri = storage.join(config.output, "melodies")
+    melodies_uri = shards.melodies_uri(config.output)
     storage.delete_dir(melodies_uri)  # a rerun replaces the shards, never appends to them
     out_fs, out_path = storage.resolve(melodies_uri)
     if splits:
@@ -433,13 +407,11 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
         },
         schema=ERRORS_SCHEMA,
     )
-    sink = pa.BufferOutputStream()
-    pq.write_table(error_table, sink, compression="zstd")
-    storage.write_bytes(storage.join(config.output, "errors.parquet"), sink.getvalue().to_pybytes())
-    storage.write_json(storage.join(config.output, "vocab.json"), tokenizer.to_dict())
+    shards.write_errors(config.output, error_table)
+    shards.write_vocab(config.output, tokenizer.to_dict())
 
     stats = _stats(config, melodies, splits, duplicates, errors, n_files, time.perf_counter() - started)
-    storage.write_json(storage.join(config.output, "stats.json"), stats)
+    shards.write_stats(config.output, stats)
     return stats
 
 

@@ -32,9 +32,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from musicgen import storage
-from musicgen.data.preprocess import read_split
+from musicgen.data import shards
 from musicgen.evaluation.classifier import StyleClassifier, confusion_matrix, fidelity
 from musicgen.evaluation.metrics import SCALAR_METRICS, compare_metric_values, melody_metrics
+from musicgen.evaluation.novelty import IntervalIndex
 from musicgen.music.melody import Melody, interval_fingerprints
 from musicgen.runtime import require
 from musicgen.tokenizers import tokenizer_from_dict
@@ -67,11 +68,40 @@ class Labelled:
     style: str
 
 
-def corpus_melodies(data: str, split: str) -> list[Labelled]:
-    tokenizer = tokenizer_from_dict(storage.read_json(storage.join(data, "vocab.json")))
-    table = read_split(data, split, ("tokens", "style"))
+def _labelled(tokenizer, table) -> list[Labelled]:
     return [Labelled(tokenizer.decode(t)[0], s)
             for t, s in zip(table.column("tokens").to_pylist(), table.column("style").to_pylist())]
+
+
+def corpus_melodies(data: str, split: str) -> list[Labelled]:
+    """One split's melodies, decoded."""
+    return _labelled(tokenizer_from_dict(shards.read_vocab(data)), shards.read_split(data, split, ("tokens", "style")))
+
+
+def read_corpus(data: str) -> dict[str, tuple[list[str], list[Labelled]]]:
+    """{split: (melody ids, melodies)} of every split the shards hold, each read and decoded once: what
+    the classifier, the real metrics and the copy checks all work from."""
+    tokenizer = tokenizer_from_dict(shards.read_vocab(data))
+    tables = shards.read_splits(data, shards.SPLITS, ("melody_id", "tokens", "style"))
+    missing = [s for s in ("train", "test") if s not in tables]
+    if missing:
+        raise FileNotFoundError(f"{data} has no {' or '.join(missing)} melodies: evaluation fits its style "
+                                "classifier on train and scores it on test")
+    return {split: (table.column("melody_id").to_pylist(), _labelled(tokenizer, table))
+            for split, table in tables.items()}
+
+
+def copy_checks(corpus: dict[str, tuple[list[str], list[Labelled]]], min_run: int = 8) -> tuple[IntervalIndex, set]:
+    """The novelty index (longest shared interval run) and the exact-copy fingerprints, both over the same
+    melodies: those of ``shards.COPY_CHECK_SPLITS`` (every split; see there why)."""
+    ids, melodies = [], []
+    for split in shards.COPY_CHECK_SPLITS:
+        if split in corpus:
+            ids += corpus[split][0]
+            melodies += [x.melody for x in corpus[split][1]]
+    reference = IntervalIndex.build(melodies, ids, min_run)
+    fingerprints = {interval_fingerprints(m, 16)[0] for m in melodies if len(m.notes) > 1}
+    return reference, fingerprints
 
 
 def sample_melodies(model: str, styles: Sequence[str], config: EvaluateConfig) -> tuple[list[Labelled], dict]:
@@ -133,6 +163,12 @@ def read_manifest(catalog: str):
     return pq.read_table(path, filesystem=fs)
 
 
+def judge_needs(actors: int | None) -> tuple[dict[str, float], str]:
+    """What judging a catalog needs of the cluster (a CPU per actor; default one per CPU there is), in words."""
+    n = actors or 1
+    return {"CPU": n}, f"judging a catalog with {n} actor(s) (one CPU each; --actors sets how many)"
+
+
 def judge_catalog(catalog: str, manifest, judge_args: tuple, config: EvaluateConfig) -> tuple[list[dict], dict]:
     """Verdicts on every melody of a bulk catalog (rows of its manifest), by a Ray Data actor pool of
     ``MelodyJudge``."""
@@ -144,7 +180,7 @@ def judge_catalog(catalog: str, manifest, judge_args: tuple, config: EvaluateCon
              "model_version": first.get("model_version", ""), "training": {}}
     if not manifest.num_rows:
         return [], about
-    require({"CPU": 1}, "judging a catalog (a Ray Data pool of one-CPU actors)")  # none could ever start
+    require(*judge_needs(config.actors))  # none could ever start, or fewer than --actors asks for
     actors = config.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
     classifier, reference, fingerprints = judge_args
     rows = (ray.data.from_arrow(manifest.select(["style", "mid_path"]))
@@ -226,10 +262,10 @@ def confusion_png(matrix: np.ndarray, styles: Sequence[str], title: str) -> byte
 
 
 def run_evaluation(config: EvaluateConfig) -> dict:
-    from musicgen.catalog.generate import reference_index
     from musicgen.music.export import to_png_bytes, to_wav_bytes, wav_available
 
-    train, test = corpus_melodies(config.data, "train"), corpus_melodies(config.data, "test")
+    corpus = read_corpus(config.data)  # the shards, read once
+    train, test = corpus["train"][1], corpus["test"][1]
     styles = sorted({x.style for x in train})
     rng = np.random.default_rng(0)
     fit_on = [train[i] for i in sorted(rng.permutation(len(train))[:MAX_CLASSIFIER_TRAIN])]
@@ -238,8 +274,7 @@ def run_evaluation(config: EvaluateConfig) -> dict:
     storage.write_json(storage.join(config.out, "classifier.json"), classifier.to_dict())
     real_fidelity = fidelity([x.style for x in test], classifier.predict([x.melody for x in test]))
 
-    reference = reference_index(config.data, min_run=8)
-    corpus_fingerprints = {interval_fingerprints(x.melody, 16)[0] for x in train + test if len(x.melody.notes) > 1}
+    reference, corpus_fingerprints = copy_checks(corpus, min_run=8)
     real_by_style = {s: [x.melody for x in (test if sum(t.style == s for t in test) >= 20 else train) if x.style == s]
                      for s in styles}
 

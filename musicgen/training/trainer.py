@@ -26,8 +26,9 @@ import torch
 
 from musicgen import storage
 from musicgen.config import TrainConfig, from_dict
+from musicgen.data import shards
 from musicgen.data.collate import Collate, windows
-from musicgen.data.preprocess import read_split, split_uri
+from musicgen.data.shards import read_split
 from musicgen.models import (
     META_FILE,
     build_model,
@@ -253,12 +254,12 @@ def run_training(config: TrainConfig) -> dict:
     require(*resource_needs(config))  # first: on a cluster too small, fit() would wait forever
     # workers run in another working directory: hand them absolute locations
     config = dataclasses.replace(config, data=storage.absolute(config.data), storage=storage.absolute(config.storage))
-    data_vocab = storage.read_json(storage.join(config.data, "vocab.json"))
+    data_vocab = shards.read_vocab(config.data)
     for split in ("train", "val"):
-        if not storage.exists(split_uri(config.data, split)):
+        if not shards.has_split(config.data, split):
             raise ValueError(f"{config.data} has no {split} melodies: a small corpus needs a larger share for "
                              "it, e.g. `musicgen preprocess ... --val-fraction 0.2`")
-    data_stats = storage.read_json(storage.join(config.data, "stats.json"))
+    data_stats = shards.read_stats(config.data)
     if config.init_from:
         config = dataclasses.replace(config, init_from=storage.absolute(resolve_model(config.init_from)))
         vocab = finetuning_vocab(config, data_vocab)
@@ -271,7 +272,7 @@ def run_training(config: TrainConfig) -> dict:
 
     # Ray Train reports progress itself; per-epoch dataset bars would flood job logs
     ray.data.DataContext.get_current().enable_progress_bars = False
-    fs, path = storage.resolve(split_uri(config.data, "train"))
+    fs, path = shards.split_dataset_path(config.data, "train")
     train_data = ray.data.read_parquet(path, filesystem=fs).select_columns(["tokens", "style"])
     storage_fs, storage_path = storage.resolve(config.storage)
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}

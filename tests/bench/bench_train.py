@@ -25,7 +25,7 @@ import torch
 def bare_loop(data: str, model_name: str, steps: int, batch_size: int, max_len: int, threads: int) -> dict:
     from musicgen import storage
     from musicgen.data.collate import Collate
-    from musicgen.data.preprocess import read_split
+    from musicgen.data.shards import read_split
     from musicgen.models import build_model
     from musicgen.tokenizers import tokenizer_from_dict
 

@@ -19,7 +19,8 @@ from musicgen import storage
 from musicgen.catalog.bulk import PRECISION_KEY, run_bulk
 from musicgen.catalog.generate import melody_id
 from musicgen.config import BulkConfig, PreprocessConfig
-from musicgen.data.preprocess import read_split, run_preprocess
+from musicgen.data.preprocess import run_preprocess
+from musicgen.data.shards import read_split
 from musicgen.music.export import wav_available
 from musicgen.sampling import GeneratedMelody, MelodyGenerator
 from musicgen.tokenizers import tokenizer_from_dict
