@@ -22,6 +22,8 @@ PRECISION_HELP = ("weights to sample with: fp32; bf16 or int8 (LSTM and GAN mode
                   "and remembered per CPU model (default: auto)")
 MODEL_HELP = ("model artifact folder, local or s3:// (the <storage>/<name>/model folder `musicgen train` writes); "
               "default: 'pretrained', the LSTM that ships with musicgen (see musicgen/pretrained/)")
+# preprocessing runs Ray Data tasks of one CPU each (what ``run_preprocess`` requires again of a cluster)
+PREPROCESS_NEEDS = ({"CPU": 1}, "preprocessing (Ray Data tasks of one CPU each)")
 DEMO_LSTM = {"num_layers": 2, "hidden_size": 192, "embed_dim": 128, "style_dropout": 0.1}
 
 
@@ -95,7 +97,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         min_notes=args.min_notes,
         num_cpus=args.num_cpus,
     )
-    init_ray(args.num_cpus)
+    init_ray(args.num_cpus, *PREPROCESS_NEEDS)  # --num-cpus 0 is refused before Ray starts
     stats = run_preprocess(config)
     print(format_preprocess_summary(stats))
     if stats["melodies"] == 0:
@@ -488,9 +490,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("give --model (one or more) or --generated, not both")
     models = tuple(args.model) or ((PRETRAINED,) if not args.generated else ())
     if args.generated:  # a catalog is judged by a Ray Data actor pool
+        from musicgen.evaluation.report import judge_needs
         from musicgen.runtime import init_ray
 
-        init_ray(args.num_cpus)
+        init_ray(args.num_cpus, *judge_needs(args.actors))  # a local cluster gets room for --actors
     report = run_evaluation(EvaluateConfig(
         models=models, data=args.data, out=args.out, generated=args.generated, n_per_style=args.n_per_style,
         bars=args.bars, temperature=args.temperature, top_p=args.top_p, guidance=args.guidance,
