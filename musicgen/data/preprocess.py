@@ -41,6 +41,7 @@ from musicgen import storage
 from musicgen.config import PreprocessConfig
 from musicgen.data import shards
 from musicgen.data.shards import ERRORS_SCHEMA, SPLITS
+from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES, NOTATION_SUFFIXES
 from musicgen.music.melody import Melody, MelodyBatch, RawMelody, interval_fingerprints_many, quantise_many
 from musicgen.music.midi import UnusableInput, parse_midi
 from musicgen.runtime import require
@@ -48,9 +49,7 @@ from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
 
-MIDI_SUFFIXES = (".mid", ".midi")
-NOTATION_SUFFIXES = (".abc", ".xml", ".mxl", ".musicxml", ".krn")
-SUPPORTED_SUFFIXES = MIDI_SUFFIXES + NOTATION_SUFFIXES
+SUPPORTED_SUFFIXES = INPUT_SUFFIXES
 
 
 PARSED_SCHEMA = pa.schema(  # the shard columns, then those the job needs on the driver only

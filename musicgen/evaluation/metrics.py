@@ -13,10 +13,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from musicgen.music.keys import MAJOR_SCALE, MINOR_SCALE
 from musicgen.music.melody import Melody
 
-MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
-MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)  # natural minor
 MAX_INTERVAL = 12
 # duration classes in ticks (12 per quarter): sixteenth, triplet eighth, eighth, ..., whole, longer
 DURATION_BINS = (3, 4, 6, 8, 9, 12, 18, 24, 36, 48)

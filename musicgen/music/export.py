@@ -22,10 +22,12 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from musicgen import storage
-from musicgen.music.melody import TICKS_PER_BEAT, Melody, parse_key
+from musicgen.music import abc
+from musicgen.music.formats import OUTPUT_FORMATS, output_format
+from musicgen.music.keys import key_to_sharps, parse_key
+from musicgen.music.melody import TICKS_PER_BEAT, Melody
 from musicgen.music.midi import write_midi
 from musicgen.music.performance import performance_for
-from musicgen.tokenizers.abc import AbcTokenizer, abc_key
 
 if TYPE_CHECKING:
     from music21 import key as m21key
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("mid", "abc", "musicxml", "json", "wav", "png")
+FORMATS = OUTPUT_FORMATS
 SOUNDFONT_ENV = "MUSICGEN_SOUNDFONT"
 # where Debian/Ubuntu (fluid-soundfont-gm, musescore-general-soundfont), Fedora, Arch and Homebrew put one
 SOUNDFONT_PATHS = (
@@ -54,8 +56,8 @@ class WavUnavailable(RuntimeError):
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
-    """'mid,abc' -> ('mid', 'abc'); 'all' -> every format. Order kept, repeats dropped."""
-    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    """'mid,abc' -> ('mid', 'abc'); 'all' -> every format; 'midi' is 'mid'. Order kept, repeats dropped."""
+    names = [output_format(n.strip().lower()) for n in text.split(",") if n.strip()]
     if names == ["all"]:
         return FORMATS
     unknown = [n for n in names if n not in FORMATS]
@@ -68,11 +70,11 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 
 def _m21_key(name: str) -> m21key.Key:
-    """music21 Key with the tonic spelled as :func:`abc_key` spells it (at most seven accidentals)."""
+    """music21 Key with the tonic spelled as :func:`musicgen.music.keys.key_spelling` spells it
+    (at most seven accidentals)."""
     from music21 import key
 
-    _, fifths = abc_key(name)
-    return key.KeySignature(fifths).asKey(parse_key(name)[1])
+    return key.KeySignature(key_to_sharps(name)).asKey(parse_key(name)[1])
 
 
 @functools.cache
@@ -119,8 +121,8 @@ def to_midi_bytes(melody: Melody, name: str = "melody") -> bytes:
 
 
 def to_abc_text(melody: Melody, title: str | None = None) -> str:
-    """A complete ABC 2.1 tune in the canonical spelling of the ABC tokenizer."""
-    return AbcTokenizer(()).to_abc(melody, title)
+    """A complete ABC 2.1 tune in the canonical spelling of the ABC tokenizer (:mod:`musicgen.music.abc`)."""
+    return abc.to_abc(melody, title)
 
 
 def _m21_part(melody: Melody) -> m21stream.Part:

@@ -18,18 +18,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from musicgen.music.keys import key_name, parse_key
+
 TICKS_PER_BEAT = 12
 # Onset positions inside a beat that quantisation snaps to: the union of the
 # sixteenth grid (0, 3, 6, 9) and the eighth-triplet grid (0, 4, 8).
-_SNAP_POSITIONS = np.array([0, 3, 4, 6, 8, 9, 12])
+ONSET_GRID = (0, 3, 4, 6, 8, 9)
+_SNAP_POSITIONS = np.array([*ONSET_GRID, TICKS_PER_BEAT])
 _SNAP_MIDPOINTS = (_SNAP_POSITIONS[1:] + _SNAP_POSITIONS[:-1]) / 2
 
-PITCH_CLASS_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-_NAME_TO_PC = {
-    "C": 0, "B#": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E": 4, "FB": 4,
-    "F": 5, "E#": 5, "F#": 6, "GB": 6, "G": 7, "G#": 8, "AB": 8, "A": 9,
-    "A#": 10, "BB": 10, "B": 11, "CB": 11,
-}
 # Krumhansl–Kessler key profiles, used to estimate a key when the file names none.
 _MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
@@ -79,26 +76,6 @@ class Melody:
 def bar_ticks(time_signature: tuple[int, int]) -> int:
     numerator, denominator = time_signature
     return numerator * TICKS_PER_BEAT * 4 // denominator
-
-
-def parse_key(key: str) -> tuple[int, str]:
-    """'F# minor' -> (6, 'minor'). Unknown modes count as major."""
-    parts = key.replace("-", "b").split()
-    tonic = parts[0][0].upper() + parts[0][1:].upper()
-    mode = parts[1].lower() if len(parts) > 1 else "major"
-    if tonic not in _NAME_TO_PC:
-        raise ValueError(f"unknown key {key!r}")
-    return _NAME_TO_PC[tonic], ("minor" if mode == "minor" else "major")
-
-
-def key_name(tonic_pc: int, mode: str) -> str:
-    return f"{PITCH_CLASS_NAMES[tonic_pc % 12]} {mode}"
-
-
-def key_from_sharps(sharps: int, minor: bool) -> str:
-    """Key name from a key signature (number of sharps, negative for flats)."""
-    tonic = (7 * sharps + (9 if minor else 0)) % 12
-    return key_name(tonic, "minor" if minor else "major")
 
 
 def _pitch_class_histogram(pitches: Sequence[int], durations: Sequence[float]) -> np.ndarray:

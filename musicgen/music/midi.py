@@ -14,16 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from musicgen.music.melody import (
-    TICKS_PER_BEAT,
-    Melody,
-    RawMelody,
-    key_from_sharps,
-    parse_key,
-    quantise,
-)
+from musicgen.music.keys import key_from_sharps, key_to_sharps, parse_key
+from musicgen.music.melody import TICKS_PER_BEAT, Melody, RawMelody, quantise
 from musicgen.music.performance import Performance, velocities
-from musicgen.tokenizers.abc import abc_key
 
 MIDI_RESOLUTION = 480  # ticks per beat in written files, as pretty_midi writes them (a multiple of TICKS_PER_BEAT)
 VELOCITY = 80
@@ -165,7 +158,7 @@ def write_midi(parts: Sequence[tuple[str, Melody]], performance: Performance | N
     score.tempos.append(symusic.Tempo(0, qpm=first.tempo))
     score.time_signatures.append(symusic.TimeSignature(0, *first.time_signature))
     _, mode = parse_key(first.key)
-    score.key_signatures.append(symusic.KeySignature(0, abc_key(first.key)[1], int(mode == "minor")))
+    score.key_signatures.append(symusic.KeySignature(0, key_to_sharps(first.key), int(mode == "minor")))
     for tick in first.sections:
         score.markers.append(symusic.TextMeta(tick * scale, SECTION_MARKER))
     for name, melody in parts:

@@ -48,33 +48,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from musicgen.music.melody import (
-    TICKS_PER_BEAT,
-    Melody,
-    Note,
-    bar_ticks,
-    estimate_key,
-    key_from_sharps,
-    key_name,
-    parse_key,
-    quantise,
-    snap,
-)
+from musicgen.music.formats import NOTATION_SUFFIXES
+from musicgen.music.keys import MODE_ABBREVIATIONS, key_from_sharps, key_name, mode_family, parse_key
+from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, bar_ticks, estimate_key, quantise, snap
 from musicgen.music.midi import TrackNotes, UnusableInput, pick_melody_track
 
 log = logging.getLogger(__name__)
 
-NOTATION_SUFFIXES = (".abc", ".xml", ".musicxml", ".mxl", ".krn")
-_MINOR_MODES = {"minor", "dorian", "phrygian", "aeolian", "locrian"}
-_HUMDRUM_MODES = {
-    "ion": "major", "mix": "major", "lyd": "major", "maj": "major",
-    "dor": "minor", "phr": "minor", "aeo": "minor", "loc": "minor", "min": "minor",
-}
 _HUMDRUM_KEY = re.compile(r"^\*([A-Ga-g])([#n-]*):(\w*)$")
 _X_LINE = re.compile(r"^X:\s*(.*)$")
 _HAS_L_OR_M = re.compile(r"^[LM]:", re.M)
 _FIELD_OR_DIRECTIVE = re.compile(r"^(?:[A-Za-z+]:|%)")
-_NOTATION_FILE_NAME = re.compile(r"\.(?:mxl|xml|musicxml|krn|abc)$", re.I)
+_NOTATION_FILE_NAME = re.compile(f"(?:{'|'.join(re.escape(s) for s in NOTATION_SUFFIXES)})$", re.I)
 _beams_lock = threading.Lock()
 
 
@@ -231,7 +216,8 @@ def _humdrum_key(tandem: str) -> str | None:
         return None
     letter, accidental, mode = match.groups()
     tonic = parse_key(letter.upper() + accidental.replace("n", "").replace("-", "b"))[0]
-    mode = _HUMDRUM_MODES.get(mode.lower()[:3], "minor" if letter.islower() else "major")
+    mode = mode.lower()[:3]  # *G:mix; with no mode, a lower-case letter is a minor key
+    mode = mode_family(mode) if mode in MODE_ABBREVIATIONS else ("minor" if letter.islower() else "major")
     return key_name(tonic, mode)
 
 
@@ -271,7 +257,7 @@ def _context(part) -> _Context:
             if isinstance(element, m21key.Key):
                 if not seen_note or ctx.key_signature is None:
                     tonic = parse_key(element.tonic.name)[0]
-                    ctx.key = key_name(tonic, "minor" if element.mode in _MINOR_MODES else "major")
+                    ctx.key = key_name(tonic, mode_family(element.mode))
             elif isinstance(element, m21key.KeySignature):
                 if ctx.key_signature is None:
                     ctx.key_signature = int(element.sharps)

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 from musicgen import storage
 from musicgen.music.export import write_outputs
+from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES
 from musicgen.music.melody import Melody, parse_key
 from musicgen.music.midi import read_midi
-from musicgen.music.notation import NOTATION_SUFFIXES, read_notation
+from musicgen.music.notation import read_notation
 from musicgen.sampling.generator import MelodyGenerator
 from musicgen.sampling.sampler import SampleRequest
 
-MIDI_SUFFIXES = (".mid", ".midi")
-PRIMER_SUFFIXES = MIDI_SUFFIXES + NOTATION_SUFFIXES
+PRIMER_SUFFIXES = INPUT_SUFFIXES
 BATCH_SIZE = 32  # melodies sampled in one loop: bounds memory for a large --n
 
 

@@ -27,13 +27,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from musicgen.music.melody import TICKS_PER_BEAT, bar_ticks
+from musicgen.music.melody import ONSET_GRID, TICKS_PER_BEAT, bar_ticks
 from musicgen.tokenizers.abc import AbcTokenizer
 from musicgen.tokenizers.base import Tokenizer
 from musicgen.tokenizers.events import DURATIONS, TIME_SIGNATURES, EventTokenizer
 
 SINGLE_ROW_MASKS = 1 << 15  # masks the events grammar remembers for batches of one (~600 bytes each with key)
-GRID = (0, 3, 4, 6, 8, 9)  # onsets within a beat that quantisation keeps (see musicgen.music.melody)
+GRID = ONSET_GRID  # onsets within a beat that quantisation keeps
 
 # phases of the events grammar
 NEED_TIME_SIGNATURE, BOUNDARY, NEED_DURATION, AFTER_DURATION = 0, 1, 2, 3

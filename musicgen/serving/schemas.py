@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from musicgen.music.melody import key_name, parse_key
+from musicgen.music.formats import SERVED_FORMATS
+from musicgen.music.keys import key_name, parse_key
 from musicgen.sampling.sampler import MAX_BARS, MAX_GUIDANCE
 from musicgen.tokenizers.events import parse_time_signature
 
@@ -19,8 +20,8 @@ MAX_SEED = 2**32 - 1
 # Bodies past this are a 413 before they are read: the largest valid request is a few hundred bytes,
 # and reading and parsing megabytes only to refuse them would cost the ingress's event loop.
 MAX_BODY_BYTES = 64 * 1024
-Format = Literal["json", "midi", "abc"]
-FORMATS: tuple[Format, ...] = ("json", "midi", "abc")
+Format = Literal["json", "midi", "abc"]  # musicgen.music.formats.SERVED_FORMATS, as a type
+FORMATS: tuple[Format, ...] = SERVED_FORMATS
 
 
 def normalise_key(text: str) -> str:

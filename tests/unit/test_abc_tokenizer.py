@@ -9,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from musicgen.music.abc import abc_length
 from musicgen.music.melody import Melody, MelodyBatch, Note, key_name, parse_key
 from musicgen.tokenizers import make_tokenizer
-from musicgen.tokenizers.abc import AbcTokenizer, abc_length
+from musicgen.tokenizers.abc import AbcTokenizer
 
 TOK = AbcTokenizer(["reel", "jig"])
 

@@ -3,6 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from musicgen.music.keys import key_from_sharps
 from musicgen.music.melody import (
     Melody,
     MelodyBatch,
@@ -12,7 +13,6 @@ from musicgen.music.melody import (
     estimate_key,
     interval_fingerprints,
     interval_fingerprints_many,
-    key_from_sharps,
     quantise,
     quantise_many,
     skyline,

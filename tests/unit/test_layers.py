@@ -1,0 +1,141 @@
+"""Layers import downward only (issue #21).
+
+Every module under ``musicgen/`` is read with ``ast`` and every import in it is
+checked, including imports inside functions and under ``if TYPE_CHECKING:``: a
+lower layer never imports a higher one, not even lazily. The order, lowest first:
+
+====  ==========================================  ===============================================
+rank  layer                                       modules
+====  ==========================================  ===============================================
+0     base                                        musicgen (the package), config, storage, stopping,
+                                                  runtime, pretrained: settings, URIs, process
+                                                  plumbing and the shipped model's path; no music
+1     music                                       musicgen.music: Melody, keys, formats, readers and writers
+2     tokenizers                                  musicgen.tokenizers
+3     data / models                               musicgen.data, musicgen.models
+4     training / sampling                         musicgen.training, musicgen.sampling
+5     serving / evaluation                        musicgen.serving, musicgen.evaluation
+6     catalog                                     musicgen.catalog (the bulk job)
+7     apps                                        musicgen.studio, musicgen.cli, musicgen.client
+====  ==========================================  ===============================================
+
+Modules of the same rank may import each other (``data`` and ``models`` are peers, as
+are ``training`` and ``sampling``, and ``serving`` and ``evaluation``). A new top-level
+module or package under ``musicgen/`` must be given a rank here before the test passes.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "musicgen"
+
+LAYERS: dict[str, int] = {
+    "musicgen": 0,  # the package itself (``from musicgen import __version__``)
+    "config": 0,
+    "storage": 0,
+    "stopping": 0,
+    "runtime": 0,
+    "pretrained": 0,
+    "music": 1,
+    "tokenizers": 2,
+    "data": 3,
+    "models": 3,
+    "training": 4,
+    "sampling": 4,
+    "serving": 5,
+    "evaluation": 5,
+    "catalog": 6,
+    "studio": 7,
+    "cli": 7,
+    "client": 7,
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def layer_of(module: str) -> str:
+    """'musicgen.sampling.grammar' -> 'sampling'; 'musicgen' -> 'musicgen'."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def imported_modules(path: Path, module: str, known: set[str]) -> list[tuple[int, str]]:
+    """(line, module) of every musicgen module that ``path`` imports, anywhere in the file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names if alias.name.split(".")[0] == "musicgen"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from . import x, from ..music import y
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "musicgen":
+                continue
+            for alias in node.names:  # `from musicgen import storage` imports the module musicgen.storage
+                sub = f"{target}.{alias.name}"
+                found.append((node.lineno, sub if sub in known else target))
+    return found
+
+
+def violations() -> list[str]:
+    modules = all_modules()
+    out = []
+    for module, path in modules.items():
+        own = layer_of(module)
+        for line, target in sorted(set(imported_modules(path, module, set(modules)))):
+            theirs = layer_of(target)
+            if LAYERS[theirs] > LAYERS[own]:
+                out.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {module} ({own}, rank {LAYERS[own]}) "
+                           f"imports {target} ({theirs}, rank {LAYERS[theirs]})")
+    return out
+
+
+def test_every_module_has_a_layer():
+    unranked = sorted({layer_of(m) for m in all_modules()} - set(LAYERS))
+    assert not unranked, f"give these a rank in LAYERS (tests/unit/test_layers.py): {unranked}"
+
+
+def test_imports_run_down_the_layers_only():
+    found = violations()
+    assert not found, "imports running up the layer order:\n" + "\n".join(found)
+
+
+def test_music_imports_no_tokenizer():
+    # the rule the issue names on its own: key facts live in musicgen.music, not in a tokenizer
+    for module, path in all_modules().items():
+        if layer_of(module) == "music":
+            targets = {t for _, t in imported_modules(path, module, set(all_modules()))}
+            assert not {t for t in targets if layer_of(t) == "tokenizers"}, module
+
+
+@pytest.mark.parametrize(("source", "module", "expected"), [
+    ("from musicgen.catalog.generate import reference_index\n", "musicgen.evaluation.report",
+     ["musicgen.catalog.generate"]),
+    ("def f():\n    import musicgen.catalog.bulk as b\n", "musicgen.music.melody", ["musicgen.catalog.bulk"]),
+    ("from musicgen import storage, __version__\n", "musicgen.cli", ["musicgen.storage", "musicgen"]),
+    ("from ..tokenizers import abc\n", "musicgen.music.midi", ["musicgen.tokenizers.abc"]),
+    ("from . import melody\n", "musicgen.music", ["musicgen.music.melody"]),
+    ("import numpy\nfrom typing import TYPE_CHECKING\n", "musicgen.music.melody", []),
+])
+def test_the_walker_sees_every_kind_of_import(tmp_path, source, module, expected):
+    name = "__init__.py" if module == "musicgen.music" else "m.py"
+    path = tmp_path / name
+    path.write_text(source)
+    known = set(all_modules())
+    assert [t for _, t in imported_modules(path, module, known)] == expected
