@@ -19,6 +19,9 @@ rank  layer                                       modules
 7     apps                                        musicgen.studio, musicgen.cli, musicgen.client
 ====  ==========================================  ===============================================
 
+Importing any module has no side effect that is cheap to see (a thread, a signal handler, a
+file, an environment variable, a logging handler, a Ray start): that is checked too.
+
 Modules of the same rank may import each other (``data`` and ``models`` are peers, as
 are ``training`` and ``sampling``, and ``serving`` and ``evaluation``). A new top-level
 module or package under ``musicgen/`` must be given a rank here before the test passes.
@@ -27,6 +30,10 @@ module or package under ``musicgen/`` must be given a rank here before the test 
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +129,45 @@ def test_music_imports_no_tokenizer():
         if layer_of(module) == "music":
             targets = {t for _, t in imported_modules(path, module, set(all_modules()))}
             assert not {t for t in targets if layer_of(t) == "tokenizers"}, module
+
+
+# Imports every module in a fresh interpreter and reports what importing changed. Ray sets
+# RAY_CLIENT_MODE in its own __init__, so RAY_ variables are Ray's, not ours.
+_SIDE_EFFECTS = """
+import importlib, json, logging, os, pkgutil, signal, sys, threading
+threads = {t.name for t in threading.enumerate()}
+handlers = {int(s): signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+files, env, root_handlers = set(os.listdir(".")), dict(os.environ), list(logging.getLogger().handlers)
+import musicgen
+names = sorted(m.name for m in pkgutil.walk_packages(musicgen.__path__, "musicgen."))
+for name in names:
+    importlib.import_module(name)
+ray = sys.modules.get("ray")
+print(json.dumps({
+    "modules": len(names),
+    "threads": sorted({t.name for t in threading.enumerate()} - threads),
+    "signal handlers": sorted(str(s) for s, h in handlers.items() if signal.getsignal(s) != h),
+    "files": sorted(set(os.listdir(".")) - files),
+    "environment": sorted(k for k in set(os.environ) | set(env)
+                          if os.environ.get(k) != env.get(k) and not k.startswith("RAY_")),
+    "root log handlers": len(logging.getLogger().handlers) - len(root_handlers),
+    "ray started": bool(ray and ray.is_initialized()),
+}))
+"""
+
+
+def test_importing_a_module_starts_nothing(tmp_path):
+    """Importing any module of musicgen starts no thread, installs no signal handler, writes no file,
+    sets no environment variable, configures no logging and starts no Ray (layout.md: importing a
+    module starts nothing)."""
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    out = subprocess.run([sys.executable, "-c", _SIDE_EFFECTS], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found.pop("modules") == len(all_modules()) - 1  # every module but the package itself
+    assert found == {"threads": [], "signal handlers": [], "files": [], "environment": [], "root log handlers": 0,
+                     "ray started": False}
 
 
 @pytest.mark.parametrize(("source", "module", "expected"), [
