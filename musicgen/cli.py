@@ -187,9 +187,10 @@ def train_config_from_args(args: argparse.Namespace):
 
 def _run_train(args: argparse.Namespace) -> int:
     from musicgen.runtime import init_ray
-    from musicgen.training.trainer import resource_needs, run_training
+    from musicgen.training.trainer import check_model_options, resource_needs, run_training
 
     config = train_config_from_args(args)
+    check_model_options(config)  # a bad -m key=value: exit 2 here, before Ray starts, not in every worker
     init_ray(args.num_cpus, *resource_needs(config))  # a local cluster gets the CPUs the workers need
     summary = run_training(config)
     print(format_training_summary(summary))

@@ -156,8 +156,8 @@ def save_tiny_artifact(uri: str, model: str = "lstm", tokenizer: str = "events",
     if model == "gan":
         fields["style_token_offset"] = tok.first_style_id
     net = build_model(model, **fields)
-    save_artifact(uri, net, model, extra={"tokenizer": tok.to_dict(), "styles": list(STYLES),
-                                          "train_config": {"name": f"tiny-{model}", "data": data}})
+    save_artifact(uri, net, model, tokenizer=tok.to_dict(), styles=STYLES,
+                  train_config={"name": f"tiny-{model}", "data": data})
     return uri
 
 

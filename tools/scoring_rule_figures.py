@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, meta = load_artifact(args.model)
-    vocab = meta["extra"]["tokenizer"]
+    vocab = meta.tokenizer
     val, train = read_split(args.data, "val"), read_split(args.data, "train")
     melodies = list(zip(val.column("tokens").to_pylist(), val.column("style").to_pylist()))
     first = [(seq[: args.max_len + 1], style) for seq, style in melodies]

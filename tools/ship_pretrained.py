@@ -11,6 +11,7 @@ and tokens, so ``musicgen bulk`` can reject copies of the corpus out of the box)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from musicgen.data.shards import SPLITS, VOCAB_FILE, read_split, split_uri
-from musicgen.models import REFERENCE_FOLDER
+from musicgen.models import META_FILE, REFERENCE_FOLDER, WEIGHTS_FILE, read_meta
 from musicgen.pretrained import SHIPPED, write_checksums
 
 PACKAGE = Path(__file__).resolve().parent.parent / "musicgen" / "pretrained" / SHIPPED
@@ -34,14 +35,15 @@ def main() -> None:
     card = (out / "MODEL_CARD.md").read_text() if (out / "MODEL_CARD.md").exists() else None
     shutil.rmtree(out, ignore_errors=True)
     (out / REFERENCE_FOLDER).mkdir(parents=True)
-    shutil.copyfile(Path(args.artifact) / "weights.pt", out / "weights.pt")
-    meta = json.loads((Path(args.artifact) / "model.json").read_text())
-    config = meta["extra"].get("train_config", {})
+    shutil.copyfile(Path(args.artifact) / WEIGHTS_FILE, out / WEIGHTS_FILE)
+    meta = read_meta(args.artifact)
+    config = dict(meta.train_config or {})
     for key in ("data", "storage", "init_from"):
         if config.get(key):
             config[key] = Path(config[key]).name  # no paths of the machine it was trained on
-    meta["extra"]["training"]["run"] = Path(meta["extra"]["training"]["run"]).name
-    (out / "model.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    training = {**meta.training, "run": Path(meta.training["run"]).name}
+    meta = dataclasses.replace(meta, train_config=config, training=training).validate()
+    (out / META_FILE).write_text(json.dumps(meta.to_json(), indent=1, sort_keys=True) + "\n")
     shutil.copyfile(Path(args.data) / VOCAB_FILE, out / REFERENCE_FOLDER / VOCAB_FILE)
     for split in SPLITS:  # the shard layout, with only the columns the copy check reads
         folder = Path(split_uri(str(out / REFERENCE_FOLDER), split))

@@ -209,7 +209,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
         requested = storage.read_json(storage.join(config.out, PROGRESS))["settings"]["precision"]
     device = torch.device("cuda" if use_gpu else "cpu")
     choice = resolve_precision(requested, generator.model, generator.tokenizer, device,
-                               (config.batch_size,), artifact=generator.meta["weights_sha256"], threads=1)
+                               (config.batch_size,), artifact=generator.meta.weights_sha256, threads=1)
     precision = choice.precision
     config = dataclasses.replace(config, precision=precision)
     settings = {"model_version": generator.model_version, "styles": list(styles), "reference": data,
@@ -282,7 +282,7 @@ def reference_data(config: BulkConfig, generator) -> str:
     carried = storage.join(resolve_model(config.model), REFERENCE_FOLDER)
     if not config.reference and storage.exists(storage.join(carried, shards.VOCAB_FILE)):
         return storage.absolute(carried)
-    data = config.reference or generator.meta.get("extra", {}).get("train_config", {}).get("data")
+    data = config.reference or generator.meta.training_data
     if not data:
         raise ValueError(f"{config.model} names no training data to check copies against; pass --reference SHARDS")
     return storage.absolute(data)

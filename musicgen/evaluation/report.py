@@ -118,7 +118,7 @@ def sample_melodies(model: str, styles: Sequence[str], config: EvaluateConfig) -
         for g in generator.generate(requests[start : start + 256]):
             melodies.append(Labelled(g.melody, g.request.style))
             guidance = g.request.guidance
-    training = generator.meta.get("extra", {}).get("training", {})
+    training = generator.meta.training or {}
     return melodies, {"model": generator.model_name, "model_id": generator.model_id,
                       "model_version": generator.model_version, "training": training, "guidance": guidance}
 

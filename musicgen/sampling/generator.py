@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from musicgen import storage
-from musicgen.models import load_artifact
+from musicgen.models import ArtifactMeta, load_artifact
 from musicgen.sampling.precision import PrecisionChoice, resolve_precision
 from musicgen.sampling.sampler import (
     GeneratedMelody,
@@ -35,7 +35,7 @@ class MelodyGenerator:
     tokenizer: Tokenizer
     model_id: str  # the training run's name
     model_version: str  # first 12 hex digits of the weights' sha256: changes whenever the weights do
-    meta: dict
+    meta: ArtifactMeta
     device: torch.device
     precision: str = "fp32"  # the weights sampling uses: fp32, bf16 or int8 (see ``resolve_precision``)
     precision_choice: PrecisionChoice | None = None  # how it was chosen, with the timings when measured
@@ -50,15 +50,14 @@ class MelodyGenerator:
         precision is the fastest here at ``batch_sizes`` melodies a call (see ``resolve_precision``)."""
         device = pick_device(device)
         model, meta = load_artifact(uri, map_location=device)
-        extra = meta.get("extra", {})
-        if "tokenizer" not in extra:
+        if meta.tokenizer is None:
             raise ValueError(f"{uri}: the artifact carries no tokenizer; was it written by `musicgen train`?")
-        tokenizer = tokenizer_from_dict(extra["tokenizer"])
-        choice = resolve_precision(precision, model, tokenizer, device, batch_sizes, artifact=meta["weights_sha256"])
+        tokenizer = tokenizer_from_dict(meta.tokenizer)
+        choice = resolve_precision(precision, model, tokenizer, device, batch_sizes, artifact=meta.weights_sha256)
         if hasattr(model, "prepare_sampling"):
             model.prepare_sampling(choice.precision)
-        name = extra.get("train_config", {}).get("name") or storage.absolute(uri).rstrip("/").split("/")[-2]
-        return cls(model, tokenizer, name, meta["weights_sha256"][:12], meta, device, choice.precision, choice)
+        name = meta.run_name or storage.absolute(uri).rstrip("/").split("/")[-2]
+        return cls(model, tokenizer, name, meta.version, meta, device, choice.precision, choice)
 
     @property
     def styles(self) -> tuple[str, ...]:
@@ -71,7 +70,7 @@ class MelodyGenerator:
 
     @property
     def model_name(self) -> str:
-        return self.meta["model"]
+        return self.meta.model
 
     def check_styles(self, styles: Iterable[str]) -> None:
         """A clear error before any sampling, naming the styles this model knows."""

@@ -30,10 +30,11 @@ from musicgen.data import shards
 from musicgen.data.collate import Collate, windows
 from musicgen.data.shards import read_split
 from musicgen.models import (
-    META_FILE,
     build_model,
+    check_model_config,
     copy_weights_for_finetuning,
     load_artifact,
+    read_meta,
     resolve_model,
     safe_load,
     save_artifact,
@@ -69,7 +70,7 @@ def train_worker(loop_config: dict) -> None:
         torch.set_num_threads(max(1, config.cpus_per_worker))
 
     # fine-tuning: the sizes come from the artifact; its weights only matter when no checkpoint supersedes them
-    start_config = storage.read_json(storage.join(config.init_from, META_FILE))["config"] if config.init_from else None
+    start_config = read_meta(config.init_from).config if config.init_from else None
     model = build_model(config.model, **_model_kwargs(config, tokenizer, start_config))
     optimizers = model.configure_optimizers(config.lr, config.weight_decay)
     step, epoch, resumed_from = 0, 0, None
@@ -114,7 +115,7 @@ def train_worker(loop_config: dict) -> None:
             storage.write_bytes(storage.join(run_uri, "loss.png"),
                                 plot_loss_curves(history, f"{config.name} ({config.model})"))
             with tempfile.TemporaryDirectory() as folder:
-                save_artifact(folder, model, config.model, extra={"step": step, "epoch": epoch})
+                save_artifact(folder, model, config.model, step=step, epoch=epoch)
                 torch.save(
                     {"optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "step": step, "epoch": epoch},
                     os.path.join(folder, TRAINER_STATE_FILE),
@@ -191,17 +192,33 @@ def finetuning_vocab(config: TrainConfig, data_vocab: dict) -> dict:
     """The vocabulary a run from ``init_from`` trains with, checked before any worker starts: the
     source model's, plus a style token for each style of the data it does not know yet (so a
     studio can fine-tune the shipped model on its own styles and keep the others)."""
-    meta = storage.read_json(storage.join(config.init_from, META_FILE))
-    if meta["model"] != config.model and (meta["model"], config.model) != ("lstm", "gan"):
-        raise ValueError(f"--init-from {config.init_from} is a {meta['model']} model, not {config.model} "
+    meta = read_meta(config.init_from)
+    if meta.model != config.model and (meta.model, config.model) != ("lstm", "gan"):
+        raise ValueError(f"--init-from {config.init_from} is a {meta.model} model, not {config.model} "
                          "(a GAN may also start from an LSTM)")
-    source = meta.get("extra", {}).get("tokenizer")
+    source = meta.tokenizer
     if source is None or source["name"] != data_vocab["name"]:
         raise ValueError(f"--init-from {config.init_from} uses the {(source or {}).get('name')!r} tokenizer, "
                          f"{config.data} the {data_vocab['name']!r} one: preprocess with --tokenizer "
                          f"{(source or {}).get('name')}")
     styles = list(source["styles"]) + [s for s in data_vocab["styles"] if s not in source["styles"]]
     return make_tokenizer(source["name"], styles).to_dict()
+
+
+def check_model_options(config: TrainConfig) -> tuple[dict, dict]:
+    """(the vocabulary the run trains with, the data's), after checking on the driver the model config every
+    worker will build from them: a typo or a bad value in ``-m key=value`` is one ValueError here (exit
+    code 2 from the CLI), before any Ray worker starts, not an error in every Ray Train worker that
+    FailureConfig then retries."""
+    data_vocab = shards.read_vocab(config.data)
+    start_config = None
+    vocab = data_vocab
+    if config.init_from:
+        config = dataclasses.replace(config, init_from=resolve_model(config.init_from))
+        vocab = finetuning_vocab(config, data_vocab)
+        start_config = read_meta(config.init_from).config
+    check_model_config(config.model, _model_kwargs(config, tokenizer_from_dict(vocab), start_config))
+    return vocab, data_vocab
 
 
 def ngram_baseline(data_uri: str, tokenizer, order: int, max_len: int) -> dict:
@@ -254,17 +271,14 @@ def run_training(config: TrainConfig) -> dict:
     require(*resource_needs(config))  # first: on a cluster too small, fit() would wait forever
     # workers run in another working directory: hand them absolute locations
     config = dataclasses.replace(config, data=storage.absolute(config.data), storage=storage.absolute(config.storage))
-    data_vocab = shards.read_vocab(config.data)
+    if config.init_from:
+        config = dataclasses.replace(config, init_from=storage.absolute(resolve_model(config.init_from)))
+    vocab, data_vocab = check_model_options(config)
     for split in ("train", "val"):
         if not shards.has_split(config.data, split):
             raise ValueError(f"{config.data} has no {split} melodies: a small corpus needs a larger share for "
                              "it, e.g. `musicgen preprocess ... --val-fraction 0.2`")
     data_stats = shards.read_stats(config.data)
-    if config.init_from:
-        config = dataclasses.replace(config, init_from=storage.absolute(resolve_model(config.init_from)))
-        vocab = finetuning_vocab(config, data_vocab)
-    else:
-        vocab = data_vocab
     tokenizer = tokenizer_from_dict(vocab)
     run_uri = storage.join(config.storage, config.name)
     started = time.perf_counter()
@@ -308,8 +322,8 @@ def run_training(config: TrainConfig) -> dict:
     summary = {
         "run": run_uri,
         "model": config.model,
-        "steps": (result.metrics or {}).get("step", checkpoint_meta["extra"]["step"]),
-        "best_step": checkpoint_meta["extra"]["step"],
+        "steps": (result.metrics or {}).get("step", checkpoint_meta.step),
+        "best_step": checkpoint_meta.step,
         "best_val_loss": best_metrics.get("val_loss"),
         "val_bits_per_token": {
             k.split("/", 1)[1] if "/" in k else "all": v
@@ -323,8 +337,8 @@ def run_training(config: TrainConfig) -> dict:
         storage.join(run_uri, "model"),
         model,
         config.model,
-        extra={"tokenizer": vocab, "styles": list(tokenizer.styles), "data_stats": data_stats, "training": summary,
-               "train_config": dataclasses.asdict(config)},
+        tokenizer=vocab, styles=tuple(tokenizer.styles), data_stats=data_stats, training=summary,
+        train_config=dataclasses.asdict(config),
     )
     summary["artifact"] = storage.join(run_uri, "model")
     return summary

@@ -78,5 +78,5 @@ def test_ray_job_submit_preprocess_then_train(head_node, real_corpus, tmp_path):
                  "-m", "hidden_size=32", "-m", "num_layers=1", "-m", "embed_dim=32")
     assert "validation bits/token" in out
     model, meta = load_artifact(str(runs / "submitted" / "model"))
-    assert meta["model"] == "lstm" and meta["extra"]["training"]["steps"] == 4
+    assert meta.model == "lstm" and meta.training["steps"] == 4
     shutil.rmtree(runs)

@@ -72,11 +72,10 @@ def test_model_artifact_is_self_contained_and_cli_prints_the_baseline(shards, tm
     out = capsys.readouterr().out
     assert "5-gram KN" in out and "bach_chorale" in out
     model, meta = load_artifact(str(tmp_path / "cli" / "model"))
-    extra = meta["extra"]
-    tokenizer = tokenizer_from_dict(extra["tokenizer"])
-    assert extra["styles"] == list(tokenizer.styles) and extra["data_stats"]["melodies"] > 0
-    assert extra["training"]["ngram_bits_per_token"]["all"] > 0
-    assert meta["config"]["hidden_size"] == 48
+    tokenizer = tokenizer_from_dict(meta.tokenizer)
+    assert meta.styles == tokenizer.styles and meta.data_stats["melodies"] > 0
+    assert meta.training["ngram_bits_per_token"]["all"] > 0
+    assert meta.config["hidden_size"] == 48
     tokens = torch.tensor([[1, tokenizer.style_token("irish_folk"), 3]])
     logits, _ = model(tokens, torch.tensor([tokenizer.styles.index("irish_folk")]))
     assert logits.shape == (1, 3, len(tokenizer))
@@ -107,7 +106,7 @@ def test_fine_tuning_adds_style_dropout_to_a_trained_model(shards, tmp_path):
     summary = run_training(_config(shards, tmp_path, name="tuned", model_config={"style_dropout": 0.5}, max_steps=2,
                                    eval_every_steps=2, init_from=source, lr=1e-9))
     tuned, meta = load_artifact(summary["artifact"])
-    assert meta["config"]["style_dropout"] == 0.5 and meta["config"]["hidden_size"] == TINY_LSTM["hidden_size"]
+    assert meta.config["style_dropout"] == 0.5 and meta.config["hidden_size"] == TINY_LSTM["hidden_size"]
     assert tuned.style_emb.num_embeddings == base.style_emb.num_embeddings + 1
     # two steps at a negligible learning rate: the weights are the source's, not a fresh initialisation
     assert torch.allclose(tuned.lstm.weight_hh_l0, base.lstm.weight_hh_l0, atol=1e-5)
@@ -129,8 +128,8 @@ def test_fine_tuning_on_a_corpus_of_new_styles_keeps_the_old_ones(shards, real_c
     summary = run_training(_config(str(new_shards), tmp_path, name="tuned", model_config={}, max_steps=2,
                                    eval_every_steps=2, init_from=source, lr=1e-9))
     tuned, meta = load_artifact(summary["artifact"])
-    old = base_meta["extra"]["tokenizer"]
-    tokenizer = tokenizer_from_dict(meta["extra"]["tokenizer"])
+    old = base_meta.tokenizer
+    tokenizer = tokenizer_from_dict(meta.tokenizer)
     assert tokenizer.styles == (*old["styles"], "studio_theme")
     assert tokenizer.vocab[: len(old["vocab"])] == old["vocab"]  # the old ids keep their meaning
     n_old = len(old["vocab"])
@@ -169,6 +168,6 @@ def test_the_shipped_model_fine_tunes_on_a_folder_of_new_style_midi_files(real_c
                  "--max-len", "64", "--lr", "1e-5"]) == 0
     _, meta = load_artifact(str(tmp_path / "runs" / "mine" / "model"))
     _, shipped = load_artifact("pretrained")
-    assert meta["extra"]["styles"] == [*shipped["extra"]["styles"], "studio_theme"]
-    assert meta["config"]["hidden_size"] == shipped["config"]["hidden_size"]
+    assert meta.styles == (*shipped.styles, "studio_theme")
+    assert meta.config["hidden_size"] == shipped.config["hidden_size"]
     assert "studio_theme" in capsys.readouterr().out

@@ -183,17 +183,18 @@ def test_artifact_round_trip(name, tmp_path):
     tokens, style = make_batch()
     optimizers = model.configure_optimizers(1e-3, 0.0)
     model.training_step(tokens, style, optimizers, 0)  # weights differ from a fresh init
-    extra = {"tokenizer": {"name": "events", "styles": ["a", "b", "c"]}, "val_bits_per_token": 1.5}
+    fields = {"training": {"val_bits_per_token": {"all": 1.5}}, "train_config": {"name": "run"}, "step": 3, "epoch": 1}
     uri = str(tmp_path / "artifact")
-    save_artifact(uri, model, name, extra)
+    save_artifact(uri, model, name, **fields)
     loaded, meta = load_artifact(uri)
     assert type(loaded) is type(model) and not loaded.training
-    assert meta["model"] == name and meta["extra"] == extra and meta["torch_version"] == torch.__version__
+    assert meta.model == name and meta.torch_version == torch.__version__
+    assert {k: getattr(meta, k) for k in fields} == fields and meta.run_name == "run"
     assert loaded.config == model.config
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(tokens, style)[0], model(tokens, style)[0], atol=0, rtol=0)
-    again = model_from_state(name, meta["config"], state_to_bytes(model))
+    again = model_from_state(name, meta.config, state_to_bytes(model))
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
 
 
@@ -203,7 +204,7 @@ class NotATensor:
 
 def test_load_artifact_refuses_pickled_objects(tmp_path):
     uri = str(tmp_path / "artifact")
-    save_artifact(uri, tiny("lstm"), "lstm", {})
+    save_artifact(uri, tiny("lstm"), "lstm")
     buffer = io.BytesIO()
     torch.save({"x": NotATensor()}, buffer)
     storage.write_bytes(storage.join(uri, "weights.pt"), buffer.getvalue())
@@ -217,7 +218,7 @@ def test_registry_errors():
     with pytest.raises(ValueError, match="hidden"):
         build_model("lstm", vocab_size=V, n_styles=S, hiden_size=3)
     with pytest.raises(TypeError):
-        save_artifact("unused", tiny("lstm"), "transformer", {})
+        save_artifact("unused", tiny("lstm"), "transformer")
 
 
 def test_gradients_are_averaged_across_workers(monkeypatch):
