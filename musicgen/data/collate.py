@@ -13,7 +13,6 @@ import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 from musicgen.tokenizers import tokenizer_from_dict
-from musicgen.tokenizers.events import EventTokenizer
 
 
 def windows(sequence: Sequence[int], max_len: int) -> list[Sequence[int]]:
@@ -28,9 +27,9 @@ def windows(sequence: Sequence[int], max_len: int) -> list[Sequence[int]]:
 class Collate(NumpyBatchCollateFn):
     """Pads variable-length melodies to the longest in the batch (at most ``max_len + 1``).
 
-    Longer melodies are cut to a random window. With ``transpose`` > 0 and the
-    events tokenizer, each melody is shifted by a random number of semitones in
-    [-transpose, transpose], as far as the MIDI range allows.
+    Longer melodies are cut to a random window. With ``transpose`` > 0 and a
+    tokenizer that can transpose its ids (events), each melody is shifted by a random
+    number of semitones in [-transpose, transpose], as far as the MIDI range allows.
     """
 
     def __init__(self, tokenizer_config: dict, max_len: int, transpose: int = 0, seed: int = 0,
@@ -41,21 +40,16 @@ class Collate(NumpyBatchCollateFn):
         self.remap = None
         if data_vocab is not None and list(data_vocab["vocab"]) != tokenizer.vocab:
             self.remap = np.array([tokenizer.index[token] for token in data_vocab["vocab"]], dtype=np.int64)
-        self.max_len = max_len
-        self.transpose = transpose if isinstance(tokenizer, EventTokenizer) else 0
-        self.first_note = tokenizer.first_note_id if isinstance(tokenizer, EventTokenizer) else 0
+        self.tokenizer, self.max_len, self.transpose = tokenizer, max_len, transpose
         self.rng = np.random.default_rng(seed)
 
     def _shift(self, seq: np.ndarray) -> np.ndarray:
-        is_note = (seq >= self.first_note) & (seq < self.first_note + 128)
-        if not self.transpose or not is_note.any():
+        span = self.tokenizer.pitch_span(seq) if self.transpose else None
+        if span is None:  # nothing to move, or a vocabulary whose ids cannot be moved (ABC)
             return seq
-        pitches = seq[is_note] - self.first_note
-        low = max(-self.transpose, -int(pitches.min()))
-        high = min(self.transpose, 127 - int(pitches.max()))
-        shifted = seq.copy()
-        shifted[is_note] += self.rng.integers(low, high + 1)
-        return shifted
+        low = max(-self.transpose, -span[0])
+        high = min(self.transpose, 127 - span[1])
+        return self.tokenizer.transpose(seq, int(self.rng.integers(low, high + 1)))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return self.collate(batch["tokens"], batch["style"])

@@ -15,21 +15,12 @@ import pyarrow as pa
 from musicgen.data import shards
 from musicgen.evaluation.novelty import IntervalIndex
 from musicgen.tokenizers import Tokenizer, tokenizer_from_dict
-from musicgen.tokenizers.events import EventTokenizer
 
 
 def reference_pitches(tokenizer: Tokenizer, tokens: pa.ChunkedArray) -> list[np.ndarray]:
-    """The pitch sequence of each token list. Event tokens name their pitches (``NOTE_p``), so these
-    are read off the ids directly: decoding would also estimate a key, 2 ms a melody on the whole corpus."""
-    if not isinstance(tokenizer, EventTokenizer):
-        return [np.array([n.pitch for n in tokenizer.decode(t)[0].notes], dtype=np.int16) for t in tokens.to_pylist()]
+    """The pitch sequence of each token list of a shard column (``Tokenizer.pitch_sequences``)."""
     column = tokens.combine_chunks()
-    values = column.values.to_numpy().astype(np.int64)
-    offsets = column.offsets.to_numpy()
-    is_note = (values >= tokenizer.first_note_id) & (values < tokenizer.first_note_id + 128)
-    notes_before = np.concatenate([[0], np.cumsum(is_note)])
-    counts = notes_before[offsets[1:]] - notes_before[offsets[:-1]]
-    return np.split((values[is_note] - tokenizer.first_note_id).astype(np.int16), np.cumsum(counts)[:-1])
+    return tokenizer.pitch_sequences(column.values.to_numpy().astype(np.int64), column.offsets.to_numpy())
 
 
 def reference_splits(data: str) -> list[str]:

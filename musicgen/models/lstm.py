@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from musicgen.models.lstm_cells import CellCache, FloatCell, Int8Cell, sampling_cell
-from musicgen.models.targets import PAD_ID, hide_style, inputs_and_targets
+from musicgen.tokenizers.targets import PAD_ID, hide_style, inputs_and_targets
 
 GRAD_CLIP = 1.0
 

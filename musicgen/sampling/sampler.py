@@ -32,14 +32,14 @@ from musicgen.models import unwrap
 from musicgen.models.lstm import null_style_index
 from musicgen.music.melody import Melody, transpose_to_key
 from musicgen.music.performance import performance_for
-from musicgen.sampling.grammar import EventGrammar, grammar_for, select_rows
-from musicgen.tokenizers.base import Tokenizer
-from musicgen.tokenizers.events import EventTokenizer
+from musicgen.tokenizers.base import STYLE_POSITION, Tokenizer
+from musicgen.tokenizers.grammar import select_rows
 
 MAX_BARS = 64
 MAX_GUIDANCE = 5.0
 COMPACT_FRACTION = 8  # compact the batch once 1/8 of its live rows have finished
 DRAWS_AHEAD = 64  # uniforms drawn per call, for this many steps
+OUT_COLUMNS = 256  # sampled tokens a row's buffer holds at first; it doubles when a melody outgrows it
 DEFAULT_GUIDANCE = 2.0  # for models trained with style dropout (see docs/quality.md for how it was chosen)
 UNGUIDABLE = "this model was trained without style dropout, so it cannot be guided: use guidance 1"
 
@@ -148,7 +148,7 @@ class Stepper:
         if self.guidance is not None:
             unstyled = tokens.clone()
             if self.cache is None and not self.history:  # the prompt: hide its STYLE token
-                unstyled[:, 1] = self.pad_id
+                unstyled[:, STYLE_POSITION] = self.pad_id
             tokens = torch.cat([tokens, unstyled])
         self.history.append(tokens)
         if self.window is not None and self.length + tokens.size(1) > self.window:
@@ -172,34 +172,16 @@ class Stepper:
         self.cache = self.model.select_rows(self.cache, rows)
 
 
-def _prompt(tokenizer: Tokenizer, request: SampleRequest) -> tuple[list[int], int]:
-    """Token ids before sampling starts, and for ABC the bar lines they already hold."""
-    ids = [tokenizer.bos_id, tokenizer.style_token(request.style)]
-    if isinstance(tokenizer, EventTokenizer):
-        return ids + (tokenizer.encode_body(request.primer) if request.primer else []), 0
-    if request.primer is not None:
-        text = tokenizer.render(request.primer).removesuffix("|]").rstrip()
-    elif request.time_signature is not None:
-        text = f"M:{request.time_signature[0]}/{request.time_signature[1]}\nL:1/8\n"
-    else:
-        text = ""
-    return ids + [tokenizer.index[c] for c in text], text.split("K:", 1)[-1].count("|") if text else 0
-
-
 @torch.inference_mode()
 def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
                   prompts: list[list[int]], prompt_bars: list[int], device: torch.device) -> list[list[int]]:
     """The model steps on its device; the grammar mask and the token choice run in NumPy on the host."""
-    bars = [r.bars for r in requests]
-    grammar = grammar_for(tokenizer)
-    if isinstance(grammar, EventGrammar):
-        state = grammar.start(bars, [r.time_signature for r in requests])
-        max_new = grammar.max_new_tokens(bars, [r.time_signature for r in requests])
-    else:
-        state = grammar.start(bars, prompt_bars)
-        max_new = grammar.max_new_tokens(bars)
+    bars, time_signatures = [r.bars for r in requests], [r.time_signature for r in requests]
+    grammar = tokenizer.grammar()
+    state = grammar.start(bars, time_signatures, prompt_bars)
+    max_new = grammar.max_new_tokens(bars, time_signatures)
     prompt = np.array(prompts, dtype=np.int64)
-    for i in range(2, prompt.shape[1]):  # the primer moves the grammar on
+    for i in range(STYLE_POSITION + 1, prompt.shape[1]):  # the primer moves the grammar on
         grammar.advance(state, prompt[:, i])
 
     style = torch.tensor([tokenizer.styles.index(r.style) for r in requests], device=device)
@@ -212,7 +194,7 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     guidance = torch.tensor([float(r.guidance) for r in requests], device=device) if guided else None
     step = Stepper(model, style, guidance, tokenizer.pad_id)
     logits = step(torch.from_numpy(prompt).to(device))
-    out = np.full((len(requests), max_new), tokenizer.pad_id)
+    out = np.full((len(requests), min(max_new, OUT_COLUMNS)), tokenizer.pad_id)  # grows as needed
     active = np.arange(len(requests))  # rows of ``out`` still being sampled
     for t in range(max_new):
         if t % DRAWS_AHEAD == 0:
@@ -220,6 +202,8 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
         tokens = pick_tokens(logits.float().cpu().numpy(), grammar.allowed(state), temperature, top_k, top_p,
                              draws[:, t % DRAWS_AHEAD], filtered)
         grammar.advance(state, tokens)
+        if t == out.shape[1]:  # max_new is a loose bound: a buffer that wide would cost more than sampling
+            out = np.concatenate([out, np.full_like(out, tokenizer.pad_id)], axis=1)
         out[active, t] = tokens
         finished = int(state.done.sum())
         if finished == len(active):
@@ -231,7 +215,7 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
             state = select_rows(state, keep)
             step.keep(torch.from_numpy(keep).to(device))
         logits = step(torch.from_numpy(tokens[:, None]).to(device))
-    sampled = out[:, : t + 1].tolist()  # max_new is a loose bound: most of ``out`` was never written
+    sampled = out[:, : t + 1].tolist()
     return [p + row[: row.index(tokenizer.eos_id) + 1] if tokenizer.eos_id in row else p + row
             for p, row in zip(prompts, sampled)]
 
@@ -268,7 +252,7 @@ def sample_tokens(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     model.eval()
     device = torch.device(device)
     requests = [with_guidance(model, r) for r in requests]
-    prompts = [_prompt(tokenizer, r) for r in requests]
+    prompts = [tokenizer.prompt(r.style, r.primer, r.time_signature) for r in requests]
     groups: dict[tuple[int, bool], list[int]] = {}
     for i, (ids, _) in enumerate(prompts):
         groups.setdefault((len(ids), requests[i].guidance != 1), []).append(i)

@@ -37,6 +37,26 @@ class AbcTokenizer(Tokenizer):
         """A complete ABC 2.1 tune (:func:`musicgen.music.abc.to_abc`)."""
         return abc.to_abc(melody, title)
 
+    def prompt(self, style: str, primer: Melody | None = None,
+               time_signature: tuple[int, int] | None = None) -> tuple[list[int], int]:
+        """``<bos> STYLE_x`` and the ABC text to go on from: a primer's tune without its closing ``|]``,
+        or the headers of a requested meter; and the bar lines that text holds."""
+        if primer is not None:
+            text = self.render(primer).removesuffix("|]").rstrip()
+        elif time_signature is not None:
+            text = f"M:{time_signature[0]}/{time_signature[1]}\nL:1/8\n"
+        else:
+            text = ""
+        ids = [self.bos_id, self.style_token(style), *(self.index[c] for c in text)]
+        return ids, text.split("K:", 1)[-1].count("|") if text else 0
+
+    def grammar(self):
+        if self._grammar is None:
+            from musicgen.tokenizers.grammar import AbcGrammar
+
+            self._grammar = AbcGrammar(self)
+        return self._grammar
+
     # -- decoding ---------------------------------------------------------
     def decode_body(self, ids: Sequence[int]) -> Melody:
         chars = []

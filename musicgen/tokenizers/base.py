@@ -13,6 +13,7 @@ from musicgen.music.melody import Melody, MelodyBatch
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 STYLE_PREFIX = "STYLE_"
+STYLE_POSITION = 1  # every sequence starts <bos> STYLE_x: the style token's index, hidden by style dropout
 
 
 def scored_positions(window: Sequence[int]) -> range:
@@ -20,7 +21,7 @@ def scored_positions(window: Sequence[int]) -> range:
     every token after the first, except the prompt's style token after ``<bos>``, which every model
     is given (the n-gram baseline keeps one table per style). Training, validation and the n-gram
     baseline all use this rule."""
-    first = 2 if len(window) and window[0] == Tokenizer.bos_id else 1
+    first = STYLE_POSITION + 1 if len(window) and window[0] == Tokenizer.bos_id else 1
     return range(first, len(window))
 
 
@@ -42,6 +43,7 @@ class Tokenizer(ABC):
         self.first_style_id = len(self.vocab)
         self.vocab += [STYLE_PREFIX + s for s in self.styles]
         self.index = {token: i for i, token in enumerate(self.vocab)}
+        self._grammar = None  # built on first use (``grammar``)
         if len(self.index) != len(self.vocab):
             raise ValueError("tokens are not unique")
 
@@ -82,6 +84,33 @@ class Tokenizer(ABC):
             return self.first_style_id + self.styles.index(style)
         except ValueError:
             raise KeyError(f"unknown style {style!r}; known: {', '.join(self.styles)}") from None
+
+    def prompt(self, style: str, primer: Melody | None = None,
+               time_signature: tuple[int, int] | None = None) -> tuple[list[int], int]:
+        """The ids a sampler starts from (``<bos> STYLE_x``, then the primer's tokens if any), and the
+        bar lines they already hold (what the grammar's count starts from)."""
+        ids = [self.bos_id, self.style_token(style)]
+        return (ids + self.encode_body(primer), 0) if primer is not None else (ids, 0)
+
+    @abstractmethod
+    def grammar(self):
+        """The sampling grammar of this vocabulary (``musicgen.tokenizers.grammar``), built once:
+        its tables, and the masks it remembers, outlive a request."""
+
+    def pitch_span(self, ids: np.ndarray) -> tuple[int, int] | None:
+        """(lowest, highest) pitch a token sequence spells as ids that ``transpose`` can shift; None
+        when it has none (a vocabulary such as ABC's spells pitches in context, not as shiftable ids)."""
+        return None
+
+    def transpose(self, ids: np.ndarray, semitones: int) -> np.ndarray:
+        """The sequence moved by ``semitones`` (data augmentation); only where ``pitch_span`` is not None."""
+        raise TypeError(f"the {self.name!r} tokenizer cannot transpose token ids")
+
+    def pitch_sequences(self, values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+        """The pitches (int16) of each sequence of a flat id array cut at ``offsets`` (a Parquet list
+        column's layout): what the copy check compares."""
+        return [np.array([n.pitch for n in self.decode(values[a:b])[0].notes], dtype=np.int16)
+                for a, b in zip(offsets[:-1], offsets[1:])]
 
     def encode(self, melody: Melody, style: str) -> list[int]:
         return [self.bos_id, self.style_token(style), *self.encode_body(melody), self.eos_id]

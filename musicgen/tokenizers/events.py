@@ -74,6 +74,32 @@ class EventTokenizer(Tokenizer):
         self.first_dur_id = self.index[f"DUR_{DURATIONS[0]}"]
         self.first_ts_id = self.index["TS_1/1"]
 
+    def grammar(self):
+        if self._grammar is None:
+            from musicgen.tokenizers.grammar import EventGrammar
+
+            self._grammar = EventGrammar(self)
+        return self._grammar
+
+    def _note_positions(self, ids: np.ndarray) -> np.ndarray:
+        return (ids >= self.first_note_id) & (ids < self.first_note_id + 128)
+
+    def pitch_span(self, ids: np.ndarray) -> tuple[int, int] | None:
+        pitches = ids[self._note_positions(ids)] - self.first_note_id
+        return (int(pitches.min()), int(pitches.max())) if len(pitches) else None
+
+    def transpose(self, ids: np.ndarray, semitones: int) -> np.ndarray:
+        shifted = ids.copy()
+        shifted[self._note_positions(ids)] += semitones
+        return shifted
+
+    def pitch_sequences(self, values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+        """Read off the NOTE ids directly: decoding would also estimate each melody's key."""
+        is_note = self._note_positions(values)
+        notes_before = np.concatenate([[0], np.cumsum(is_note)])
+        counts = notes_before[offsets[1:]] - notes_before[offsets[:-1]]
+        return np.split((values[is_note] - self.first_note_id).astype(np.int16), np.cumsum(counts)[:-1])
+
     # -- token classes, used by samplers for grammar masks ----------------
     def is_note(self, i: int) -> bool:
         return self.first_note_id <= i < self.first_note_id + 128

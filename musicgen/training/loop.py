@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from musicgen import storage
-from musicgen.models.targets import PAD_ID, inputs_and_targets
+from musicgen.tokenizers.targets import PAD_ID, inputs_and_targets
 
 
 def learning_rate(step: int, peak: float, warmup_steps: int, max_steps: int | None) -> float:

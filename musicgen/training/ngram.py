@@ -6,7 +6,7 @@ probability. Following Chen & Goodman (1998), with one absolute discount per
 order estimated as D = n1 / (n1 + 2 n2) from the counts of counts.
 
 Bits per token are measured on the same windows and targets as the neural
-models (``musicgen.models.targets``): every token after the style token,
+models (``musicgen.tokenizers.targets``): every token after the style token,
 ``<eos>`` included.
 """
 

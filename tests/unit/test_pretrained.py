@@ -12,7 +12,6 @@ from musicgen.cli import main
 from musicgen.models import load_artifact
 from musicgen.pretrained import CHECKSUMS, pretrained_path, resolve_model, verify_checksums
 from musicgen.sampling import MelodyGenerator, SampleRequest
-from musicgen.sampling.grammar import grammar_for
 
 STYLES = ("bach_chorale", "chinese_folk", "german_folk", "irish_folk", "renaissance")
 
@@ -52,7 +51,7 @@ def test_it_loads_with_weights_only_and_knows_the_five_styles(shipped):
 
 @pytest.mark.parametrize("style", STYLES)
 def test_every_style_gets_grammar_valid_melodies(shipped, style):
-    grammar = grammar_for(shipped.tokenizer)
+    grammar = shipped.tokenizer.grammar()
     for out in shipped.generate([SampleRequest(style=style, seed=seed, bars=8) for seed in range(3)]):
         state = grammar.start([8], [None])
         for token in out.tokens[2:]:

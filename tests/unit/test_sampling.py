@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, bar_ticks, estimate_key, transpose_to_key
 from musicgen.music.performance import performance_for
 from musicgen.sampling import MelodyGenerator, SampleRequest
-from musicgen.sampling.grammar import GRID, EventGrammar
 from musicgen.sampling.sampler import DEFAULT_GUIDANCE, pick_tokens, uniforms
 from musicgen.tokenizers import EventTokenizer
+from musicgen.tokenizers.grammar import GRID, EventGrammar
 from tests.conftest import STYLES, random_melody, save_tiny_artifact
 
 

@@ -8,9 +8,9 @@ import torch
 
 from musicgen.data.collate import Collate, windows
 from musicgen.models import build_model
-from musicgen.models.targets import hide_style, inputs_and_targets
 from musicgen.tokenizers import EventTokenizer
 from musicgen.tokenizers.base import scored_positions
+from musicgen.tokenizers.targets import hide_style, inputs_and_targets
 from musicgen.training.loop import evaluate
 from musicgen.training.ngram import StyleNgramBaseline
 from tests.conftest import random_melody

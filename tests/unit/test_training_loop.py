@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from musicgen.models.targets import inputs_and_targets
+from musicgen.tokenizers.targets import inputs_and_targets
 from musicgen.training.loop import append_metrics, read_metrics
 
 

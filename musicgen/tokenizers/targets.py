@@ -1,12 +1,14 @@
 """The scoring rule of ``musicgen.tokenizers.base.scored_positions`` on batches of windows, for
-the training loss and validation; the n-gram baseline applies the same rule to plain sequences, so
-"bits per token" means the same tokens for all three."""
+the training loss and validation, and style dropout's hiding of the style token; the n-gram
+baseline applies the same rule to plain sequences, so "bits per token" means the same tokens for
+all three. Part of the token layout, so it lives with the tokenizers (torch, so not imported by
+``musicgen.tokenizers`` itself)."""
 
 from __future__ import annotations
 
 import torch
 
-from musicgen.tokenizers.base import Tokenizer
+from musicgen.tokenizers.base import STYLE_POSITION, Tokenizer
 
 PAD_ID, BOS_ID = Tokenizer.pad_id, Tokenizer.bos_id
 
@@ -24,5 +26,5 @@ def hide_style(tokens: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
     becomes ``<pad>`` (a window from inside a melody has no style token to hide)."""
     hide = dropped & (tokens[:, 0] == BOS_ID)
     tokens = tokens.clone()
-    tokens[:, 1] = torch.where(hide, PAD_ID, tokens[:, 1])
+    tokens[:, STYLE_POSITION] = torch.where(hide, PAD_ID, tokens[:, STYLE_POSITION])
     return tokens

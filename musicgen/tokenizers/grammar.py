@@ -1,5 +1,10 @@
 """Grammar masks: which tokens may come next, for a whole batch at once, so every sample decodes.
 
+Each tokenizer owns its grammar (``Tokenizer.grammar()``): the grammar is part of the token
+layout, like the ids and the prompt. Every grammar has the same interface, so a sampler never
+asks which tokenizer it has: ``start(bars, time_signatures, prompt_bar_lines)``,
+``allowed``, ``advance`` and ``max_new_tokens(bars, time_signatures)``.
+
 A sampler asks ``allowed(state) -> bool[B, V]`` before each step and calls
 ``advance(state, tokens)`` after it. Both are a handful of array operations
 over the batch (no Python loop over melodies), and the state is a few
@@ -23,7 +28,6 @@ requested number of bar lines is written or the length budget runs out.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from functools import lru_cache
 
 import numpy as np
 
@@ -40,16 +44,6 @@ NEED_TIME_SIGNATURE, BOUNDARY, NEED_DURATION, AFTER_DURATION = 0, 1, 2, 3
 # token kinds, and the phase each one leads to (-1: unchanged)
 OTHER, TIME_SIGNATURE, BAR, NOTE, REST, DURATION, EOS = range(7)
 _PHASE_AFTER = (-1, BOUNDARY, BOUNDARY, NEED_DURATION, NEED_DURATION, AFTER_DURATION, -1)
-
-
-@lru_cache(maxsize=8)
-def grammar_for(tokenizer: Tokenizer) -> EventGrammar | AbcGrammar:
-    """The grammar of a tokenizer, built once (its tables, and the masks it remembers, outlive a request)."""
-    if isinstance(tokenizer, EventTokenizer):
-        return EventGrammar(tokenizer)
-    if isinstance(tokenizer, AbcTokenizer):
-        return AbcGrammar(tokenizer)
-    raise TypeError(f"no grammar for the {tokenizer.name!r} tokenizer")
 
 
 def select_rows(state, rows: np.ndarray):
@@ -113,7 +107,9 @@ class EventGrammar:
             raise ValueError(f"time signature {time_signature[0]}/{time_signature[1]} is not in the vocabulary")
         return self.tokenizer.first_ts_id + TIME_SIGNATURES.index(tuple(time_signature))
 
-    def start(self, bars: list[int], time_signatures: list[tuple[int, int] | None]) -> EventState:
+    def start(self, bars: list[int], time_signatures: list[tuple[int, int] | None],
+              prompt_bar_lines: list[int] | None = None) -> EventState:
+        """Rows at the start of their bodies; the prompt's own tokens (a primer) go through ``advance``."""
         B = len(bars)
 
         def zeros(dtype=np.int64):
@@ -213,9 +209,12 @@ class AbcGrammar:
         self.pad, self.eos = tokenizer.pad_id, tokenizer.eos_id
         self.ids = np.arange(V)
 
-    def start(self, bars: list[int], prompt_bar_lines: list[int]) -> AbcState:
+    def start(self, bars: list[int], time_signatures: list[tuple[int, int] | None] | None = None,
+              prompt_bar_lines: list[int] | None = None) -> AbcState:
+        """Rows after their prompts, whose text holds ``prompt_bar_lines`` bar lines (the meter is in the text)."""
         B = len(bars)
-        return AbcState(bar_lines=np.array(prompt_bar_lines, dtype=np.int64), bars=np.array(bars, dtype=np.int64),
+        return AbcState(bar_lines=np.array(prompt_bar_lines or [0] * B, dtype=np.int64),
+                        bars=np.array(bars, dtype=np.int64),
                         closing=np.zeros(B, dtype=np.int64), after_bar=np.zeros(B, dtype=bool),
                         left=np.full(B, self.max_new_tokens(bars), dtype=np.int64), done=np.zeros(B, dtype=bool))
 
@@ -239,5 +238,5 @@ class AbcGrammar:
         s.after_bar = is_bar
         s.left = s.left - 1
 
-    def max_new_tokens(self, bars: list[int]) -> int:
+    def max_new_tokens(self, bars: list[int], time_signatures: list[tuple[int, int] | None] | None = None) -> int:
         return max(bars) * self.chars_per_bar + 32
