@@ -47,11 +47,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from musicgen import storage
-from musicgen.catalog.generate import CatalogGenerator, Loader, reference_splits, timed_reference_index
+from musicgen.catalog.generate import CatalogGenerator, Loader
 from musicgen.catalog.layout import MANIFEST, PROGRESS, REJECTED, SUMMARY
 from musicgen.config import BulkConfig
 from musicgen.data import shards
 from musicgen.evaluation.novelty import IntervalIndex
+from musicgen.evaluation.reference import reference_splits, timed_reference_index
 from musicgen.models import REFERENCE_FOLDER, resolve_model
 from musicgen.runtime import require
 

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from musicgen.evaluation.novelty import IntervalIndex
-from musicgen.evaluation.reference import reference_splits as reference_splits  # the bulk job's names for them
-from musicgen.evaluation.reference import timed_reference_index as timed_reference_index
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, interval_fingerprints
 
 if TYPE_CHECKING:
