@@ -1,4 +1,5 @@
-"""Melody tokenizers behind one interface: ``events`` (default) and ``abc`` (characters)."""
+"""Melody tokenizers behind one interface: ``events`` (default), ``keyed`` (events in a common key) and
+``abc`` (characters)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from collections.abc import Sequence
 from musicgen.tokenizers.abc import AbcTokenizer
 from musicgen.tokenizers.base import Tokenizer
 from musicgen.tokenizers.events import EventTokenizer
+from musicgen.tokenizers.keyed import KeyedEventTokenizer
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {"events": EventTokenizer, "abc": AbcTokenizer}
+TOKENIZERS: dict[str, type[Tokenizer]] = {"events": EventTokenizer, "keyed": KeyedEventTokenizer, "abc": AbcTokenizer}
 
 
 def make_tokenizer(name: str, styles: Sequence[str]) -> Tokenizer:
@@ -26,4 +28,5 @@ def tokenizer_from_dict(config: dict) -> Tokenizer:
     return tokenizer
 
 
-__all__ = ["Tokenizer", "EventTokenizer", "AbcTokenizer", "TOKENIZERS", "make_tokenizer", "tokenizer_from_dict"]
+__all__ = ["Tokenizer", "EventTokenizer", "KeyedEventTokenizer", "AbcTokenizer",
+           "TOKENIZERS", "make_tokenizer", "tokenizer_from_dict"]

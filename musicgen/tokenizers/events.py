@@ -100,6 +100,13 @@ class EventTokenizer(Tokenizer):
         counts = notes_before[offsets[1:]] - notes_before[offsets[:-1]]
         return np.split((values[is_note] - self.first_note_id).astype(np.int16), np.cumsum(counts)[:-1])
 
+    def key_tokens(self) -> np.ndarray:
+        """Ids of the KEY tokens (after the time signature, before the first bar): none here."""
+        return np.array([], dtype=np.int64)
+
+    def key_token(self, key: str) -> int:
+        raise ValueError(f"the {self.name!r} tokenizer has no key tokens")
+
     # -- token classes, used by samplers for grammar masks ----------------
     def is_note(self, i: int) -> bool:
         return self.first_note_id <= i < self.first_note_id + 128
@@ -117,7 +124,8 @@ class EventTokenizer(Tokenizer):
         return self._encode(batch, np.array([self.style_token(s) for s in styles], dtype=np.int64))
 
     def _encode(
-        self, batch: MelodyBatch, style_ids: np.ndarray | None = None
+        self, batch: MelodyBatch, style_ids: np.ndarray | None = None, header: np.ndarray | None = None,
+        shift: np.ndarray | None = None, errors: list[str | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
         """The events of every melody of a batch in a fixed number of NumPy calls.
 
@@ -125,11 +133,14 @@ class EventTokenizer(Tokenizer):
         previous note's end; before an event come the bar lines at or before its
         start not yet marked, and after its head (NOTE_p or REST) the greedy DUR
         split of its length. With ``style_ids`` each sequence is framed as
-        ``<bos> STYLE_x ... <eos>``; without, it is the body alone.
+        ``<bos> STYLE_x ... <eos>``; without, it is the body alone. A subclass may add a ``header``
+        token per melody after the time signature and write each melody's pitches ``shift``
+        semitones lower (``errors`` it found already mark melodies to leave out).
         """
         n = len(batch)
         lead, tail = (3, 1) if style_ids is not None else (1, 0)
-        errors: list[str | None] = [None] * n
+        lead += header is not None
+        errors = list(errors) if errors is not None else [None] * n
         ts_ids = np.array([_TS_INDEX.get(ts, -1) for ts in batch.time_signatures], dtype=np.int64)
         for i in np.flatnonzero(ts_ids < 0).tolist():
             errors[i] = f"time signature {batch.time_signatures[i]} is not in the vocabulary"
@@ -148,9 +159,8 @@ class EventTokenizer(Tokenizer):
         event_segment = np.repeat(segment, 2)
         event_start = np.stack([cursor, onset], axis=1).ravel()
         event_length = np.stack([onset - cursor, batch.durations[keep]], axis=1).ravel()
-        event_head = np.stack(
-            [np.full(len(onset), self.rest_id), self.first_note_id + batch.pitches[keep]], axis=1
-        ).ravel()
+        pitches = batch.pitches[keep] - (shift[segment] if shift is not None else 0)
+        event_head = np.stack([np.full(len(onset), self.rest_id), self.first_note_id + pitches], axis=1).ravel()
         is_event = event_length > 0
         is_event[1::2] = True  # a note is an event even when it would be too short to sound
         event_segment, event_start, event_length, event_head = (
@@ -179,13 +189,14 @@ class EventTokenizer(Tokenizer):
             extra < 0, _DURATION_INDEX[_LONGEST], _SPLIT[remainder[which], np.maximum(extra, 0)]
         )
         begin, end = offsets[:-1][ok], offsets[1:][ok]
-        if style_ids is None:
-            values[begin] = self.first_ts_id + ts_ids[ok]
-        else:
+        if style_ids is not None:
             values[begin] = self.bos_id
             values[begin + 1] = style_ids[ok]
-            values[begin + 2] = self.first_ts_id + ts_ids[ok]
+            begin = begin + 2
             values[end - 1] = self.eos_id
+        values[begin] = self.first_ts_id + ts_ids[ok]
+        if header is not None:
+            values[begin + 1] = header[ok]
         return values, offsets, errors
 
     def decode_body(self, ids: Sequence[int]) -> Melody:

@@ -2,7 +2,7 @@
 
 Each tokenizer owns its grammar (``Tokenizer.grammar()``): the grammar is part of the token
 layout, like the ids and the prompt. Every grammar has the same interface, so a sampler never
-asks which tokenizer it has: ``start(bars, time_signatures, prompt_bar_lines)``,
+asks which tokenizer it has: ``start(bars, time_signatures, prompt_bar_lines, keys)``,
 ``allowed``, ``advance`` and ``max_new_tokens(bars, time_signatures)``.
 
 A sampler asks ``allowed(state) -> bool[B, V]`` before each step and calls
@@ -40,10 +40,10 @@ SINGLE_ROW_MASKS = 1 << 15  # masks the events grammar remembers for batches of 
 GRID = ONSET_GRID  # onsets within a beat that quantisation keeps
 
 # phases of the events grammar
-NEED_TIME_SIGNATURE, BOUNDARY, NEED_DURATION, AFTER_DURATION = 0, 1, 2, 3
+NEED_TIME_SIGNATURE, BOUNDARY, NEED_DURATION, AFTER_DURATION, NEED_KEY = 0, 1, 2, 3, 4
 # token kinds, and the phase each one leads to (-1: unchanged)
-OTHER, TIME_SIGNATURE, BAR, NOTE, REST, DURATION, EOS = range(7)
-_PHASE_AFTER = (-1, BOUNDARY, BOUNDARY, NEED_DURATION, NEED_DURATION, AFTER_DURATION, -1)
+OTHER, TIME_SIGNATURE, BAR, NOTE, REST, DURATION, EOS, KEY = range(8)
+_PHASE_AFTER = (-1, BOUNDARY, BOUNDARY, NEED_DURATION, NEED_DURATION, AFTER_DURATION, -1, BOUNDARY)
 
 
 def select_rows(state, rows: np.ndarray):
@@ -61,6 +61,7 @@ class EventState:
     last_duration: np.ndarray  # the DUR just written (later DURs of one event may not be longer)
     in_rest: np.ndarray  # bool: the current (or last) event is a rest
     forced_ts: np.ndarray  # time-signature token id to force, -1 to let the model choose
+    forced_key: np.ndarray  # KEY token id to force (a vocabulary with keys), -1 to let the model choose
     done: np.ndarray  # bool: <eos> written
 
 
@@ -93,8 +94,13 @@ class EventGrammar:
         self.kind = np.full(V, OTHER)
         self.kind[self.is_ts], self.kind[is_note], self.kind[self.is_duration] = TIME_SIGNATURE, NOTE, DURATION
         self.kind[[tokenizer.bar_id, tokenizer.rest_id, tokenizer.eos_id]] = [BAR, REST, EOS]
+        self.key_ids = tokenizer.key_tokens()  # a KEY token follows the time signature where there are any
+        self.is_key = np.isin(ids, self.key_ids)
+        self.kind[self.is_key] = KEY
         self.phase_after = np.array(_PHASE_AFTER)
-        phases = np.arange(4)  # by phase: between events, and inside one (its durations being written)
+        if len(self.key_ids):
+            self.phase_after[TIME_SIGNATURE] = NEED_KEY
+        phases = np.arange(5)  # by phase: between events, and inside one (its durations being written)
         self.at_boundary = (phases == BOUNDARY) | (phases == AFTER_DURATION)
         self.in_event = (phases == NEED_DURATION) | (phases == AFTER_DURATION)
         self.ids = ids
@@ -108,17 +114,20 @@ class EventGrammar:
         return self.tokenizer.first_ts_id + TIME_SIGNATURES.index(tuple(time_signature))
 
     def start(self, bars: list[int], time_signatures: list[tuple[int, int] | None],
-              prompt_bar_lines: list[int] | None = None) -> EventState:
-        """Rows at the start of their bodies; the prompt's own tokens (a primer) go through ``advance``."""
+              prompt_bar_lines: list[int] | None = None, keys: list[str | None] | None = None) -> EventState:
+        """Rows at the start of their bodies; the prompt's own tokens (a primer) go through ``advance``.
+        A requested meter, and a requested key where the vocabulary has KEY tokens, are forced."""
         B = len(bars)
 
         def zeros(dtype=np.int64):
             return np.zeros(B, dtype=dtype)
 
         forced = np.array([self.ts_token(ts) if ts else -1 for ts in time_signatures])
+        keyed = len(self.key_ids) > 0
+        forced_key = np.array([self.tokenizer.key_token(k) if k and keyed else -1 for k in keys or [None] * B])
         return EventState(phase=zeros(), cursor=zeros(), next_bar=zeros(), bar=zeros(),
                           bars=np.array(bars, dtype=np.int64), last_duration=zeros(),
-                          in_rest=zeros(bool), forced_ts=forced, done=zeros(bool))
+                          in_rest=zeros(bool), forced_ts=forced, forced_key=forced_key, done=zeros(bool))
 
     def allowed(self, s: EventState) -> np.ndarray:
         """The mask ``[B, V]``. A batch of one (a Serve replica at low load) looks its state up among
@@ -159,6 +168,10 @@ class EventGrammar:
         if wants_ts.any():
             mask |= wants_ts[:, None] & np.where(s.forced_ts[:, None] >= 0, self.ids[None, :] == s.forced_ts[:, None],
                                                  self.is_ts[None, :])
+        wants_key = s.phase == NEED_KEY
+        if wants_key.any():
+            mask |= wants_key[:, None] & np.where(s.forced_key[:, None] >= 0,
+                                                  self.ids[None, :] == s.forced_key[:, None], self.is_key[None, :])
         mask[:, self.bar_id] |= need_bar
         mask[:, self.rest_id] |= rest_ok
         mask[:, self.eos] |= at_end
@@ -182,7 +195,7 @@ class EventGrammar:
         """An upper bound on the body length: every event is >= 2 tokens and >= 1 tick."""
         widest = max(bar_ticks(ts) if ts else max(bar_ticks(t) for t in TIME_SIGNATURES)
                      for ts in time_signatures)
-        return 2 * max(bars) * widest + max(bars) + 3
+        return 2 * max(bars) * widest + max(bars) + 3 + (len(self.key_ids) > 0)
 
 
 @dataclass
@@ -210,7 +223,7 @@ class AbcGrammar:
         self.ids = np.arange(V)
 
     def start(self, bars: list[int], time_signatures: list[tuple[int, int] | None] | None = None,
-              prompt_bar_lines: list[int] | None = None) -> AbcState:
+              prompt_bar_lines: list[int] | None = None, keys: list[str | None] | None = None) -> AbcState:
         """Rows after their prompts, whose text holds ``prompt_bar_lines`` bar lines (the meter is in the text)."""
         B = len(bars)
         return AbcState(bar_lines=np.array(prompt_bar_lines or [0] * B, dtype=np.int64),
