@@ -55,6 +55,8 @@ def _run_corpus_export(args: argparse.Namespace) -> int:
 
 
 def _add_preprocess(sub: argparse._SubParsersAction) -> None:
+    from musicgen.tokenizers import TOKENIZERS
+
     p = sub.add_parser(
         "preprocess",
         help="Ray Data job: music files -> Parquet token shards",
@@ -69,7 +71,9 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", dest="inputs", action="append", required=True, help="folder or s3:// prefix; repeatable")
     p.add_argument("--output", required=True, help="output folder or s3:// prefix")
-    p.add_argument("--tokenizer", default="events", choices=["events", "abc"], help="default: events")
+    p.add_argument("--tokenizer", default="events", choices=sorted(TOKENIZERS),
+                   help="events: absolute pitches (default); keyed: events written in C after a KEY token; "
+                        "abc: characters of ABC text (docs/tokens.md)")
     p.add_argument(
         "--style-from",
         default="dirname",
