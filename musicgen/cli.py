@@ -240,7 +240,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from musicgen.data.corpus import export_corpus
     from musicgen.data.preprocess import run_preprocess
     from musicgen.evaluation.report import EvaluateConfig, run_evaluation
-    from musicgen.evaluation.report import format_summary as format_evaluation_summary
+    from musicgen.evaluation.text import format_summary as format_evaluation_summary
     from musicgen.music.export import wav_available
     from musicgen.runtime import init_ray
     from musicgen.training.trainer import run_training
@@ -426,6 +426,10 @@ def _add_bulk(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--near-duplicate-threshold", type=int,
                    help="reject melodies sharing this many with an accepted melody of their style (default: 16)")
     p.add_argument("--min-notes", type=int, help="reject shorter melodies (default: 8)")
+    p.add_argument("--min-style-prob", type=float,
+                   help="reject melodies the model's style classifier gives their style less than this probability "
+                   "(reason off_style, counted apart; default: 0, off). Every accepted melody's style_prob and "
+                   "top_style are in the manifest either way. A filtered catalog is no measure of style fidelity")
     p.add_argument("--reference",
                    help="preprocessed shards to check copies against (default: the data the model was trained on)")
     p.add_argument("--batch-size", type=int, help="melodies per sampling call (default: 512)")
@@ -489,7 +493,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from musicgen.evaluation.report import EvaluateConfig, format_summary, run_evaluation
+    from musicgen.evaluation.report import EvaluateConfig, run_evaluation
+    from musicgen.evaluation.text import format_summary
 
     if args.model and args.generated:
         raise ValueError("give --model (one or more) or --generated, not both")

@@ -36,6 +36,7 @@ from musicgen.data import shards
 from musicgen.evaluation.classifier import StyleClassifier, confusion_matrix, fidelity
 from musicgen.evaluation.metrics import SCALAR_METRICS, compare_metric_values, melody_metrics
 from musicgen.evaluation.novelty import IntervalIndex
+from musicgen.evaluation.text import format_report
 from musicgen.music.melody import Melody, interval_fingerprints
 from musicgen.runtime import require
 from musicgen.tokenizers import tokenizer_from_dict
@@ -326,66 +327,3 @@ def run_evaluation(config: EvaluateConfig) -> dict:
     storage.write_json(storage.join(config.out, "report.json"), report)
     storage.write_bytes(storage.join(config.out, "report.md"), format_report(report).encode())
     return report
-
-
-def format_summary(report: dict) -> str:
-    """A few lines for the terminal: fidelity and novelty per model."""
-    real = report["classifier"]["real_accuracy"]["all"]
-    lines = [f"style classifier accuracy on held-out real melodies: {real:.1%}"]
-    for r in report["models"]:
-        nov = r["novelty"]
-        lines.append(
-            f"{r['label']}: style fidelity {r['style_fidelity']['all']:.1%} over {r['n']} melodies; "
-            f"longest run shared with the corpus: mean {nov['mean_longest_shared_run']:.1f}, "
-            f"max {nov['max_longest_shared_run']} intervals; exact copies {nov['exact_copies']}"
-        )
-    return "\n".join(lines)
-
-
-def format_report(report: dict) -> str:
-    styles, models = report["styles"], report["models"]
-    real = report["classifier"]["real_accuracy"]
-    lines = ["# Evaluation report", "",
-             f"Corpus: `{report['config']['data']}`. Style classifier (logistic regression, "
-             f"{report['classifier']['train_melodies']} train melodies): accuracy on "
-             f"{report['classifier']['test_melodies']} held-out real melodies **{real['all']:.1%}** "
-             "(mean over styles).",
-             "", "## Models side by side", "",
-             "| | " + " | ".join(r["label"] for r in models) + " |",
-             "|---|" + "---:|" * len(models)]
-
-    def row(name: str, cells: list[str]) -> None:
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-
-    row("melodies", [str(r["n"]) for r in models])
-    row("guidance", [f"{r['guidance']:g}" if r.get("guidance") is not None else "–" for r in models])
-    row("**style fidelity (mean)**", [f"**{r['style_fidelity']['all']:.1%}**" for r in models])
-    for s in styles:
-        row(f"fidelity {s} (real: {real.get(s, float('nan')):.0%})",
-            [f"{r['style_fidelity'][s]:.1%}" if s in r["style_fidelity"] else "–" for r in models])
-    row("val bits/token (5-gram)", [
-        f"{r['training'].get('val_bits_per_token', {}).get('all', float('nan')):.3f} "
-        f"({r['training'].get('ngram_bits_per_token', {}).get('all', float('nan')):.3f})" if r["training"] else "–"
-        for r in models])
-    for m in SCALAR_METRICS:
-        row(f"overlap {m.replace('_', ' ')}", [f"{r['metric_overlap'][m]:.2f}" for r in models])
-    row("longest shared run, mean / max", [
-        f"{r['novelty']['mean_longest_shared_run']:.1f} / {r['novelty']['max_longest_shared_run']}" for r in models])
-    row(f"share >= {report['config']['copy_threshold']} intervals",
-        [f"{r['novelty']['share_at_or_above_copy_threshold']:.1%}" for r in models])
-    row("exact copies", [str(r["novelty"]["exact_copies"]) for r in models])
-    for r in models:
-        lines += ["", f"## {r['label']}", "", f"![confusion matrix]({r['tag']}-confusion.png)", "",
-                  "| style | metric | generated mean | real mean | overlap | KL(real‖gen) |",
-                  "|---|---|---:|---:|---:|---:|"]
-        for s, v in r["per_style"].items():
-            for m, figures in v["metrics"].items():
-                lines.append(f"| {s} | {m} | {figures['generated_mean']:.2f} | {figures['real_mean']:.2f} | "
-                             f"{figures['overlap']:.2f} | {figures['kl_real_generated']:.2f} |")
-        for s in r["per_style"]:
-            lines += ["", f"### {s}", "", f"![metrics]({r['tag']}-{s}-metrics.png)", "",
-                      f"![piano roll]({r['tag']}-{s}-0.png)"]
-            if report["wav_previews"]:
-                lines.append(f"[listen]({r['tag']}-{s}-0.wav)")
-    return "\n".join(lines) + "\n"
-

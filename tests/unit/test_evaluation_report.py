@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from musicgen import storage
-from musicgen.evaluation.report import EvaluateConfig, format_summary, run_evaluation
+from musicgen.evaluation.report import EvaluateConfig, run_evaluation
+from musicgen.evaluation.text import format_style_table, format_summary
 from musicgen.music.midi import write_midi
 from musicgen.tokenizers import EventTokenizer
 from tests.conftest import STYLES, hymn, jig
@@ -58,6 +59,11 @@ def test_new_melodies_in_style_score_high_and_copies_are_caught(synthetic_corpus
     assert result["style_fidelity"]["all"] >= 0.9
     assert result["novelty"]["exact_copies"] == 0
     assert all(v >= 0.3 for v in result["metric_overlap"].values())  # same generators, same distributions
+    table = format_style_table(report).splitlines()
+    rows = {line.split()[0]: line for line in table[2:]}
+    assert set(rows) == set(STYLE_MAKERS) and all(" 12 " in row for row in rows.values())
+    # the same generators as the corpus: each tonal metric's mean lands near the real one
+    assert all(row.count("*") == 3 for row in rows.values()), table
 
     test = corpus_melodies(synthetic_corpus, "test")
     copies = _catalog(tmp_path / "copies", {s: [x.melody for x in test if x.style == s][:5] for s in STYLE_MAKERS})
