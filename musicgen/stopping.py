@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 
 DEADLINE_ENV = "MUSICGEN_STOP_DEADLINE_S"
+DEFAULT_DEADLINE_S = 8  # a stop that takes longer ends at once (os._exit) this long after the signal
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _received: list[int] = []
 _deadlines: list[threading.Timer] = []
@@ -77,7 +78,7 @@ def _on_signal(signum: int, frame: object) -> None:
     if _received:  # a second signal: no more waiting
         os._exit(exit_code(_received[0]))
     _received.append(signum)
-    deadline = float(os.environ.get(DEADLINE_ENV, 8))
+    deadline = float(os.environ.get(DEADLINE_ENV, DEFAULT_DEADLINE_S))
     timer = threading.Timer(deadline, os._exit, args=(exit_code(signum),))
     timer.daemon = True
     timer.start()
