@@ -1,10 +1,13 @@
 """Never wait forever: on a 2-CPU cluster every command that asks for more than it has fails within
 seconds, naming what is missing, instead of queueing for resources that never come.
 
-One 2-CPU local cluster for the module (``ray_local``); the last test starts the ``musicgen``
-command itself, as a user would, and checks its exit code 2.
+One 2-CPU local cluster for the module (``ray_local``), joined as ``ray job submit`` joins one
+(train, bulk, serve, evaluate; preprocess's one CPU fits and it runs); the last test starts the
+``musicgen`` command itself, as a user would, with a ``--num-cpus`` too small for what it asks
+(train, preprocess, evaluate), and checks its exit code 2 before any Ray process starts.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -48,8 +51,25 @@ def test_serve_with_more_replicas_than_cpus(ray_local, tiny_artifact):
     assert time.monotonic() - started < FAST_S
 
 
-def test_preprocess_and_evaluate_need_one_cpu_which_two_have(ray_local):
-    require({"CPU": 1}, "preprocessing")  # what run_preprocess and the catalog judges ask first
+def test_evaluate_with_more_judges_than_cpus(ray_local, tmp_path, capsys):
+    from musicgen.cli import main
+
+    started = time.monotonic()  # the joined cluster is checked before the shards or the catalog are read
+    code = main(["evaluate", "--generated", str(tmp_path / "catalog"), "--data", str(tmp_path / "shards"),
+                 "--out", str(tmp_path / "report"), "--actors", "3"])
+    assert code == 2
+    assert "judging a catalog with 3 actor(s) (one CPU each; --actors sets how many) needs 3 CPU (the cluster " \
+           "has 2)" in capsys.readouterr().err
+    assert time.monotonic() - started < FAST_S
+
+
+def test_preprocess_fits_a_two_cpu_cluster(ray_local, real_corpus, tmp_path, capsys):
+    """preprocess asks for one CPU (its Ray Data tasks take one each): two run it."""
+    from musicgen.cli import main
+
+    code = main(["preprocess", "--input", str(real_corpus / "irish_folk"), "--output", str(tmp_path / "shards"),
+                 "--min-notes", "1"])
+    assert code == 0, capsys.readouterr().err
     with pytest.raises(ClusterTooSmall, match=r"needs 3 CPU \(the cluster has 2\), 1 GPU \(the cluster has 0\)"):
         require({"CPU": 3, "GPU": 1}, "x", wait_s=0)
 
@@ -61,9 +81,23 @@ def _musicgen(*args: str, env: dict | None = None) -> tuple[subprocess.Completed
     return done, time.monotonic() - started
 
 
-def test_cli_refuses_too_few_cpus_before_starting_ray(tmp_path):
-    done, seconds = _musicgen("train", "--data", str(tmp_path), "--name", "n", "--storage", str(tmp_path),
-                              "--workers", "2", "--num-cpus", "2")
+@pytest.mark.parametrize("command, message", [
+    (["train", "--data", "{tmp}", "--name", "n", "--storage", "{tmp}", "--workers", "2", "--num-cpus", "2"],
+     "training with 2 worker(s)"),
+    (["preprocess", "--input", "{tmp}", "--output", "{tmp}/shards", "--num-cpus", "0"], "preprocessing"),
+    (["evaluate", "--generated", "{tmp}", "--data", "{tmp}", "--out", "{tmp}/report", "--actors", "3", "--num-cpus",
+      "2"], "judging a catalog with 3 actor(s)"),
+], ids=["train", "preprocess", "evaluate"])
+def test_cli_refuses_too_few_cpus_before_starting_ray(command, message, tmp_path):
+    from musicgen.tokenizers import make_tokenizer
+    from tests.conftest import STYLES
+
+    # train checks its -m options against the shards' vocabulary first, also before Ray starts
+    (tmp_path / "vocab.json").write_text(json.dumps(make_tokenizer("events", STYLES).to_dict()))
+    done, seconds = _musicgen(*(arg.replace("{tmp}", str(tmp_path)) for arg in command))
     assert done.returncode == 2, done.stderr
-    assert "needs 3 CPU(s), but --num-cpus is 2" in done.stderr and "Traceback" not in done.stderr
+    wanted = {"train": 3, "preprocess": 1, "evaluate": 3}[command[0]]
+    given = command[-1]
+    assert message in done.stderr and f"needs {wanted} CPU(s), but --num-cpus is {given}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
     assert seconds < 30  # the interpreter and imports; no Ray cluster was started
