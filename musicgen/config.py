@@ -122,6 +122,9 @@ class BulkConfig:
     # rejected as a near duplicate: shares that long a run with a melody of its style already accepted
     near_duplicate_threshold: int = 16
     min_notes: int = 8
+    # rejected as off style (a user's filter, reported apart from every fidelity figure): the model's style
+    # classifier gives the requested style less than this probability; 0: off
+    min_style_prob: float = 0.0
     reference: str | None = None  # shards to check copies against (default: those the model was trained on)
     # melodies per sampling call (one CPU core: 188 melodies/s at 512, 153 at 256; docs/benchmarks.md)
     batch_size: int = 512
@@ -142,6 +145,8 @@ class BulkConfig:
             raise ValueError("per_style and batch_size must be >= 1")
         if min(self.copy_threshold, self.near_duplicate_threshold) < 1:
             raise ValueError("copy and near-duplicate thresholds must be >= 1 interval")
+        if not 0 <= self.min_style_prob <= 1:
+            raise ValueError(f"min_style_prob is a probability, from 0 (off) to 1; got {self.min_style_prob}")
         if self.oversample < 1 or self.max_rounds < 1:
             raise ValueError("oversample must be >= 1 and max_rounds >= 1")
         unknown = sorted(set(self.formats) - set(BULK_FORMATS))

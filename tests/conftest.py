@@ -140,10 +140,26 @@ STYLES = ("bach_chorale", "chinese_folk", "german_folk", "irish_folk", "renaissa
 TINY_LSTM = {"embed_dim": 32, "hidden_size": 48, "num_layers": 1, "style_dim": 8}
 
 
+def tiny_style_classifier(styles=STYLES, per_style: int = 6, seed: int = 0):
+    """A ``StyleClassifier`` fitted (the frozen recipe) on a few synthetic melodies per style, each style
+    its own meter and register: a real companion in a second, not a good judge."""
+    from musicgen.models.style_classifier import StyleClassifier
+
+    rng = random.Random(seed)
+    meters = [(4, 4), (6, 8), (3, 4), (2, 4), (3, 2), (9, 8)]
+    melodies, labels = [], []
+    for k, style in enumerate(styles):
+        for _ in range(per_style):
+            melodies.append(random_melody(rng, 16 + 2 * k, meters[k % len(meters)], 50 + 3 * k, 70 + 3 * k))
+            labels.append(style)
+    return StyleClassifier.fit(melodies, labels, epochs=50)
+
+
 def save_tiny_artifact(uri: str, model: str = "lstm", tokenizer: str = "events", data: str | None = None,
-                       seed: int = 0, **config) -> str:
+                       seed: int = 0, style_classifier: bool = False, **config) -> str:
     """An untrained but complete model artifact, as ``musicgen train`` writes it: enough to
-    exercise sampling, serving and the bulk job without training first."""
+    exercise sampling, serving and the bulk job without training first. ``style_classifier``: with a
+    tiny fitted classifier as its companion (``tiny_style_classifier``), as training writes one."""
     import torch
 
     from musicgen.models import build_model, save_artifact
@@ -156,12 +172,17 @@ def save_tiny_artifact(uri: str, model: str = "lstm", tokenizer: str = "events",
     if model == "gan":
         fields["style_token_offset"] = tok.first_style_id
     net = build_model(model, **fields)
+    companions = {}
+    if style_classifier:
+        from musicgen.models.style_companion import write_companion
+
+        companions = write_companion(uri, tiny_style_classifier())
     save_artifact(uri, net, model, tokenizer=tok.to_dict(), styles=STYLES,
-                  train_config={"name": f"tiny-{model}", "data": data})
+                  train_config={"name": f"tiny-{model}", "data": data}, companions=companions)
     return uri
 
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory) -> str:
-    """A tiny untrained events-tokenizer LSTM artifact on local disk."""
-    return save_tiny_artifact(str(tmp_path_factory.mktemp("tiny") / "model"))
+    """A tiny untrained events-tokenizer LSTM artifact on local disk, with a tiny style classifier."""
+    return save_tiny_artifact(str(tmp_path_factory.mktemp("tiny") / "model"), style_classifier=True)

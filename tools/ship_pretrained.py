@@ -1,11 +1,14 @@
 """Copy a trained model artifact into the package as the shipped model (``musicgen/pretrained/``).
 
     python tools/ship_pretrained.py --artifact RUNS/melody-lstm/model --data SHARDS
+    python tools/ship_pretrained.py --add-style-classifier   # to the model shipped now; weights untouched
 
 Writes ``musicgen/pretrained/melody-lstm/``: the artifact (``weights.pt``, ``model.json`` with the
 training machine's paths replaced by names), the copy-check reference (every split's melody ids
-and tokens, so ``musicgen bulk`` can reject copies of the corpus out of the box) and
-``SHA256SUMS``. ``MODEL_CARD.md`` is written by hand beside them.
+and tokens, so ``musicgen bulk`` can reject copies of the corpus out of the box), the style
+classifier companion (``style_classifier.json``, fitted on the reference's train split as
+``musicgen train`` fits it: ``musicgen.models.style_companion``) and ``SHA256SUMS``.
+``MODEL_CARD.md`` is written by hand beside them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from musicgen.data.shards import SPLITS, VOCAB_FILE, read_split, split_uri
-from musicgen.models import META_FILE, REFERENCE_FOLDER, WEIGHTS_FILE, read_meta
+from musicgen.models import META_FILE, REFERENCE_FOLDER, WEIGHTS_FILE, ArtifactMeta, read_meta
+from musicgen.models.style_companion import fit_companion, write_companion
 from musicgen.pretrained import SHIPPED, write_checksums
 
 PACKAGE = Path(__file__).resolve().parent.parent / "musicgen" / "pretrained" / SHIPPED
@@ -27,11 +31,21 @@ PACKAGE = Path(__file__).resolve().parent.parent / "musicgen" / "pretrained" / S
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--artifact", required=True, help="the model folder `musicgen train` wrote")
-    parser.add_argument("--data", required=True, help="the shards it was trained on")
+    parser.add_argument("--artifact", help="the model folder `musicgen train` wrote")
+    parser.add_argument("--data", help="the shards it was trained on")
     parser.add_argument("--out", default=str(PACKAGE))
+    parser.add_argument("--add-style-classifier", action="store_true",
+                        help="only fit and add the style classifier companion to the model at --out")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.add_style_classifier:
+        info = add_style_classifier(out)
+        write_checksums(out)
+        print(f"added {out / info['file']} (fitted on {info['melodies']} of {info['train_melodies']} train "
+              f"melodies in {info['seconds']} s)")
+        return
+    if not (args.artifact and args.data):
+        parser.error("--artifact and --data are needed to ship a model")
     card = (out / "MODEL_CARD.md").read_text() if (out / "MODEL_CARD.md").exists() else None
     shutil.rmtree(out, ignore_errors=True)
     (out / REFERENCE_FOLDER).mkdir(parents=True)
@@ -50,12 +64,29 @@ def main() -> None:
         folder.mkdir(parents=True)
         pq.write_table(read_split(args.data, split, ("melody_id", "style", "tokens")), folder / "part-0.parquet",
                        compression="zstd", compression_level=19)
+    add_style_classifier(out)
     if card is not None:
         (out / "MODEL_CARD.md").write_text(card)
     write_checksums(out)
     print(f"shipped {args.artifact} to {out}:")
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         print(f"  {path.relative_to(out)}  {path.stat().st_size / 1e6:.2f} MB")
+
+
+def add_style_classifier(out: Path) -> dict:
+    """Fit the style classifier on the train split of the shipped reference (the corpus the model learned),
+    write it beside the weights (never touched) and declare it in ``model.json`` through ``ArtifactMeta``,
+    with how it was fitted in ``training.style_classifier``. ``SHA256SUMS`` is the caller's to rewrite."""
+    classifier, info = fit_companion(str(out / REFERENCE_FOLDER))
+    if classifier is None:
+        raise ValueError(f"{out / REFERENCE_FOLDER}: {info['skipped']}")
+    companions = write_companion(str(out), classifier)
+    meta = ArtifactMeta.from_json(json.loads((out / META_FILE).read_text()))
+    info = {**info, "file": companions["style_classifier"]}
+    meta = dataclasses.replace(meta, companions={**meta.companions, **companions},
+                               training={**(meta.training or {}), "style_classifier": info}).validate()
+    (out / META_FILE).write_text(json.dumps(meta.to_json(), indent=1, sort_keys=True) + "\n")
+    return info
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
    come back in: rejected if it shares ``copy_threshold`` intervals with a corpus
    melody, repeats (same fingerprint) or nearly repeats (a long shared run, from
    a second, growing index) a melody of its style accepted before, or is too
-   short; else accepted until the style has N. Styles are judged apart, so one
+   short, or (``min_style_prob``, off by default) the model's style classifier
+   gives its style too low a probability; else accepted until the style has N. Styles are judged apart, so one
    style's decisions never wait on another's.
 4. Writes, off the main thread as melodies are accepted (one writer thread for a
    local folder, 16 for S3): ``<out>/<style>/<id>.mid`` and ``.abc`` (``.wav``),
@@ -62,10 +63,11 @@ MIN_REPORTED_RUN = 8  # shared runs shorter than this are recorded as 0 (chance,
 MIN_RATE = 0.1  # a round plans at most 1/MIN_RATE seeds per missing melody
 # settings that decide which melodies the catalog holds: a rerun into the same folder must keep them
 RESULT_SETTINGS = ("per_style", "bars", "temperature", "top_k", "top_p", "guidance", "precision", "seed", "formats",
-                   "copy_threshold", "near_duplicate_threshold", "min_notes", "batch_size", "oversample")
+                   "copy_threshold", "near_duplicate_threshold", "min_notes", "min_style_prob", "batch_size",
+                   "oversample")
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("style", pa.string()), ("seed", pa.int64()),
                              ("reason", pa.string()), ("longest_run", pa.int32()), ("nearest_id", pa.string()),
-                             ("error", pa.string())])
+                             ("error", pa.string()), ("style_prob", pa.float64()), ("top_style", pa.string())])
 
 
 @dataclass
@@ -116,6 +118,9 @@ def judge(row: dict, catalog: StyleCatalog, config: BulkConfig) -> tuple[str, in
     run = catalog.index.longest_shared_run(row["pitches"])
     if run.length >= config.near_duplicate_threshold:
         return "near_duplicate", run.length, run.id
+    # last, so off_style counts exactly the melodies the user's style filter alone turned away
+    if config.min_style_prob and (row["style_prob"] is None or row["style_prob"] < config.min_style_prob):
+        return "off_style", 0, None
     return None
 
 
@@ -194,6 +199,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     generator = loader(config.model, device="cpu", precision="fp32")
     styles = tuple(config.styles) or generator.styles
     generator.check_styles(styles)
+    check_style_filter(config, generator, styles)
     data = reference_data(config, generator)
     if "wav" in config.formats:
         from musicgen.music.export import wav_available
@@ -214,6 +220,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     precision = choice.precision
     config = dataclasses.replace(config, precision=precision)
     settings = {"model_version": generator.model_version, "styles": list(styles), "reference": data,
+                "style_classifier": generator.style_classifier_version,
                 **{k: getattr(config, k) for k in RESULT_SETTINGS}}
     progress = load_progress(config.out, settings)
     accepted_before = len(progress.accepted)
@@ -255,6 +262,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
                                for s in styles},
         "copy_threshold": config.copy_threshold,
         "near_duplicate_threshold": config.near_duplicate_threshold,
+        "style_verdicts": style_verdicts(config, generator, records, progress.rejected),
         "reference": data,
         "reference_melodies": ray.get(reference_size),
         "rounds": progress.round,
@@ -275,6 +283,36 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     }
     storage.write_json(storage.join(config.out, SUMMARY), summary)
     return summary
+
+
+def check_style_filter(config: BulkConfig, generator, styles: tuple[str, ...]) -> None:
+    """``min_style_prob`` needs the model's style classifier, fitted on every style asked for."""
+    if not config.min_style_prob:
+        return
+    classifier = generator.style_classifier
+    if classifier is None:
+        raise ValueError(f"--min-style-prob needs a style classifier, and {config.model} carries none (models "
+                         "trained before musicgen wrote one); drop --min-style-prob, or retrain")
+    unknown = [s for s in styles if s not in classifier.styles]
+    if unknown:
+        raise ValueError(f"--min-style-prob: the model's style classifier was not fitted on {', '.join(unknown)} "
+                         f"(it knows {', '.join(classifier.styles)}); drop --min-style-prob or those styles")
+
+
+def style_verdicts(config: BulkConfig, generator, accepted: list[dict], rejected: list[dict]) -> dict:
+    """The style classifier's view of the catalog: which classifier, the user's filter and what it turned
+    away, and the accepted melodies' mean probability of their style. Not style fidelity: that is
+    measured by ``musicgen evaluate`` on unfiltered samples."""
+    probs: dict[str, list[float]] = {}
+    for r in accepted:
+        if r.get("style_prob") is not None:
+            probs.setdefault(r["style"], []).append(r["style_prob"])
+    return {
+        "classifier": generator.style_classifier_version,
+        "min_style_prob": config.min_style_prob,
+        "off_style_rejected": sum(r["reason"] == "off_style" for r in rejected),
+        "mean_style_prob": {s: round(sum(p) / len(p), 4) for s, p in probs.items()},
+    }
 
 
 def reference_data(config: BulkConfig, generator) -> str:
@@ -393,7 +431,9 @@ class Job:
             if verdict:
                 reason, run, nearest = verdict
                 self.progress.rejected.append({"id": row["id"], "style": style, "seed": row["seed"], "reason": reason,
-                                               "longest_run": run, "nearest_id": nearest, "error": row["error"]})
+                                               "longest_run": run, "nearest_id": nearest, "error": row["error"],
+                                               "style_prob": row.get("style_prob"),
+                                               "top_style": row.get("top_style")})
                 continue
             record = self.record(row)
             catalog.add(record)
@@ -412,6 +452,7 @@ class Job:
             "model_id": g.model_id, "model_version": g.model_version, "model_name": g.model_name,
             "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p, "guidance": self.guidance,
             "precision": c.precision, "copy_threshold": c.copy_threshold,
+            "style_classifier_version": g.style_classifier_version,
             **{f"{fmt}_path": posixpath.join(row["style"], f"{row['id']}.{fmt}") for fmt in c.formats},
         }
 
@@ -511,6 +552,13 @@ def format_summary(summary: dict) -> str:
     lines.append(f"copies: rejected at >= {summary['copy_threshold']} shared intervals with any of "
                  f"{summary['reference_melodies']} corpus melodies; near duplicates at >= "
                  f"{summary['near_duplicate_threshold']}")
+    verdicts = summary.get("style_verdicts") or {}
+    if verdicts.get("classifier"):
+        means = ", ".join(f"{s} {p:.2f}" for s, p in verdicts["mean_style_prob"].items())
+        filtered = (f"; --min-style-prob {verdicts['min_style_prob']} rejected {verdicts['off_style_rejected']} "
+                    "as off_style" if verdicts["min_style_prob"] else "")
+        lines.append(f"style verdicts (the model's classifier {verdicts['classifier']}): mean P(style) of the "
+                     f"accepted {means or '-'}{filtered}. A user's filter, not style fidelity (`musicgen evaluate`)")
     lines.append(f"sampling {PrecisionChoice(**summary['precision_choice']).describe()}")
     lines.append(f"files: {summary['out']}/<style>/<id>.*  manifest: {summary['manifest']}")
     return "\n".join(lines)

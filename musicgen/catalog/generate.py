@@ -63,6 +63,7 @@ def output_schema(formats: Sequence[str]) -> pa.Schema:
         ("tempo", pa.float64()), ("time_signature", pa.string()), ("pitch_low", pa.int32()),
         ("pitch_high", pa.int32()), ("longest_shared_run", pa.int32()), ("nearest_training_id", pa.string()),
         ("fingerprint", pa.string()), ("head_fingerprint", pa.string()), ("pitches", pa.list_(pa.int16())),
+        ("style_prob", pa.float64()), ("top_style", pa.string()),
         *((fmt, pa.binary()) for fmt in formats),
     ])
 
@@ -92,7 +93,29 @@ class CatalogGenerator:
         generated = self._generate(requests)
         if self.reference is None:
             self.reference = ray.get(self.reference_ref)
-        return pa.Table.from_pylist([self._row(r, g) for r, g in zip(requests, generated)], schema=self.schema)
+        verdicts = self._verdicts(generated)
+        return pa.Table.from_pylist([self._row(r, g, v) for r, g, v in zip(requests, generated, verdicts)],
+                                    schema=self.schema)
+
+    def _verdicts(self, generated: list) -> list[tuple]:
+        """Each melody's (style probability, top style) by the model's style classifier, in one call for
+        the batch; (None, None) for failed rows and when the model carries no classifier."""
+        ok = [i for i, g in enumerate(generated) if not isinstance(g, Exception)]
+        out: list[tuple] = [(None, None)] * len(generated)
+        try:
+            judged = self.generator.verdicts([generated[i].melody for i in ok],
+                                             [generated[i].request.style for i in ok])
+        except Exception:  # noqa: BLE001 (judged one by one below, so one bad melody costs only itself)
+            judged = [self._verdict_one(generated[i]) for i in ok]
+        for i, verdict in zip(ok, judged):
+            out[i] = verdict
+        return out
+
+    def _verdict_one(self, generated) -> tuple:
+        try:
+            return self.generator.verdict(generated.melody, generated.request.style)
+        except Exception as exc:  # noqa: BLE001 (recorded as this melody's error)
+            return exc
 
     def _generate(self, requests: list) -> list:
         """One batched call; if it fails, each request alone, so one bad melody costs only itself
@@ -108,15 +131,18 @@ class CatalogGenerator:
         except Exception as exc:  # noqa: BLE001 (recorded as this melody's error)
             return exc
 
-    def _row(self, request, generated) -> dict:
+    def _row(self, request, generated, verdict) -> dict:
         row = {"id": melody_id(self.generator.model_version, request.style, request.seed),
                "style": request.style, "seed": request.seed}
-        if isinstance(generated, Exception):
-            return {**row, "error": f"{type(generated).__name__}: {generated}"[:500]}
+        failed = generated if isinstance(generated, Exception) else verdict if isinstance(verdict, Exception) else None
+        if failed is not None:
+            return {**row, "error": f"{type(failed).__name__}: {failed}"[:500]}
         from musicgen.music.export import to_bytes  # the writers `musicgen generate` uses
 
         try:
             files = {fmt: to_bytes(generated.melody, fmt, f"{request.style} {row['id']}") for fmt in self.formats}
-            return {**row, **figures(generated.melody, self.reference), **files}
+            style_prob, top_style = verdict
+            return {**row, **figures(generated.melody, self.reference), "style_prob": style_prob,
+                    "top_style": top_style, **files}
         except Exception as exc:  # noqa: BLE001 (one melody's error row, never a failed block)
             return {**row, "error": f"{type(exc).__name__}: {exc}"[:500]}

@@ -11,6 +11,9 @@ import torch.nn as nn
 
 from musicgen import storage
 from musicgen.models import ArtifactMeta, load_artifact
+from musicgen.models.style_classifier import StyleClassifier
+from musicgen.models.style_companion import load_companion, verdicts
+from musicgen.music.melody import Melody
 from musicgen.sampling.precision import PrecisionChoice, resolve_precision
 from musicgen.sampling.sampler import (
     GeneratedMelody,
@@ -39,6 +42,8 @@ class MelodyGenerator:
     device: torch.device
     precision: str = "fp32"  # the weights sampling uses: fp32, bf16 or int8 (see ``resolve_precision``)
     precision_choice: PrecisionChoice | None = None  # how it was chosen, with the timings when measured
+    style_classifier: StyleClassifier | None = None  # the artifact's companion, when it carries one
+    style_classifier_version: str | None = None  # first 12 hex digits of its file's sha256
 
     def __post_init__(self):
         self._lock = threading.Lock()  # one sampling loop at a time per model (threads in Serve replicas)
@@ -57,7 +62,9 @@ class MelodyGenerator:
         if hasattr(model, "prepare_sampling"):
             model.prepare_sampling(choice.precision)
         name = meta.run_name or storage.absolute(uri).rstrip("/").split("/")[-2]
-        return cls(model, tokenizer, name, meta.version, meta, device, choice.precision, choice)
+        classifier, classifier_version = load_companion(uri, meta)
+        return cls(model, tokenizer, name, meta.version, meta, device, choice.precision, choice,
+                   classifier, classifier_version)
 
     @property
     def styles(self) -> tuple[str, ...]:
@@ -78,6 +85,17 @@ class MelodyGenerator:
         if unknown:
             raise KeyError(f"unknown style{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                            f"this model knows {', '.join(self.styles)}")
+
+    def verdicts(self, melodies: list[Melody], styles: list[str]) -> list[tuple[float | None, str | None]]:
+        """Per melody: (the style classifier's probability of ``styles[i]``, its most probable style),
+        both None when the model carries no classifier (see ``musicgen.models.style_companion``)."""
+        if self.style_classifier is None:
+            return [(None, None)] * len(melodies)
+        return verdicts(self.style_classifier, melodies, styles)
+
+    def verdict(self, melody: Melody, style: str) -> tuple[float | None, str | None]:
+        """``verdicts`` of one melody."""
+        return self.verdicts([melody], [style])[0]
 
     def generate(self, requests: list[SampleRequest]) -> list[GeneratedMelody]:
         """Melodies for ``requests`` in order, sampled in one batch."""

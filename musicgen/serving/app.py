@@ -156,8 +156,9 @@ def load_config(path: str | None = None, **overrides) -> ServeConfig:
 
 
 def render(generated: GeneratedMelody, formats: tuple[Format, ...], generator: MelodyGenerator,
-           batch_size: int) -> MelodyOut:
-    """The response entry for one sampled melody, in the requested formats."""
+           batch_size: int, verdict: tuple[float | None, str | None] = (None, None)) -> MelodyOut:
+    """The response entry for one sampled melody, in the requested formats, with its style ``verdict``
+    (``MelodyGenerator.verdicts``)."""
     melody, request = generated.melody, generated.request
     title = f"{request.style} {request.seed}"
     extra: dict = {}
@@ -172,7 +173,8 @@ def render(generated: GeneratedMelody, formats: tuple[Format, ...], generator: M
     return MelodyOut(style=request.style, seed=request.seed, bars=request.bars, key=melody.key, tempo=melody.tempo,
                      time_signature=f"{numerator}/{denominator}", model_id=generator.model_id,
                      model_version=generator.model_version, model_name=generator.model_name,
-                     guidance=request.guidance, batch_size=batch_size, **extra)
+                     guidance=request.guidance, batch_size=batch_size, style_prob=verdict[0],
+                     top_style=verdict[1], **extra)
 
 
 @serve.deployment
@@ -220,7 +222,9 @@ class StyleGenerator:
 
     def _sample_now(self, items: list[tuple[SampleRequest, tuple[Format, ...]]]) -> list[MelodyOut]:
         generated = self.generator.generate([request for request, _ in items])
-        return [render(g, formats, self.generator, len(items)) for g, (_, formats) in zip(generated, items)]
+        verdicts = self.generator.verdicts([g.melody for g in generated], [g.request.style for g in generated])
+        return [render(g, formats, self.generator, len(items), v)
+                for g, v, (_, formats) in zip(generated, verdicts, items)]
 
     def describe(self) -> StyleInfo:
         context = serve.get_replica_context()

@@ -97,6 +97,11 @@ class MelodyOut(BaseModel):
     model_name: str
     guidance: float = Field(description="classifier-free guidance weight used (1: none)")
     batch_size: int = Field(description="melodies sampled together in the replica's batch that made this one")
+    style_prob: float | None = Field(
+        default=None, ge=0, le=1,
+        description="the model's style classifier's probability that the melody is of its style, for a library "
+        "to filter on (not a measure of the model's style fidelity); None when the model carries no classifier")
+    top_style: str | None = Field(default=None, description="the style the classifier finds most probable")
     notes: list[NoteOut] | None = None
     midi_base64: str | None = None
     abc: str | None = None

@@ -12,7 +12,9 @@
   or a restart after a worker failure (``FailureConfig``), resumes from the
   latest one;
 - outputs: ``<storage>/<name>/metrics.jsonl``, ``loss.png`` and the model
-  artifact ``<storage>/<name>/model/`` (see ``musicgen.models.save_artifact``).
+  artifact ``<storage>/<name>/model/`` (see ``musicgen.models.save_artifact``), with the
+  style classifier fitted on the training split as its companion
+  (``musicgen.models.style_companion``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from musicgen.models import (
     safe_load,
     save_artifact,
 )
+from musicgen.models.style_companion import fit_companion, write_companion
 from musicgen.runtime import require
 from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
 from musicgen.training.loop import append_metrics, evaluate, learning_rate, plot_loss_curves
@@ -333,12 +336,16 @@ def run_training(config: TrainConfig) -> dict:
         "final_metrics": result.metrics,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
+    # the style classifier rides along (each melody's style verdict in bulk and Serve); before model.json,
+    # which marks the artifact complete
+    classifier, summary["style_classifier"] = fit_companion(config.data)
+    companions = write_companion(storage.join(run_uri, "model"), classifier) if classifier else {}
     save_artifact(
         storage.join(run_uri, "model"),
         model,
         config.model,
         tokenizer=vocab, styles=tuple(tokenizer.styles), data_stats=data_stats, training=summary,
-        train_config=dataclasses.asdict(config),
+        train_config=dataclasses.asdict(config), companions=companions,
     )
     summary["artifact"] = storage.join(run_uri, "model")
     return summary

@@ -80,6 +80,16 @@ def test_model_artifact_is_self_contained_and_cli_prints_the_baseline(shards, tm
     logits, _ = model(tokens, torch.tensor([tokenizer.styles.index("irish_folk")]))
     assert logits.shape == (1, 3, len(tokenizer))
     assert json.loads((tmp_path / "cli" / "model" / "model.json").read_text())["model"] == "lstm"
+    # the style classifier rides along, fitted on the training split, and the loader reads it
+    assert meta.companions == {"style_classifier": "style_classifier.json"}
+    fitted = meta.training["style_classifier"]
+    assert len(fitted["styles"]) >= 2 and set(fitted["styles"]) <= set(meta.styles) and fitted["seconds"] > 0
+    from musicgen.sampling import MelodyGenerator, SampleRequest
+
+    generator = MelodyGenerator.from_artifact(str(tmp_path / "cli" / "model"), device="cpu", precision="fp32")
+    (melody,) = generator.generate([SampleRequest("irish_folk", 0, bars=4)])
+    prob, top = generator.verdict(melody.melody, "irish_folk")
+    assert 0 <= prob <= 1 and top in meta.styles
 
 
 @pytest.mark.parametrize("name, options", [
