@@ -34,7 +34,7 @@ def _hashed_bigrams(items: Sequence, buckets: int) -> np.ndarray:
 def melody_features(melody: Melody) -> np.ndarray:
     """A fixed-length, transposition-invariant description of a melody."""
     pitches = [n.pitch for n in melody.notes]
-    intervals = [int(np.clip(b - a, -12, 12)) for a, b in zip(pitches, pitches[1:])]
+    intervals = [max(-12, min(12, b - a)) for a, b in zip(pitches, pitches[1:])]
     durations = [n.duration for n in melody.notes]
     meter = np.zeros(len(COMMON_METERS) + 1)
     meter[COMMON_METERS.index(melody.time_signature) if melody.time_signature in COMMON_METERS else -1] = 1

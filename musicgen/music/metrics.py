@@ -39,16 +39,17 @@ def pitch_class_entropy(melody: Melody) -> float:
     return float(-(p * np.log2(p)).sum()) if p.size else 0.0
 
 
+# [24, 12]: the pitch classes of each major, then each natural-minor scale, tonic C..B
+_SCALES = np.array([[(pc - tonic) % 12 in scale for pc in range(12)]
+                    for scale in (MAJOR_SCALE, MINOR_SCALE) for tonic in range(12)], dtype=np.int64)
+
+
 def scale_consistency(melody: Melody) -> float:
     """The largest share of notes that fits one major or natural-minor scale (1.0: diatonic)."""
     pcs = _pitches(melody) % 12
     if not pcs.size:
         return 0.0
-    best = 0.0
-    for scale in (MAJOR_SCALE, MINOR_SCALE):
-        for tonic in range(12):
-            best = max(best, float(np.isin(pcs, [(tonic + s) % 12 for s in scale]).mean()))
-    return best
+    return float((_SCALES @ np.bincount(pcs, minlength=12)).max() / pcs.size)
 
 
 def pitch_range(melody: Melody) -> int:

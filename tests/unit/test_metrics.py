@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 from musicgen.evaluation.metrics import (
     bar_self_similarity,
@@ -24,7 +25,7 @@ from musicgen.evaluation.metrics import (
     scale_consistency,
 )
 from musicgen.music.melody import Melody, Note
-from tests.conftest import random_melody
+from tests.conftest import melodies, random_melody
 
 
 def line(pitches, duration=12, time_signature=(4, 4)) -> Melody:
@@ -78,3 +79,15 @@ def test_set_distances():
     assert set(report) == set(melody_metrics(melodies[0]))
     assert all(v["overlap"] == pytest.approx(1.0) and v["kl_real_generated"] == pytest.approx(0.0)
                for v in report.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(melodies())
+def test_scale_consistency_is_the_best_share_of_notes_in_one_scale(melody):
+    """The matrix form against its definition: each of the 24 scales tried in turn."""
+    from musicgen.music.keys import MAJOR_SCALE, MINOR_SCALE
+
+    pcs = np.array([n.pitch % 12 for n in melody.notes])
+    best = max(float(np.isin(pcs, [(tonic + s) % 12 for s in scale]).mean())
+               for scale in (MAJOR_SCALE, MINOR_SCALE) for tonic in range(12))
+    assert scale_consistency(melody) == best
