@@ -25,6 +25,8 @@ MODEL_HELP = ("model artifact folder, local or s3:// (the <storage>/<name>/model
 # preprocessing runs Ray Data tasks of one CPU each (what ``run_preprocess`` requires again of a cluster)
 PREPROCESS_NEEDS = ({"CPU": 1}, "preprocessing (Ray Data tasks of one CPU each)")
 DEMO_LSTM = {"num_layers": 2, "hidden_size": 192, "embed_dim": 128, "style_dropout": 0.1}
+DEMO_TOKENIZER = "keyed"  # chosen by measurement: docs/quality.md, "Melody representation"
+DEMO_STEPS = 1000  # the fewest measured that beat the 5-gram on every style with the tonal metrics near the real ones
 
 
 def _add_corpus(sub: argparse._SubParsersAction) -> None:
@@ -214,6 +216,8 @@ def format_training_summary(summary: dict) -> str:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from musicgen.tokenizers import TOKENIZERS
+
     p = sub.add_parser(
         "demo",
         help="the main job end to end on the embedded corpus (export, preprocess, train, catalog, evaluate)",
@@ -226,8 +230,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"default: {DEFAULT_WORKDIR}")
     p.add_argument("--limit-per-style", type=int, default=300, help="works per style to export (default: 300)")
-    p.add_argument("--train-steps", type=int, default=400, help="LSTM training steps (default: 400)")
-    p.add_argument("--catalog-per-style", type=int, default=8, help="catalog melodies per style (default: 8)")
+    p.add_argument("--train-steps", type=int, default=DEMO_STEPS, help=f"LSTM training steps (default: {DEMO_STEPS})")
+    p.add_argument("--catalog-per-style", type=int, default=40,
+                   help="catalog melodies per style, judged against the real style at the end (default: 40)")
+    p.add_argument("--tokenizer", default=DEMO_TOKENIZER, choices=sorted(TOKENIZERS),
+                   help=f"melody representation (default: {DEMO_TOKENIZER}; docs/tokens.md)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
     p.set_defaults(run=_run_demo)
 
@@ -240,6 +247,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from musicgen.data.corpus import export_corpus
     from musicgen.data.preprocess import run_preprocess
     from musicgen.evaluation.report import EvaluateConfig, run_evaluation
+    from musicgen.evaluation.text import format_style_table
     from musicgen.evaluation.text import format_summary as format_evaluation_summary
     from musicgen.music.export import wav_available
     from musicgen.runtime import init_ray
@@ -253,7 +261,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"[2/5] preprocessing with Ray Data into {shards_dir}")
     init_ray(args.num_cpus)
     stats = run_preprocess(
-        PreprocessConfig(inputs=(corpus_dir,), output=shards_dir, style_from=storage.join(corpus_dir, "corpus.csv"))
+        PreprocessConfig(inputs=(corpus_dir,), output=shards_dir, tokenizer=args.tokenizer,
+                         style_from=storage.join(corpus_dir, "corpus.csv"))
     )
     print(format_preprocess_summary(stats))
     if not stats["melodies"]:
@@ -283,6 +292,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(format_training_summary(summary))
     print(format_bulk_summary(catalog))
     print(format_evaluation_summary(report))
+    print(format_style_table(report))
     print(f"loss curves: {runs_dir}/demo-lstm/loss.png   model: {summary['artifact']}")
     listen = "listen to the .wav files, " if wav_available() else ""
     print(f"catalog: {catalog_dir}/<style>/*.mid (+ .abc) — {listen}open the MIDI in any player, or read "
