@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from musicgen import __version__, stopping
+from musicgen import __version__, runtime, stopping
 from musicgen.config import PRECISIONS
 from musicgen.pretrained import PRETRAINED
 from musicgen.studio import command as studio_command
@@ -193,12 +193,12 @@ def train_config_from_args(args: argparse.Namespace):
 
 def _run_train(args: argparse.Namespace) -> int:
     from musicgen.runtime import init_ray
-    from musicgen.training.trainer import check_model_options, resource_needs, run_training
+    from musicgen.training.trainer import check_model_options, format_report, resource_needs, run_training
 
     config = train_config_from_args(args)
     check_model_options(config)  # a bad -m key=value: exit 2 here, before Ray starts, not in every worker
     init_ray(args.num_cpus, *resource_needs(config))  # a local cluster gets the CPUs the workers need
-    summary = run_training(config)
+    summary = run_training(config, on_report=lambda m: print(format_report(m, config.max_steps), flush=True))
     print(format_training_summary(summary))
     return 0
 
@@ -251,7 +251,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from musicgen.evaluation.text import format_summary as format_evaluation_summary
     from musicgen.music.export import wav_available
     from musicgen.runtime import init_ray
-    from musicgen.training.trainer import run_training
+    from musicgen.training.trainer import format_report, run_training
 
     corpus_dir = storage.join(args.workdir, "corpus")
     shards_dir = storage.join(args.workdir, "shards")
@@ -279,7 +279,8 @@ def _run_demo(args: argparse.Namespace) -> int:
             max_steps=args.train_steps,
             epochs=1000,
             eval_every_steps=max(1, args.train_steps // 4),
-        )
+        ),
+        on_report=lambda m: print(format_report(m, args.train_steps), flush=True),
     )
     catalog_dir = storage.join(args.workdir, "catalog")
     print(f"[4/5] writing {args.catalog_per_style} new melodies per style into {catalog_dir} with the bulk job")
@@ -464,6 +465,10 @@ def _run_bulk(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(BulkConfig)}
     config = from_dict(BulkConfig, {k: v for k, v in values.items() if v is not None})
     init_ray(args.num_cpus, *actor_needs(config.actors or 1, config.use_gpu))  # room for --actors on a local cluster
+    if not args.verbose:  # our own bar counts the melodies; Ray Data's would draw beside it
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
     print(format_summary(run_bulk(config)))
     return 0
 
@@ -529,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Learn the style of a melody corpus and generate new melodies in a requested style, on Ray.",
     )
     parser.add_argument("--version", action="version", version=f"musicgen {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and Ray's own log lines and worker output on the terminal (without it "
+                             "they go to the Ray session's log folder, named in one line)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_corpus(sub)
     _add_preprocess(sub)
@@ -547,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    runtime.set_verbose(args.verbose)  # without --verbose Ray's own log lines go to a file (runtime.py)
     try:
         return stopping.run(lambda: args.run(args))  # SIGTERM/SIGINT: a clean stop, exit 143/130
     except (FileNotFoundError, ValueError, KeyError) as exc:

@@ -365,7 +365,7 @@ def resource_needs(config: ServeConfig, styles: tuple[str, ...]) -> tuple[dict[s
 
 def run_server(config: ServeConfig, num_cpus: int | None = None) -> None:
     """``musicgen serve``: deploy on the cluster in RAY_ADDRESS (or a local one) and serve until Ctrl-C."""
-    from musicgen.runtime import init_ray
+    from musicgen.runtime import init_ray, quiet_ray_loggers
 
     app = build_app(config)  # a bad model or style fails here, before any Ray process starts
     styles = config.styles or MelodyGenerator.from_artifact(resolve_model(config.model), device="cpu",
@@ -373,6 +373,7 @@ def run_server(config: ServeConfig, num_cpus: int | None = None) -> None:
     init_ray(num_cpus, *resource_needs(config, tuple(styles)))
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(app, name=APP_NAME, route_prefix="/")
+    quiet_ray_loggers()  # without --verbose: Serve's driver-side logger too, should starting it have reset it
     url = f"http://{config.host}:{config.port}"
     print(f"musicgen is serving {config.model} at {url}/v1/styles; API docs: {url}/docs. Ctrl-C stops it.", flush=True)
     try:  # until SIGTERM or Ctrl-C (musicgen.stopping raises KeyboardInterrupt): exit 143 or 130

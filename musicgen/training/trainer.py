@@ -44,7 +44,7 @@ from musicgen.models import (
 from musicgen.models.style_companion import fit_companion, write_companion
 from musicgen.runtime import require
 from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
-from musicgen.training.loop import append_metrics, evaluate, learning_rate, plot_loss_curves
+from musicgen.training.loop import append_metrics, evaluate, learning_rate, plot_loss_curves, read_metrics
 from musicgen.training.ngram import StyleNgramBaseline
 
 TRAINER_STATE_FILE = "trainer_state.pt"
@@ -264,8 +264,65 @@ def resource_needs(config: TrainConfig) -> tuple[dict[str, float], str]:
                   "Ray Data to read the shards; fewer --workers need less)")
 
 
-def run_training(config: TrainConfig) -> dict:
-    """Train on the current Ray cluster; returns a summary (also stored in the model artifact)."""
+def format_report(metrics: dict, max_steps: int | None) -> str:
+    """One line of progress per report: step, losses, validation bits/token beside the n-gram's."""
+    of = f"/{max_steps}" if max_steps else ""
+    parts = [f"step {metrics.get('step')}{of}"]
+    for key, label in (("train_loss", "train loss"), ("val_loss", "val loss")):
+        if isinstance(metrics.get(key), (int, float)):
+            parts.append(f"{label} {metrics[key]:.3f}")
+    if isinstance(metrics.get("val_bits_per_token"), (int, float)):
+        ngram = metrics.get("ngram_bits_per_token")
+        beside = f" (5-gram {ngram:.3f})" if isinstance(ngram, (int, float)) else ""
+        parts.append(f"val bits/token {metrics['val_bits_per_token']:.3f}{beside}")
+    if isinstance(metrics.get("tokens_per_second"), (int, float)):
+        parts.append(f"{metrics['tokens_per_second']:.0f} tokens/s")
+    if metrics.get("resumed_from_step") is not None:
+        parts.append(f"resumed from step {metrics['resumed_from_step']}")
+    return "  ".join(parts)
+
+
+class _ReportWatcher:
+    """Calls ``on_report`` on the driver for each report the workers append to metrics.jsonl while
+    ``fit`` runs: a report is a line there (written by rank 0), so the driver needs no worker output."""
+
+    def __init__(self, run_uri: str, on_report, interval_s: float = 2.0):
+        import threading
+
+        self.run_uri, self.on_report, self.interval_s = run_uri, on_report, interval_s
+        self.seen = len(read_metrics(run_uri))  # a rerun resumes: what it wrote before is not news
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="musicgen-report-watcher", daemon=True)
+
+    def _poll(self) -> None:
+        try:
+            history = read_metrics(self.run_uri)
+        except Exception:  # noqa: BLE001  (a line half written: read it next time)
+            return
+        for metrics in history[self.seen:]:
+            self.on_report(metrics)
+        self.seen = max(self.seen, len(history))
+
+    def _watch(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            self._poll()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        if exc[0] is None:
+            self._poll()  # the last report, written just before fit returned
+
+
+def run_training(config: TrainConfig, on_report=None) -> dict:
+    """Train on the current Ray cluster; returns a summary (also stored in the model artifact).
+
+    ``on_report(metrics)`` (optional) is called on the driver for each report as it is written
+    (``format_report`` makes it a line of progress)."""
     import ray
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -317,7 +374,11 @@ def run_training(config: TrainConfig) -> dict:
         ),
         datasets={"train": train_data},
     )
-    result = trainer.fit()
+    if on_report is None:
+        result = trainer.fit()
+    else:
+        with _ReportWatcher(run_uri, on_report):
+            result = trainer.fit()
     best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
     with best.as_directory() as folder:
         model, checkpoint_meta = load_artifact(folder)
