@@ -56,6 +56,11 @@ def install() -> None:
             signal.signal(signum, _on_signal)
 
 
+def handles(signum: int) -> bool:
+    """Whether this module's handler answers ``signum`` now (a library that would install its own defers)."""
+    return signal.getsignal(signum) is _on_signal
+
+
 def _shut_down(signum: int) -> int:
     """Disconnect from Ray: a local cluster stops, a joined one ends this driver's job."""
     import ray

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import tempfile
 import time
 
 import torch
 
-from musicgen import storage
+from musicgen import stopping, storage
 from musicgen.config import TrainConfig, from_dict
 from musicgen.data import shards
 from musicgen.data.collate import Collate, windows
@@ -350,7 +351,15 @@ def run_training(config: TrainConfig, on_report=None) -> dict:
     train_data = ray.data.read_parquet(path, filesystem=fs).select_columns(["tokens", "style"])
     storage_fs, storage_path = storage.resolve(config.storage)
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}
-    trainer = TorchTrainer(
+    class Trainer(TorchTrainer):
+        def _register_sigint_handler(self, controller):
+            # Ray Train answers Ctrl-C by aborting the run and returning from fit() as if it had
+            # finished (exit 0, no resumable stop); where musicgen.stopping handles SIGINT, it stops
+            # the run as it does on SIGTERM (exit 130, resumable from the last checkpoint)
+            if not stopping.handles(signal.SIGINT):
+                super()._register_sigint_handler(controller)
+
+    trainer = Trainer(
         train_worker,
         train_loop_config={
             "config": dataclasses.asdict(config),

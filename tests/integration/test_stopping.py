@@ -84,6 +84,23 @@ def test_sigterm_mid_training_stops_cleanly_and_a_rerun_resumes(shards, tmp_path
     assert (last["resumed_from_step"], last["step"]) == (saved, saved + 2), last
 
 
+def test_ctrl_c_mid_training_stops_like_sigterm(shards, tmp_path):
+    """Ray Train's own SIGINT handler would abort the run and return from fit() as if it had
+    finished (exit 0): Ctrl-C must stop it as SIGTERM does, exit 130, its cluster gone."""
+    before = ray_pids()
+    training = musicgen("train", "--data", shards, "--name", "run", "--storage", str(tmp_path), "--max-steps", "400",
+                        "--eval-every-steps", "2", "--batch-size", "4", "--max-len", "32", *TINY)
+    metrics = tmp_path / "run" / "metrics.jsonl"  # a report written: fit() is running
+    wait_for(lambda: metrics.exists() and metrics.read_text().strip() or training.poll() is not None, 240,
+             "a training report")
+    code, seconds, log = stop(training, signal.SIGINT)
+    print(f"train: SIGINT to exit {seconds:.1f} s")
+    assert (code, seconds < 10) == (130, True), log[-3000:]
+    assert "Gracefully aborting" not in log and "validation bits/token" not in log, log[-3000:]  # no summary
+    time.sleep(2)
+    assert not left_behind(before, training.tag), "the local cluster it started is gone"
+
+
 def test_sigterm_mid_catalog_stops_cleanly_and_a_rerun_finishes_the_rest(tmp_path):
     before = ray_pids()
     args = ["bulk", "--out", str(tmp_path / "catalog"), "--per-style", "400"]  # the shipped model, ~4 sampling calls
