@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from musicgen import __version__, runtime, stopping
-from musicgen.config import PRECISIONS
+from musicgen.config import DEFAULT_TOP_P, PRECISIONS
 from musicgen.pretrained import PRETRAINED
 from musicgen.studio import command as studio_command
 
@@ -322,8 +322,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=1.0,
                    help="sampling temperature; lower is safer, 0 is greedy (default: 1.0)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens; 0 = off (default: 0)")
-    p.add_argument("--top-p", type=float, default=1.0,
-                   help="sample among the likeliest tokens holding this much probability; 1 = off (default: 1.0)")
+    p.add_argument("--top-p", type=float, default=DEFAULT_TOP_P,
+                   help=f"sample among the likeliest tokens holding this much probability; 1 = off "
+                        f"(default: {DEFAULT_TOP_P})")
     p.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the first melody (default: 0)")
     p.add_argument("--key", help="transpose each melody into this key, e.g. 'D minor' (default: the model's own)")
@@ -425,7 +426,7 @@ def _add_bulk(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bars", type=int, help="length in bars (default: 16)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: 1.0)")
     p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens; 0 = off (default: 0)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling mass; 1 = off (default: 1.0)")
+    p.add_argument("--top-p", type=float, help=f"nucleus sampling mass; 1 = off (default: {DEFAULT_TOP_P})")
     p.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
     p.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--seed", type=int, help="first seed of every style (default: 0)")
@@ -496,7 +497,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-per-style", type=int, default=50, help="melodies sampled per style and model (default: 50)")
     p.add_argument("--bars", type=int, default=16, help="bars per sampled melody (default: 16)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (default: 0.95)")
+    p.add_argument("--top-p", type=float, default=DEFAULT_TOP_P,
+                   help=f"nucleus sampling mass; 1 = off (default: {DEFAULT_TOP_P})")
     p.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
     p.add_argument("--copy-threshold", type=int, default=16,
                    help="intervals shared with a corpus melody that count as a copy (default: 16)")

@@ -8,6 +8,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # of the weights a sampler uses (see musicgen.sampling.precision)
+# nucleus sampling's default everywhere (generate, Serve, bulk, evaluate): top-p 1 let a model's long tail widen
+# melodies' range and cost style fidelity (docs/quality.md, "Sampling defaults")
+DEFAULT_TOP_P = 0.9
 
 
 def check_precision(precision: str) -> None:
@@ -112,7 +115,7 @@ class BulkConfig:
     bars: int = 16
     temperature: float = 1.0
     top_k: int = 0
-    top_p: float = 1.0
+    top_p: float = DEFAULT_TOP_P
     guidance: float | None = None  # classifier-free guidance weight; None: the model's default
     precision: str = "auto"  # fp32, bf16 or int8 weights; auto: the fastest here at batch_size (measured)
     seed: int = 0  # a style's melodies use seeds seed, seed + 1, ... in turn

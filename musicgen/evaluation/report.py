@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from musicgen import storage
+from musicgen.config import DEFAULT_TOP_P
 from musicgen.data import shards
 from musicgen.evaluation.classifier import StyleClassifier, confusion_matrix, fidelity
 from musicgen.evaluation.metrics import SCALAR_METRICS, compare_metric_values, melody_metrics
@@ -54,7 +55,7 @@ class EvaluateConfig:
     generated: str | None = None  # a bulk catalog folder to judge instead of sampling (one model)
     bars: int = 16
     temperature: float = 1.0
-    top_p: float = 0.95
+    top_p: float = DEFAULT_TOP_P
     guidance: float | None = None  # classifier-free guidance weight; None: each model's default
     seed: int = 0
     copy_threshold: int = 16  # intervals: the bulk job's default

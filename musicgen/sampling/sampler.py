@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from musicgen.config import DEFAULT_TOP_P
 from musicgen.models import unwrap
 from musicgen.models.lstm import null_style_index
 from musicgen.music.melody import Melody, transpose_to_key
@@ -53,7 +54,7 @@ class SampleRequest:
     bars: int = 16
     temperature: float = 1.0
     top_k: int = 0
-    top_p: float = 1.0
+    top_p: float = DEFAULT_TOP_P
     time_signature: tuple[int, int] | None = None  # None: the model chooses
     key: str | None = None  # None: the model's own key, estimated
     tempo: float | None = None  # quarter notes a minute; None: the style's own (musicgen.music.performance)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from musicgen.config import DEFAULT_TOP_P
 from musicgen.music.formats import SERVED_FORMATS
 from musicgen.music.keys import key_name, parse_key
 from musicgen.sampling.sampler import MAX_BARS, MAX_GUIDANCE
@@ -47,7 +48,7 @@ class MelodyRequest(BaseModel):
     bars: int = Field(16, ge=1, le=MAX_BARS)
     temperature: float = Field(1.0, gt=0, le=2)
     top_k: int = Field(0, ge=0, le=256, description="0 switches top-k filtering off")
-    top_p: float = Field(1.0, gt=0, le=1, description="1 switches nucleus filtering off")
+    top_p: float = Field(DEFAULT_TOP_P, gt=0, le=1, description="nucleus sampling mass; 1 switches the filter off")
     guidance: float | None = Field(None, ge=0, le=MAX_GUIDANCE, description=(
         "classifier-free guidance weight: above 1 a melody is more clearly of its style; needs a model trained "
         "with style dropout (see GET /v1/styles); missing: the model's default"))
