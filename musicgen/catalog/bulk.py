@@ -367,8 +367,7 @@ class Job:
         b = self.config.batch_size
         blocks = [pa.table({"style": [s for s, _ in plan[i : i + b]], "seed": [n for _, n in plan[i : i + b]]})
                   for i in range(0, len(plan), b)]
-        sampling = {"bars": self.config.bars, "temperature": self.config.temperature, "top_k": self.config.top_k,
-                    "top_p": self.config.top_p, "guidance": self.guidance}
+        sampling = self.sampling()
         resources = {"num_gpus": 1} if self.use_gpu else {"num_cpus": 1}
         # from_blocks keeps one block per batch and builds them here; from_arrow would first run a
         # metadata task per block, whose worker start-up (~1.7 s) delays the actors and competes with them
@@ -444,14 +443,23 @@ class Job:
             queue.clear()
             pending.clear()
 
+    def sampling(self) -> dict:
+        """The settings every melody's ``SampleRequest`` is made with, besides its style and seed."""
+        c = self.config
+        return {"bars": c.bars, "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p,
+                "guidance": self.guidance}
+
     def record(self, row: dict) -> dict:
-        """A catalog entry: the melody's figures, how it was made, and where its files are (relative to out)."""
+        """A catalog entry: the melody's figures, how it was made, and where its files are (relative to out).
+        Its bars are the melody's own (the figures'); the precision is the one every actor sampled with."""
+        from musicgen.sampling import SampleRequest
+        from musicgen.sampling.provenance import BULK_FIELDS, provenance
+
         c, g = self.config, self.generator
+        made = provenance(g, SampleRequest(row["style"], row["seed"], **self.sampling()), precision=c.precision)
         return {
             **{k: v for k, v in row.items() if k != "error"},
-            "model_id": g.model_id, "model_version": g.model_version, "model_name": g.model_name,
-            "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p, "guidance": self.guidance,
-            "precision": c.precision, "copy_threshold": c.copy_threshold,
+            **made.subset(BULK_FIELDS), "copy_threshold": c.copy_threshold,
             "style_classifier_version": g.style_classifier_version,
             **{f"{fmt}_path": posixpath.join(row["style"], f"{row['id']}.{fmt}") for fmt in c.formats},
         }

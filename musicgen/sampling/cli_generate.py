@@ -13,6 +13,7 @@ from musicgen.music.melody import Melody, parse_key
 from musicgen.music.midi import read_midi
 from musicgen.music.notation import read_notation
 from musicgen.sampling.generator import MelodyGenerator
+from musicgen.sampling.provenance import CLI_FIELDS, provenance
 from musicgen.sampling.sampler import SampleRequest
 
 PRIMER_SUFFIXES = INPUT_SUFFIXES
@@ -86,12 +87,7 @@ def generate_files(
     for start in range(0, len(requests), BATCH_SIZE):
         for generated in generator.generate(list(requests[start : start + BATCH_SIZE])):
             r, stem = generated.request, stem_of(generated.request)
-            metadata = {
-                "model_id": generator.model_id, "model_version": generator.model_version,
-                "model": generator.model_name, "style": r.style, "seed": r.seed, "bars": r.bars,
-                "temperature": r.temperature, "top_k": r.top_k, "top_p": r.top_p, "guidance": r.guidance,
-                "primer_notes": len(r.primer.notes) if r.primer else 0,
-            }
+            metadata = provenance(generator, r).subset(CLI_FIELDS)
             files = write_outputs(generated.melody, out_dir, stem, formats, title=f"{r.style} {r.seed}",
                                   metadata=metadata)
             out.append(GeneratedFile(stem, generated.melody, files))

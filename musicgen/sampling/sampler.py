@@ -33,6 +33,7 @@ from musicgen.models import unwrap
 from musicgen.models.lstm import null_style_index
 from musicgen.music.melody import Melody, transpose_to_key
 from musicgen.music.performance import performance_for
+from musicgen.sampling.provenance import melody_meta
 from musicgen.tokenizers.base import STYLE_POSITION, Tokenizer
 from musicgen.tokenizers.grammar import select_rows
 
@@ -273,6 +274,4 @@ def finish_melody(tokenizer: Tokenizer, tokens: list[int], request: SampleReques
         melody = transpose_to_key(melody, request.key, low=21, high=108)
     performance = performance_for(request.style, request.program)
     tempo = request.tempo if request.tempo is not None else performance.quarter_tempo(melody.time_signature)
-    return replace(melody, tempo=float(tempo),
-                   meta={"style": request.style, "seed": request.seed, "bars": request.bars,
-                         "guidance": request.guidance, "program": performance.program})
+    return replace(melody, tempo=float(tempo), meta=melody_meta(request, performance.program))

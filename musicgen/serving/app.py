@@ -38,6 +38,7 @@ from musicgen.music.export import to_abc_text, to_midi_bytes
 from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
+from musicgen.sampling.provenance import SERVE_FIELDS, provenance
 from musicgen.sampling.sampler import UNGUIDABLE, resolve_guidance
 from musicgen.serving.schemas import (
     MAX_BODY_BYTES,
@@ -170,10 +171,8 @@ def render(generated: GeneratedMelody, formats: tuple[Format, ...], generator: M
     if "abc" in formats:
         extra["abc"] = to_abc_text(melody, title)
     numerator, denominator = melody.time_signature
-    return MelodyOut(style=request.style, seed=request.seed, bars=request.bars, key=melody.key, tempo=melody.tempo,
-                     time_signature=f"{numerator}/{denominator}", model_id=generator.model_id,
-                     model_version=generator.model_version, model_name=generator.model_name,
-                     guidance=request.guidance, batch_size=batch_size, style_prob=verdict[0],
+    return MelodyOut(**provenance(generator, request).subset(SERVE_FIELDS), key=melody.key, tempo=melody.tempo,
+                     time_signature=f"{numerator}/{denominator}", batch_size=batch_size, style_prob=verdict[0],
                      top_style=verdict[1], **extra)
 
 
