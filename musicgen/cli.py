@@ -8,13 +8,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from musicgen import __version__, runtime, stopping
+from musicgen import __version__, demo, runtime, stopping
 from musicgen.config import DEFAULT_TOP_P, PRECISIONS
 from musicgen.pretrained import PRETRAINED
 from musicgen.studio import command as studio_command
 
-DEFAULT_WORKDIR = "artifacts/demo"
-# small enough to train for a few hundred steps within the demo's budget on two CPUs
 GUIDANCE_HELP = ("classifier-free guidance weight: above 1 melodies are more clearly of their style; needs a model "
                  "trained with style dropout (default: 2 for such models, else 1 = none)")
 PRECISION_HELP = ("weights to sample with: fp32; bf16 or int8 (LSTM and GAN models on CPU; int8 kept validation "
@@ -24,9 +22,6 @@ MODEL_HELP = ("model artifact folder, local or s3:// (the <storage>/<name>/model
               "default: 'pretrained', the LSTM that ships with musicgen (see musicgen/pretrained/)")
 # preprocessing runs Ray Data tasks of one CPU each (what ``run_preprocess`` requires again of a cluster)
 PREPROCESS_NEEDS = ({"CPU": 1}, "preprocessing (Ray Data tasks of one CPU each)")
-DEMO_LSTM = {"num_layers": 2, "hidden_size": 192, "embed_dim": 128, "style_dropout": 0.1}
-DEMO_TOKENIZER = "keyed"  # chosen by measurement: docs/quality.md, "Melody representation"
-DEMO_STEPS = 1000  # the fewest measured that beat the 5-gram on every style with the tonal metrics near the real ones
 
 
 def _add_corpus(sub: argparse._SubParsersAction) -> None:
@@ -91,6 +86,7 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
 def _run_preprocess(args: argparse.Namespace) -> int:
     from musicgen.config import PreprocessConfig
     from musicgen.data.preprocess import run_preprocess
+    from musicgen.data.text import format_preprocess_summary
     from musicgen.runtime import init_ray
 
     config = PreprocessConfig(
@@ -110,20 +106,6 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         print("error: no usable melody came out; see errors.parquet", file=sys.stderr)
         return 1
     return 0
-
-
-def format_preprocess_summary(stats: dict) -> str:
-    lines = [
-        f"{stats['files_read']} files read in {stats['wall_seconds']} s ({stats['files_per_second']} files/s), "
-        f"{stats['files_failed']} failed, {stats['duplicates_dropped']} duplicates dropped",
-        f"{'style':<16}{'train':>8}{'val':>6}{'test':>6}{'tokens':>10}",
-    ]
-    for style, entry in sorted(stats["per_style"].items()):
-        m = entry["melodies"]
-        lines.append(f"{style:<16}{m['train']:>8}{m['val']:>6}{m['test']:>6}{sum(entry['tokens'].values()):>10}")
-    if stats["errors"]:
-        lines.append("errors: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["errors"].items())))
-    return "\n".join(lines)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -193,6 +175,7 @@ def train_config_from_args(args: argparse.Namespace):
 
 def _run_train(args: argparse.Namespace) -> int:
     from musicgen.runtime import init_ray
+    from musicgen.training.text import format_training_summary
     from musicgen.training.trainer import check_model_options, format_report, resource_needs, run_training
 
     config = train_config_from_args(args)
@@ -200,104 +183,6 @@ def _run_train(args: argparse.Namespace) -> int:
     init_ray(args.num_cpus, *resource_needs(config))  # a local cluster gets the CPUs the workers need
     summary = run_training(config, on_report=lambda m: print(format_report(m, config.max_steps), flush=True))
     print(format_training_summary(summary))
-    return 0
-
-
-def format_training_summary(summary: dict) -> str:
-    model_bits, ngram_bits = summary["val_bits_per_token"], summary["ngram_bits_per_token"]
-    lines = [
-        f"{summary['model']} trained for {summary['steps']} steps in {summary['wall_seconds']} s; "
-        f"best checkpoint (step {summary['best_step']}) saved as {summary['artifact']}",
-        f"{'validation bits/token':<24}{summary['model']:>12}{'5-gram KN':>12}   (best checkpoint)",
-    ]
-    for key in ["all", *sorted(k for k in model_bits if k != "all")]:
-        lines.append(f"{key:<24}{model_bits.get(key, float('nan')):>12.3f}{ngram_bits.get(key, float('nan')):>12.3f}")
-    return "\n".join(lines)
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    from musicgen.tokenizers import TOKENIZERS
-
-    p = sub.add_parser(
-        "demo",
-        help="the main job end to end on the embedded corpus (export, preprocess, train, catalog, evaluate)",
-        description=(
-            "Run every stage on the corpus bundled with music21, on a local Ray cluster, into --workdir: "
-            "export the corpus as MIDI, preprocess it with Ray Data, train a small LSTM with Ray Train (its "
-            "validation bits/token printed next to the n-gram baseline's), write a small catalog of new melodies "
-            "per style with the bulk job, and judge it: style fidelity and novelty."
-        ),
-    )
-    p.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"default: {DEFAULT_WORKDIR}")
-    p.add_argument("--limit-per-style", type=int, default=300, help="works per style to export (default: 300)")
-    p.add_argument("--train-steps", type=int, default=DEMO_STEPS, help=f"LSTM training steps (default: {DEMO_STEPS})")
-    p.add_argument("--catalog-per-style", type=int, default=40,
-                   help="catalog melodies per style, judged against the real style at the end (default: 40)")
-    p.add_argument("--tokenizer", default=DEMO_TOKENIZER, choices=sorted(TOKENIZERS),
-                   help=f"melody representation (default: {DEMO_TOKENIZER}; docs/tokens.md)")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
-    p.set_defaults(run=_run_demo)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    from musicgen import storage
-    from musicgen.catalog.bulk import format_summary as format_bulk_summary
-    from musicgen.catalog.bulk import run_bulk
-    from musicgen.config import BulkConfig, PreprocessConfig, TrainConfig
-    from musicgen.data.corpus import export_corpus
-    from musicgen.data.preprocess import run_preprocess
-    from musicgen.evaluation.report import EvaluateConfig, run_evaluation
-    from musicgen.evaluation.text import format_style_table
-    from musicgen.evaluation.text import format_summary as format_evaluation_summary
-    from musicgen.music.export import wav_available
-    from musicgen.runtime import init_ray
-    from musicgen.training.trainer import format_report, run_training
-
-    corpus_dir = storage.join(args.workdir, "corpus")
-    shards_dir = storage.join(args.workdir, "shards")
-    runs_dir = storage.join(args.workdir, "runs")
-    print(f"[1/5] exporting the music21 corpus to {corpus_dir} ({args.limit_per_style} works per style)")
-    export_corpus(corpus_dir, limit_per_style=args.limit_per_style, workers=args.num_cpus)
-    print(f"[2/5] preprocessing with Ray Data into {shards_dir}")
-    init_ray(args.num_cpus)
-    stats = run_preprocess(
-        PreprocessConfig(inputs=(corpus_dir,), output=shards_dir, tokenizer=args.tokenizer,
-                         style_from=storage.join(corpus_dir, "corpus.csv"))
-    )
-    print(format_preprocess_summary(stats))
-    if not stats["melodies"]:
-        return 1
-    print(f"[3/5] training a small LSTM ({DEMO_LSTM}) with Ray Train for {args.train_steps} steps "
-          f"into {runs_dir}/demo-lstm")
-    summary = run_training(
-        TrainConfig(
-            data=shards_dir,
-            name="demo-lstm",
-            storage=runs_dir,
-            model="lstm",
-            model_config=DEMO_LSTM,
-            max_steps=args.train_steps,
-            epochs=1000,
-            eval_every_steps=max(1, args.train_steps // 4),
-        ),
-        on_report=lambda m: print(format_report(m, args.train_steps), flush=True),
-    )
-    catalog_dir = storage.join(args.workdir, "catalog")
-    print(f"[4/5] writing {args.catalog_per_style} new melodies per style into {catalog_dir} with the bulk job")
-    catalog = run_bulk(BulkConfig(model=summary["artifact"], out=catalog_dir, per_style=args.catalog_per_style,
-                                  formats=("mid", "abc", "wav") if wav_available() else ("mid", "abc")))
-    report_dir = storage.join(args.workdir, "report")
-    print(f"[5/5] judging the catalog (style classifier, metrics, novelty) into {report_dir}")
-    report = run_evaluation(EvaluateConfig(models=(), data=shards_dir, out=report_dir, generated=catalog_dir))
-    print(format_preprocess_summary(stats))
-    print(format_training_summary(summary))
-    print(format_bulk_summary(catalog))
-    print(format_evaluation_summary(report))
-    print(format_style_table(report))
-    print(f"loss curves: {runs_dir}/demo-lstm/loss.png   model: {summary['artifact']}")
-    listen = "listen to the .wav files, " if wav_available() else ""
-    print(f"catalog: {catalog_dir}/<style>/*.mid (+ .abc) — {listen}open the MIDI in any player, or read "
-          f"{report_dir}/report.md with its piano rolls")
     return 0
 
 
@@ -543,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_corpus(sub)
     _add_preprocess(sub)
     _add_train(sub)
-    _add_demo(sub)
+    demo.add_parser(sub)
     _add_generate(sub)
     _add_serve(sub)
     _add_bulk(sub)

@@ -25,11 +25,11 @@ from collections import Counter
 import numpy as np
 
 from musicgen import storage
-from musicgen.cli import DEMO_LSTM
 from musicgen.config import PreprocessConfig, TrainConfig
 from musicgen.data import shards
 from musicgen.data.collate import windows
 from musicgen.data.preprocess import run_preprocess
+from musicgen.demo import DEMO_LSTM
 from musicgen.evaluation.report import EvaluateConfig, run_evaluation
 from musicgen.runtime import init_ray
 from musicgen.tokenizers import tokenizer_from_dict

@@ -16,7 +16,8 @@ rank  layer                                       modules
 4     training / sampling                         musicgen.training, musicgen.sampling
 5     serving / evaluation                        musicgen.serving, musicgen.evaluation
 6     catalog                                     musicgen.catalog (the bulk job)
-7     apps                                        musicgen.studio, musicgen.cli, musicgen.client
+7     apps                                        musicgen.studio, musicgen.cli, musicgen.demo,
+                                                  musicgen.client
 ====  ==========================================  ===============================================
 
 Importing any module has no side effect that is cheap to see (a thread, a signal handler, a
@@ -58,6 +59,7 @@ LAYERS: dict[str, int] = {
     "catalog": 6,
     "studio": 7,
     "cli": 7,
+    "demo": 7,
     "client": 7,
 }
 
