@@ -13,16 +13,16 @@
    a second, growing index) a melody of its style accepted before, or is too
    short, or (``min_style_prob``, off by default) the model's style classifier
    gives its style too low a probability; else accepted until the style has N. Styles are judged apart, so one
-   style's decisions never wait on another's.
+   style's decisions never wait on another's (:mod:`musicgen.catalog.acceptance`).
 4. Writes, off the main thread as melodies are accepted (one writer thread for a
    local folder, 16 for S3): ``<out>/<style>/<id>.mid`` and ``.abc`` (``.wav``),
-   then ``<id>.json`` last: its presence means complete.
+   then ``<id>.json`` last: its presence means complete (:mod:`musicgen.catalog.writer`).
 5. Progress (``<out>/progress.json``: the round's plan and how much of it is
    decided; ``<out>/progress/``: the records of the melodies accepted and
    rejected, a part per save) is saved atomically every
    ``checkpoint_every`` melodies, once the writes before it have finished. A
    rerun with the same settings resumes there: complete melodies are not written
-   again, partial ones are rewritten, stray files are removed at the end.
+   again, partial ones are rewritten, stray files are removed at the end (:mod:`musicgen.catalog.progress`).
 6. ``manifest.parquet``, ``rejected.parquet`` and ``summary.json``.
 
 Ids are sha256(model version:style:seed) and a melody depends only on its seed,
@@ -32,35 +32,35 @@ so a resumed run ends with the catalog an uninterrupted run makes.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
-import os
 import posixpath
-import signal
-import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from musicgen import storage
+from musicgen.catalog.acceptance import (
+    StyleCatalog,
+    check_style_filter,
+    incomplete_message,
+    judge,
+    plan_round,
+    style_verdicts,
+)
 from musicgen.catalog.generate import CatalogGenerator, Loader
 from musicgen.catalog.layout import MANIFEST, PROGRESS, REJECTED, SUMMARY
+from musicgen.catalog.progress import Progress, load_progress, save_progress
+from musicgen.catalog.writer import Writer, complete_ids, remove_strays, write_parquet
 from musicgen.config import BulkConfig
 from musicgen.data import shards
-from musicgen.evaluation.novelty import IntervalIndex
 from musicgen.evaluation.reference import reference_splits, timed_reference_index
 from musicgen.models import REFERENCE_FOLDER, resolve_model
 from musicgen.runtime import require
 
 PRECISION_KEY = "musicgen.precision_choice"  # the manifest's schema metadata: how the precision was chosen
-DECIDED = "progress"  # folder of the decided melodies' records: part k holds those decided since save k - 1
 MIN_REPORTED_RUN = 8  # shared runs shorter than this are recorded as 0 (chance, not copying)
-MIN_RATE = 0.1  # a round plans at most 1/MIN_RATE seeds per missing melody
 # settings that decide which melodies the catalog holds: a rerun into the same folder must keep them
 RESULT_SETTINGS = ("per_style", "bars", "temperature", "top_k", "top_p", "guidance", "precision", "seed", "formats",
                    "copy_threshold", "near_duplicate_threshold", "min_notes", "min_style_prob", "batch_size",
@@ -68,107 +68,6 @@ RESULT_SETTINGS = ("per_style", "bars", "temperature", "top_k", "top_p", "guidan
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("style", pa.string()), ("seed", pa.int64()),
                              ("reason", pa.string()), ("longest_run", pa.int32()), ("nearest_id", pa.string()),
                              ("error", pa.string()), ("style_prob", pa.float64()), ("top_style", pa.string())])
-
-
-@dataclass
-class Progress:
-    """What a rerun needs to go on where a run stopped: ``<out>/progress.json``, and the decided
-    melodies' records in ``<out>/progress/`` (each save adds a part with the new ones, so a save
-    costs its news, not the whole catalog so far)."""
-
-    settings: dict
-    next_seed: dict[str, int]
-    decided_upto: dict[str, int | None]  # per style: every planned seed up to this one is decided
-    round: int = 0
-    plan: list[list] = field(default_factory=list)  # this round's [style, seed] requests, in batch order
-    done_batches: int = 0  # leading batches of the plan whose melodies are all decided
-    parts: int = 0  # parts of <out>/progress/ this state includes (a part written after it is ignored)
-    accepted: list[dict] = field(default_factory=list)  # manifest records, plus each melody's pitches
-    rejected: list[dict] = field(default_factory=list)
-    saved: tuple[int, int] = (0, 0)  # how many of accepted and rejected are in those parts
-
-
-SAVED_STATE = ("settings", "next_seed", "decided_upto", "round", "plan", "done_batches", "parts")
-
-
-class StyleCatalog:
-    """The accepted melodies of one style so far, as the duplicate filters see them."""
-
-    def __init__(self, near_duplicate_threshold: int):
-        self.index = IntervalIndex(min_run=near_duplicate_threshold)
-        self.fingerprints: dict[str, str] = {}
-        self.accepted = self.decided = 0
-
-    def add(self, record: dict) -> None:
-        self.index.add(record["pitches"], record["id"])
-        self.fingerprints[record["fingerprint"]] = record["id"]
-        self.accepted += 1
-
-
-def judge(row: dict, catalog: StyleCatalog, config: BulkConfig) -> tuple[str, int, str | None] | None:
-    """Why ``row`` is rejected, as (reason, shared run, the melody it repeats), or None to accept it."""
-    if row["error"]:
-        return "failed", 0, None
-    if row["n_notes"] < config.min_notes:
-        return "too_short", 0, None
-    if row["longest_shared_run"] >= config.copy_threshold:
-        return "copies_training", row["longest_shared_run"], row["nearest_training_id"]
-    if row["fingerprint"] in catalog.fingerprints:
-        return "duplicate", row["n_notes"] - 1, catalog.fingerprints[row["fingerprint"]]
-    run = catalog.index.longest_shared_run(row["pitches"])
-    if run.length >= config.near_duplicate_threshold:
-        return "near_duplicate", run.length, run.id
-    # last, so off_style counts exactly the melodies the user's style filter alone turned away
-    if config.min_style_prob and (row["style_prob"] is None or row["style_prob"] < config.min_style_prob):
-        return "off_style", 0, None
-    return None
-
-
-def plan_round(progress: Progress, catalogs: dict[str, StyleCatalog], config: BulkConfig) -> list[list]:
-    """The next seeds of every unfinished style, interleaved so each batch advances every style."""
-    counts = {}
-    for style, catalog in catalogs.items():
-        missing = config.per_style - catalog.accepted
-        if missing > 0:
-            rate = max((catalog.accepted + 1) / (catalog.decided + 1), MIN_RATE)
-            counts[style] = math.ceil(missing * config.oversample / rate)
-    plan = [[style, progress.next_seed[style] + k] for k in range(max(counts.values(), default=0))
-            for style in counts if k < counts[style]]
-    for style, n in counts.items():
-        progress.next_seed[style] += n
-    return plan
-
-
-class Writer:
-    """Writes accepted melodies in threads: data files first, ``<id>.json`` last."""
-
-    def __init__(self, out: str, threads: int, complete: set[str], kill_after: int | None = None):
-        self.out, self.complete, self.kill_after = out, complete, kill_after
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="catalog-writer")
-        self.futures: list[Future] = []
-        self.written, self.lock = 0, threading.Lock()
-
-    def submit(self, record: dict, files: dict[str, bytes]) -> None:
-        if record["id"] not in self.complete:  # written in full by an earlier run
-            self.futures.append(self.pool.submit(self._write, record, files))
-
-    def _write(self, record: dict, files: dict[str, bytes]) -> None:
-        for fmt, data in files.items():
-            storage.write_bytes(storage.join(self.out, *record[f"{fmt}_path"].split("/")), data)
-        with self.lock:
-            self.written += 1
-            if self.kill_after is not None and self.written > self.kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)  # chaos testing: this melody stays partial
-        storage.write_json(storage.join(self.out, record["style"], f"{record['id']}.json"), record)
-
-    def flush(self) -> None:
-        futures, self.futures = self.futures, []
-        for f in futures:
-            f.result()
-
-    def close(self) -> None:
-        self.flush()
-        self.pool.shutdown()
 
 
 def actor_needs(actors: int, use_gpu: bool | None) -> tuple[dict[str, float], str]:
@@ -283,36 +182,6 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     }
     storage.write_json(storage.join(config.out, SUMMARY), summary)
     return summary
-
-
-def check_style_filter(config: BulkConfig, generator, styles: tuple[str, ...]) -> None:
-    """``min_style_prob`` needs the model's style classifier, fitted on every style asked for."""
-    if not config.min_style_prob:
-        return
-    classifier = generator.style_classifier
-    if classifier is None:
-        raise ValueError(f"--min-style-prob needs a style classifier, and {config.model} carries none (models "
-                         "trained before musicgen wrote one); drop --min-style-prob, or retrain")
-    unknown = [s for s in styles if s not in classifier.styles]
-    if unknown:
-        raise ValueError(f"--min-style-prob: the model's style classifier was not fitted on {', '.join(unknown)} "
-                         f"(it knows {', '.join(classifier.styles)}); drop --min-style-prob or those styles")
-
-
-def style_verdicts(config: BulkConfig, generator, accepted: list[dict], rejected: list[dict]) -> dict:
-    """The style classifier's view of the catalog: which classifier, the user's filter and what it turned
-    away, and the accepted melodies' mean probability of their style. Not style fidelity: that is
-    measured by ``musicgen evaluate`` on unfiltered samples."""
-    probs: dict[str, list[float]] = {}
-    for r in accepted:
-        if r.get("style_prob") is not None:
-            probs.setdefault(r["style"], []).append(r["style_prob"])
-    return {
-        "classifier": generator.style_classifier_version,
-        "min_style_prob": config.min_style_prob,
-        "off_style_rejected": sum(r["reason"] == "off_style" for r in rejected),
-        "mean_style_prob": {s: round(sum(p) / len(p), 4) for s, p in probs.items()},
-    }
 
 
 def reference_data(config: BulkConfig, generator) -> str:
@@ -463,84 +332,6 @@ class Job:
             "style_classifier_version": g.style_classifier_version,
             **{f"{fmt}_path": posixpath.join(row["style"], f"{row['id']}.{fmt}") for fmt in c.formats},
         }
-
-
-def load_progress(out: str, settings: dict) -> Progress:
-    """The saved progress of a catalog in ``out`` made with the same settings, or a fresh start."""
-    uri = storage.join(out, PROGRESS)
-    styles = settings["styles"]
-    if not storage.exists(uri):
-        return Progress(settings, {s: settings["seed"] for s in styles}, dict.fromkeys(styles))
-    saved = storage.read_json(uri)
-    wanted = json.loads(json.dumps(settings))
-    if saved["settings"] != wanted:
-        differ = sorted(k for k in wanted.keys() | saved["settings"].keys()
-                        if wanted.get(k) != saved["settings"].get(k))
-        raise ValueError(f"{out} holds a catalog made with other settings (differing: {', '.join(differ)}); "
-                         "rerun with the same settings to finish it, or choose another --out")
-    progress = Progress(**{k: saved[k] for k in SAVED_STATE})
-    for part in range(progress.parts):
-        decided = storage.read_json(storage.join(out, DECIDED, f"{part:06d}.json"))
-        progress.accepted += decided["accepted"]
-        progress.rejected += decided["rejected"]
-    progress.saved = (len(progress.accepted), len(progress.rejected))
-    return progress
-
-
-def save_progress(out: str, progress: Progress) -> None:
-    """The records decided since the last save as a new part, then the state that counts it (a
-    kill between the two leaves a part the state does not count, which the next save replaces)."""
-    accepted, rejected = progress.saved
-    if len(progress.accepted) > accepted or len(progress.rejected) > rejected:
-        news = {"accepted": progress.accepted[accepted:], "rejected": progress.rejected[rejected:]}
-        part = storage.join(out, DECIDED, f"{progress.parts:06d}.json")
-        storage.write_bytes(part, json.dumps(news, separators=(",", ":")).encode())
-        progress.parts += 1
-        progress.saved = (len(progress.accepted), len(progress.rejected))
-    state = {k: getattr(progress, k) for k in SAVED_STATE}
-    storage.write_bytes(storage.join(out, PROGRESS), json.dumps(state, separators=(",", ":")).encode())
-
-
-def complete_ids(out: str, styles) -> set[str]:
-    """Ids whose ``<id>.json`` exists: written in full by an earlier run."""
-    ids = set()
-    for style in styles:
-        folder = storage.join(out, style)
-        if storage.exists(folder):
-            ids |= {posixpath.basename(p)[: -len(".json")] for p in storage.list_files(folder, [".json"])}
-    return ids
-
-
-def remove_strays(out: str, records: list[dict], styles) -> int:
-    """Delete files in the style folders that belong to no catalog melody: partial writes of a killed
-    run (temporary files, melodies a crash left without their record). Returns how many."""
-    fs, root = storage.resolve(out)
-    keep = {posixpath.join(root, r[k]) for r in records for k in r if k.endswith("_path")}
-    keep |= {posixpath.join(root, r["style"], f"{r['id']}.json") for r in records}
-    removed = 0
-    for style in styles:
-        folder = storage.join(out, style)
-        if storage.exists(folder):
-            for path in storage.list_files(folder):
-                if path not in keep:
-                    fs.delete_file(path)
-                    removed += 1
-    return removed
-
-
-def write_parquet(uri: str, table: pa.Table) -> None:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    storage.write_bytes(uri, sink.getvalue())
-
-
-def incomplete_message(progress: Progress, catalogs: dict[str, StyleCatalog], config: BulkConfig) -> str:
-    short = [f"{s} has {c.accepted} of {config.per_style}" for s, c in catalogs.items()
-             if c.accepted < config.per_style]
-    reasons = Counter(r["reason"] for r in progress.rejected)
-    return (f"after {progress.round} rounds {'; '.join(short)} (rejected: "
-            f"{', '.join(f'{k}={v}' for k, v in reasons.most_common()) or 'none'}). Loosen --copy-threshold or "
-            "--near-duplicate-threshold, sample more freely (--temperature, --top-p), or allow more --max-rounds")
 
 
 def format_summary(summary: dict) -> str:

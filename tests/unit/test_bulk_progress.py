@@ -2,7 +2,7 @@
 
 import json
 
-from musicgen.catalog.bulk import DECIDED, load_progress, save_progress
+from musicgen.catalog.progress import DECIDED, load_progress, save_progress
 
 SETTINGS = {"styles": ["bach", "irish"], "seed": 0, "per_style": 3}
 

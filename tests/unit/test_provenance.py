@@ -46,8 +46,10 @@ def _serve_out(generator, generated) -> dict:
 
 def _bulk_record(generator, generated, tmp_path) -> dict:
     """The manifest record the bulk driver writes for the melody, from the row an actor makes of it."""
-    from musicgen.catalog.bulk import Job, Progress, StyleCatalog
+    from musicgen.catalog.acceptance import StyleCatalog
+    from musicgen.catalog.bulk import Job
     from musicgen.catalog.generate import CatalogGenerator
+    from musicgen.catalog.progress import Progress
     from musicgen.evaluation.novelty import IntervalIndex
 
     style, seed = generated.request.style, generated.request.seed

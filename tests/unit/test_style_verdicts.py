@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from musicgen.catalog.bulk import REJECTED_SCHEMA, RESULT_SETTINGS, StyleCatalog, check_style_filter, judge
+from musicgen.catalog.acceptance import StyleCatalog, check_style_filter, judge
+from musicgen.catalog.bulk import REJECTED_SCHEMA, RESULT_SETTINGS
 from musicgen.catalog.generate import CatalogGenerator
 from musicgen.config import BulkConfig
 from musicgen.evaluation.classifier import StyleClassifier as EvaluationsClassifier
@@ -162,7 +163,9 @@ def test_a_model_without_a_classifier_is_refused_before_any_work(tmp_path):
 def test_off_style_melodies_are_recorded_apart_and_summarised(judged):
     from collections import deque
 
-    from musicgen.catalog.bulk import Job, Progress, style_verdicts
+    from musicgen.catalog.acceptance import style_verdicts
+    from musicgen.catalog.bulk import Job
+    from musicgen.catalog.progress import Progress
 
     config = BulkConfig(model="m", out="o", per_style=2, min_style_prob=0.5, formats=("abc",))
     job = Job.__new__(Job)
