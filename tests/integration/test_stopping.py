@@ -172,7 +172,8 @@ def assert_clean_stop(command: str, code: int, seconds: float, log: str, signum:
     wait_for(lambda: not left_behind(before, tag), 5, "the local cluster it started to go")
 
 
-DATASET_RUNNING = "Starting execution of Dataset"  # Ray Data's first line of the job's work
+DATASET_RUNNING = "Starting execution of Dataset"  # Ray Data's first line of the job's work, shown with -v
+VERBOSE = "-v"  # Ray's own lines reach the terminal, so the test can wait for the job's work to start
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +211,7 @@ def shard_contents(shards) -> dict:
 def test_sigint_then_sigterm_mid_preprocess_stop_cleanly_and_a_rerun_writes_the_same_shards(
         copies, clean_shards, tmp_path):
     before = ray_pids()
-    args = ["preprocess", "--input", str(copies), "--output", str(tmp_path / "shards"), *PREPROCESS]
+    args = [VERBOSE, "preprocess", "--input", str(copies), "--output", str(tmp_path / "shards"), *PREPROCESS]
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, then what a container's stop sends
         job = Running(*args)
         job.wait_for_line(DATASET_RUNNING)
@@ -249,7 +250,7 @@ def catalog(clean_shards, tmp_path_factory):
 def test_sigterm_mid_evaluate_stops_cleanly_and_a_rerun_writes_the_report(catalog, clean_shards, tmp_path):
     before = ray_pids()
     # three judges on two cores: the local cluster is sized for them (3 logical CPUs)
-    args = ["evaluate", "--generated", str(catalog), "--data", str(clean_shards), "--out", str(tmp_path / "report"),
+    args = [VERBOSE, "evaluate", "--generated", str(catalog), "--data", str(clean_shards), "--out", str(tmp_path / "report"),
             "--actors", "3"]
     job = Running(*args)
     job.wait_for_line(DATASET_RUNNING)
