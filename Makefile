@@ -12,7 +12,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml infra/requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c infra/requirements.lock -e ".[test]"
+	# setuptools notes every editable install with a banner; the install itself has nothing to say
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -c infra/requirements.lock -e ".[test]"
 	$(BIN)/python -m pip check
 	sh infra/install-audio.sh
 	sh infra/install-browser.sh

@@ -250,8 +250,8 @@ def catalog(clean_shards, tmp_path_factory):
 def test_sigterm_mid_evaluate_stops_cleanly_and_a_rerun_writes_the_report(catalog, clean_shards, tmp_path):
     before = ray_pids()
     # three judges on two cores: the local cluster is sized for them (3 logical CPUs)
-    args = [VERBOSE, "evaluate", "--generated", str(catalog), "--data", str(clean_shards), "--out", str(tmp_path / "report"),
-            "--actors", "3"]
+    args = [VERBOSE, "evaluate", "--generated", str(catalog), "--data", str(clean_shards),
+            "--out", str(tmp_path / "report"), "--actors", "3"]
     job = Running(*args)
     job.wait_for_line(DATASET_RUNNING)
     assert_clean_stop("evaluate", *job.stop(signal.SIGTERM), job.log, signal.SIGTERM, before, job.process.tag)
