@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from musicgen.music import notation
+from musicgen.music.abc_tunes import abc_tune_number, split_abc_tunes
 from musicgen.music.midi import write_midi
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,8 @@ def _abc_collection(style: str, collection: str, files: Iterable[Path], root: Pa
         except UnicodeDecodeError:
             text = raw.decode("latin-1")
         items, used = [], set()
-        for index, tune in enumerate(notation.split_abc_tunes(text)):
-            x = notation.abc_tune_number(tune)
+        for index, tune in enumerate(split_abc_tunes(text)):
+            x = abc_tune_number(tune)
             label = f"x{x}" if x is not None else f"n{index + 1}"
             stem = _safe(f"{collection}-{path.stem}_{label}")
             if stem in used:

@@ -4,8 +4,8 @@ music21 parses the file; the parts it yields are turned into :class:`Melody`
 objects on the way in, so nothing downstream sees a music21 object.
 
 * ``.abc``: a file may hold many tunes (Essen, O'Neill's, Nottingham style).
-  :func:`split_abc_tunes` cuts it at ``X:`` lines and each tune is parsed on its
-  own, so one broken tune costs only itself. :func:`read_notation` returns one
+  :func:`musicgen.music.abc_tunes.split_abc_tunes` cuts it at ``X:`` lines and each tune is
+  parsed on its own, so one broken tune costs only itself. :func:`read_notation` returns one
   Melody per tune that parsed; tunes that failed are skipped, logged, and
   appended to the optional ``errors`` list as :class:`UnusableInput` (with
   ``.x`` set to the tune's ``X:`` number). If no tune parses, the first error
@@ -31,9 +31,9 @@ and the mode is decided from the notes. An anacrusis (a first measure shorter
 than a bar) is shifted so that the pickup ends on the next downbeat, i.e. its
 first note lands at ``bar_ticks - pickup_ticks``.
 
-ABC parses about 2.5x faster because music21's beaming pass (engraving only)
-is skipped while an ABC tune is parsed. An ABC tune with neither ``L:`` nor
-``M:`` gets the standard default ``L:1/8`` (music21 rejects it otherwise). Nothing here imports torch or Ray.
+An ABC tune is parsed by :func:`musicgen.music.music21_patch.parse_abc`, which skips music21's
+beaming pass (engraving only; ABC parses about 2.5x faster) and gives a tune with neither ``L:``
+nor ``M:`` the standard default ``L:1/8`` (music21 rejects it otherwise). Nothing here imports torch or Ray.
 """
 
 from __future__ import annotations
@@ -41,91 +41,23 @@ from __future__ import annotations
 import io
 import logging
 import re
-import threading
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from musicgen.music.abc_tunes import abc_tune_number, split_abc_tunes
 from musicgen.music.formats import NOTATION_SUFFIXES
 from musicgen.music.keys import MODE_ABBREVIATIONS, key_from_sharps, key_name, mode_family, parse_key
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, bar_ticks, estimate_key, quantise, snap
 from musicgen.music.midi import TrackNotes, UnusableInput, pick_melody_track
+from musicgen.music.music21_patch import parse_abc
 
 log = logging.getLogger(__name__)
 
 _HUMDRUM_KEY = re.compile(r"^\*([A-Ga-g])([#n-]*):(\w*)$")
-_X_LINE = re.compile(r"^X:\s*(.*)$")
-_HAS_L_OR_M = re.compile(r"^[LM]:", re.M)
-_FIELD_OR_DIRECTIVE = re.compile(r"^(?:[A-Za-z+]:|%)")
 _NOTATION_FILE_NAME = re.compile(f"(?:{'|'.join(re.escape(s) for s in NOTATION_SUFFIXES)})$", re.I)
-_beams_lock = threading.Lock()
-
-
-# --------------------------------------------------------------------------- ABC
-
-
-def split_abc_tunes(text: str) -> list[str]:
-    """Split a (possibly multi-tune) ABC text into one text per tune.
-
-    A tune starts at an ``X:`` line and runs to the next one. Field and
-    directive lines (``L:``, ``M:``, ``%%...``, ``%`` comments) found before
-    the first ``X:`` form the file header and are repeated after the ``X:``
-    line of every tune, where the tune's own fields override them; free text
-    before the first tune is dropped. A text without any ``X:`` line is
-    returned whole as one tune (or nothing, if blank).
-    """
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    starts = [i for i, line in enumerate(lines) if _X_LINE.match(line)]
-    if not starts:
-        return [text.strip() + "\n"] if text.strip() else []
-    header = [ln for ln in lines[: starts[0]] if ln.strip() and _FIELD_OR_DIRECTIVE.match(ln)]
-    tunes = []
-    for a, b in zip(starts, starts[1:] + [len(lines)]):
-        body = lines[a + 1 : b]
-        while body and not body[-1].strip():
-            body.pop()
-        tunes.append("\n".join([lines[a], *header, *body]) + "\n")
-    return tunes
-
-
-def abc_tune_number(tune: str) -> int | str | None:
-    """The ``X:`` reference number of one ABC tune (an int when numeric)."""
-    for line in tune.split("\n", 3)[:3]:
-        m = _X_LINE.match(line)
-        if m:
-            x = m.group(1).strip()
-            return int(x) if x.isdigit() else (x or None)
-    return None
-
-
-def _no_beams(self, *args, **kwargs):
-    return self
-
-
-def _parse_abc(tune: str):
-    from music21 import converter, stream
-
-    if not _HAS_L_OR_M.search(tune):
-        # ABC's default unit note length is 1/8 without a meter; music21 refuses it
-        lines = tune.split("\n")
-        at = next((i + 1 for i, ln in enumerate(lines) if _X_LINE.match(ln)), 0)
-        tune = "\n".join([*lines[:at], "L:1/8", *lines[at:]])
-
-    # Beaming is pure engraving and takes ~60% of music21's ABC import time, so
-    # Part.makeBeams is a no-op while the tune is parsed (under a lock, and put
-    # back as it was afterwards).
-    with _beams_lock:
-        own = stream.Part.__dict__.get("makeBeams")
-        stream.Part.makeBeams = _no_beams
-        try:
-            return converter.parseData(tune, format="abc")
-        finally:
-            if own is None:
-                del stream.Part.makeBeams
-            else:
-                stream.Part.makeBeams = own
 
 
 # ------------------------------------------------------------------ score -> notes
@@ -537,7 +469,7 @@ def parse_score(data: bytes, suffix: str):
                 raise UnusableInput("corrupt_notation", "no **kern spine in the Humdrum file")
             return converter.parseData(text, format="humdrum")
         if suffix == ".abc":
-            return _parse_abc(_decode(data))
+            return parse_abc(_decode(data))
     except UnusableInput:
         raise
     except Exception as exc:  # noqa: BLE001 - music21 raises many unrelated types
@@ -567,7 +499,7 @@ def read_abc_tune(tune: str, meta: dict | None = None, key_is_tonic: bool = Fals
     if x is not None:
         meta.setdefault("x", x)
     try:
-        score = _parse_abc(tune)
+        score = parse_abc(tune)
     except Exception as exc:  # noqa: BLE001
         raise UnusableInput("corrupt_notation", f"ABC tune X:{x}: music21 failed: {exc}") from exc
     try:

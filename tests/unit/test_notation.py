@@ -10,15 +10,14 @@ import pytest
 
 music21 = pytest.importorskip("music21")
 
+from musicgen.music.abc_tunes import abc_tune_number, split_abc_tunes  # noqa: E402
 from musicgen.music.melody import TICKS_PER_BEAT  # noqa: E402
 from musicgen.music.midi import UnusableInput, read_midi, write_midi  # noqa: E402
 from musicgen.music.notation import (  # noqa: E402
-    abc_tune_number,
     parse_score,
     read_abc_tune,
     read_notation,
     score_parts,
-    split_abc_tunes,
 )
 
 CORPUS = os.path.join(os.path.dirname(music21.__file__), "corpus")
