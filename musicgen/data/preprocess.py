@@ -12,7 +12,7 @@ Pipeline (one pass over the files, then one over the melodies):
 3. on the driver, from small columns only: drop exact duplicates and assign
    train/val/test by source piece, grouping pieces that share an opening so
    no tune (and, since transposition happens at training time, no
-   transposition of it) lands in two splits;
+   transposition of it) lands in two splits (the rule is ``data/splits.py``'s);
 4. write zstd Parquet shards partitioned by split (a plain Ray task per few blocks), plus ``vocab.json``,
    ``stats.json`` and ``errors.parquet`` (the layout is ``data/shards.py``'s).
 """
@@ -41,6 +41,7 @@ from musicgen import storage
 from musicgen.config import PreprocessConfig
 from musicgen.data import shards
 from musicgen.data.shards import ERRORS_SCHEMA, SPLITS
+from musicgen.data.splits import assign_splits, piece_of
 from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES, NOTATION_SUFFIXES
 from musicgen.music.melody import Melody, MelodyBatch, RawMelody, interval_fingerprints_many, quantise_many
 from musicgen.music.midi import UnusableInput, parse_midi
@@ -62,27 +63,6 @@ PARSED_SCHEMA = pa.schema(  # the shard columns, then those the job needs on the
     ]
 )
 INTERNAL_COLUMNS = ("fingerprint", "head_fingerprint", "error_kind", "error_message")
-
-
-def stable_fraction(text: str) -> float:
-    """A deterministic number in [0, 1) from a string (same on every machine and run)."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
-
-
-def split_of(group: str, val_fraction: float, test_fraction: float) -> str:
-    x = stable_fraction(group)
-    if x < test_fraction:
-        return "test"
-    if x < test_fraction + val_fraction:
-        return "val"
-    return "train"
-
-
-def piece_of(path: str) -> str:
-    """The source piece of a file named ``<piece>__<part>.ext`` (one file per voice), else the file."""
-    folder, name = posixpath.split(path)
-    stem = name.rsplit(".", 1)[0]
-    return posixpath.join(folder, stem.split("__", 1)[0])
 
 
 def melodies_from_file(data: bytes, path: str, failed_tunes: list[UnusableInput]) -> list[RawMelody | Melody]:
@@ -254,43 +234,6 @@ def _file_styles(config: PreprocessConfig) -> dict[str, dict[str, tuple[str, str
             log.warning("%d files under %s are not in %s and are skipped",
                         len(files) - len(out[uri]), uri, config.style_from)
     return out
-
-
-def assign_splits(rows: pa.Table, val_fraction: float, test_fraction: float) -> tuple[dict[str, str], set[str]]:
-    """Split by source piece, keeping pieces that share an opening together; drop exact duplicates.
-
-    ``rows`` has melody_id, piece_id, fingerprint and head_fingerprint. Returns
-    ({melody_id: split}, {melody_ids dropped as duplicates}).
-    """
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(a: str, b: str) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
-    columns = ("melody_id", "piece_id", "fingerprint", "head_fingerprint")
-    records = sorted(zip(*(rows.column(c).to_pylist() for c in columns)))
-    seen_full: set[str] = set()
-    duplicates: set[str] = set()
-    for melody_id, piece, full, head in records:
-        union("piece:" + piece, "head:" + head)
-        if full in seen_full:
-            duplicates.add(melody_id)
-        seen_full.add(full)
-    splits = {
-        melody_id: split_of(find("piece:" + piece), val_fraction, test_fraction)
-        for melody_id, piece, _, _ in records
-        if melody_id not in duplicates
-    }
-    return splits, duplicates
 
 
 def write_shard(splits: dict[str, str], filesystem: pafs.FileSystem, path: str, name: str, *blocks: pa.Table) -> None:

@@ -7,15 +7,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from musicgen.data.preprocess import (
-    INTERNAL_COLUMNS,
-    PARSED_SCHEMA,
-    assign_splits,
-    parse_files,
-    piece_of,
-    split_of,
-    write_shard,
-)
+from musicgen.data.preprocess import INTERNAL_COLUMNS, PARSED_SCHEMA, parse_files, write_shard
+from musicgen.data.splits import assign_splits, piece_of, split_of
 from musicgen.music.melody import Melody, Note, interval_fingerprints
 from musicgen.music.midi import write_midi
 from musicgen.tokenizers import make_tokenizer, tokenizer_from_dict
