@@ -203,7 +203,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--style", required=True, help="a style the model was trained on (a wrong one lists them)")
     p.add_argument("--n", type=int, default=1, help="number of melodies (default: 1)")
     p.add_argument("--out", required=True, help="output folder, local or s3://")
-    p.add_argument("--bars", type=int, default=16, help="length in bars, primer included, 1..64 (default: 16)")
+    p.add_argument("--bars", type=int, help="length in bars, primer included, 1..64 (default: 16; with --form, "
+                   "its sections times --section-bars)")
+    p.add_argument("--form", help="sections as letters, up to 8, e.g. AABB or ABAC: a letter that returns repeats its "
+                   "first section, a new letter brings new material; the tune ends on the tonic (default: none)")
+    p.add_argument("--section-bars", type=int, default=8, help="bars per section of --form (default: 8)")
+    p.add_argument("--variation", type=float, default=0.0, help="share of a returning section's last bars sampled "
+                   "anew, 0..1, e.g. 0.125 of 8 bars: a second ending (default: 0, exact repeats)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="sampling temperature; lower is safer, 0 is greedy (default: 1.0)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens; 0 = off (default: 0)")
@@ -251,7 +257,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     requests = make_requests(
         args.style, args.n, args.seed, primer=primer, time_signature=time_signature, key=args.key, bars=args.bars,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, tempo=args.tempo, program=args.program,
-        guidance=args.guidance,
+        guidance=args.guidance, form=args.form, section_bars=args.section_bars, variation=args.variation,
     )
     generated = generate_files(generator, requests, args.out, formats)
     print(format_table(generated))

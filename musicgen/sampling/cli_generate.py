@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from musicgen import storage
 from musicgen.music.export import write_outputs
+from musicgen.music.form import parse_form
 from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES
 from musicgen.music.melody import Melody, parse_key
 from musicgen.music.midi import read_midi
@@ -18,6 +19,7 @@ from musicgen.sampling.sampler import SampleRequest
 
 PRIMER_SUFFIXES = INPUT_SUFFIXES
 BATCH_SIZE = 32  # melodies sampled in one loop: bounds memory for a large --n
+DEFAULT_BARS = 16
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,22 @@ def make_requests(
     primer: Melody | None = None,
     time_signature: tuple[int, int] | None = None,
     key: str | None = None,
+    bars: int | None = None,
+    form: str | None = None,
+    section_bars: int = 8,
     **settings,
 ) -> list[SampleRequest]:
-    """``n`` requests; melody ``i`` gets seed ``seed + i``. A primer brings its own meter."""
+    """``n`` requests; melody ``i`` gets seed ``seed + i``. A primer brings its own meter; a form sets
+    the length (its sections times ``section_bars``) unless ``bars`` is given too."""
     if n < 1:
         raise ValueError("--n must be at least 1")
+    if form is not None:
+        form = parse_form(form)
+        bars = bars if bars is not None else len(form) * section_bars
+        settings.update(form=form, section_bars=section_bars)
+    elif settings.get("variation"):
+        raise ValueError("--variation varies the returning sections of a --form: give a form too")
+    bars = bars if bars is not None else DEFAULT_BARS
     if key:
         try:
             parse_key(key)
@@ -64,8 +77,8 @@ def make_requests(
             meter = "/".join(map(str, primer.time_signature))
             raise ValueError(f"the primer is in {meter}; leave out --time-signature or make them agree")
         time_signature = primer.time_signature
-    return [SampleRequest(style, seed + i, time_signature=time_signature, key=key, primer=primer, **settings)
-            for i in range(n)]
+    return [SampleRequest(style, seed + i, bars=bars, time_signature=time_signature, key=key, primer=primer,
+                          **settings) for i in range(n)]
 
 
 def stem_of(request: SampleRequest) -> str:

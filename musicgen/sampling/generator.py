@@ -14,10 +14,12 @@ from musicgen.models import ArtifactMeta, load_artifact
 from musicgen.models.style_classifier import StyleClassifier
 from musicgen.models.style_companion import load_companion, verdicts
 from musicgen.music.melody import Melody
+from musicgen.sampling.form import sample_form
 from musicgen.sampling.precision import PrecisionChoice, resolve_precision
 from musicgen.sampling.sampler import (
     GeneratedMelody,
     SampleRequest,
+    finish,
     finish_melody,
     is_guidable,
     sample_tokens,
@@ -101,7 +103,15 @@ class MelodyGenerator:
         """Melodies for ``requests`` in order, sampled in one batch."""
         self.check_styles(r.style for r in requests)
         requests = [with_guidance(self.model, r) for r in requests]
+        plain = [i for i, r in enumerate(requests) if r.form is None]
+        formed = [i for i, r in enumerate(requests) if r.form is not None]  # sampled section by section
+        out: dict[int, GeneratedMelody] = {}
         with self._lock:
-            sampled = sample_tokens(self.model, self.tokenizer, requests, self.device)
-        return [GeneratedMelody(finish_melody(self.tokenizer, tokens, r), r, tokens)
-                for tokens, r in zip(sampled, requests)]
+            sampled = sample_tokens(self.model, self.tokenizer, [requests[i] for i in plain], self.device)
+            tunes = sample_form(self.model, self.tokenizer, [requests[i] for i in formed], self.device)
+        for i, tokens in zip(plain, sampled):
+            out[i] = GeneratedMelody(finish_melody(self.tokenizer, tokens, requests[i]), requests[i], tokens)
+        for i, tune in zip(formed, tunes):
+            tokens = self.tokenizer.encode(tune, requests[i].style)
+            out[i] = GeneratedMelody(finish(tune, requests[i]), requests[i], tokens)
+        return [out[i] for i in range(len(requests))]

@@ -21,12 +21,13 @@ if TYPE_CHECKING:
     from musicgen.sampling.sampler import SampleRequest
 
 # the settings recorded only where a request sets them (None: the model's or the style's own)
-OPTIONAL = ("key", "time_signature", "tempo", "program")
+OPTIONAL = ("key", "time_signature", "tempo", "program", "form", "section_bars", "variation")
 
 # what each output takes, in its order: (record field, the output's name for it)
 CLI_FIELDS = (("model_id", "model_id"), ("model_version", "model_version"), ("model_name", "model"),
               ("style", "style"), ("seed", "seed"), ("bars", "bars"), ("temperature", "temperature"),
-              ("top_k", "top_k"), ("top_p", "top_p"), ("guidance", "guidance"), ("primer_notes", "primer_notes"))
+              ("top_k", "top_k"), ("top_p", "top_p"), ("guidance", "guidance"), ("primer_notes", "primer_notes"),
+              ("form", "form"), ("section_bars", "section_bars"), ("variation", "variation"))
 SERVE_FIELDS = tuple((name, name) for name in ("style", "seed", "bars", "model_id", "model_version", "model_name",
                                                "guidance"))
 BULK_FIELDS = tuple((name, name) for name in ("model_id", "model_version", "model_name", "temperature", "top_k",
@@ -54,6 +55,9 @@ class Provenance:
     time_signature: tuple[int, int] | None = None
     tempo: float | None = None
     program: int | None = None
+    form: str | None = None  # the section letters asked for, with their length and variation
+    section_bars: int | None = None
+    variation: float | None = None
 
     def as_dict(self) -> dict:
         """Every field, in declaration order; the optional settings only where set (a meter as "6/8")."""
@@ -68,8 +72,10 @@ class Provenance:
         return out
 
     def subset(self, names: Iterable[tuple[str, str]]) -> dict:
-        """``{output name: value}`` for ``(field, output name)`` pairs, in their order (``CLI_FIELDS`` ...)."""
-        return {out: getattr(self, name) for name, out in names}
+        """``{output name: value}`` for ``(field, output name)`` pairs, in their order (``CLI_FIELDS`` ...);
+        the optional settings only where set."""
+        return {out: getattr(self, name) for name, out in names
+                if not (name in OPTIONAL and getattr(self, name) is None)}
 
 
 def provenance(generator: MelodyGenerator, request: SampleRequest, precision: str | None = None) -> Provenance:
@@ -85,7 +91,9 @@ def provenance(generator: MelodyGenerator, request: SampleRequest, precision: st
         precision=precision if precision is not None else generator.precision,
         primer_notes=len(request.primer.notes) if request.primer is not None else 0,
         key=request.key, time_signature=tuple(request.time_signature) if request.time_signature else None,
-        tempo=request.tempo, program=request.program,
+        tempo=request.tempo, program=request.program, form=request.form,
+        section_bars=request.section_bars if request.form else None,
+        variation=request.variation if request.form else None,
     )
 
 

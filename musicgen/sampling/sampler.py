@@ -31,6 +31,7 @@ from torch import Tensor
 from musicgen.config import DEFAULT_TOP_P
 from musicgen.models import unwrap
 from musicgen.models.lstm import null_style_index
+from musicgen.music.form import parse_form
 from musicgen.music.melody import Melody, transpose_to_key
 from musicgen.music.performance import performance_for
 from musicgen.sampling.provenance import melody_meta
@@ -62,6 +63,9 @@ class SampleRequest:
     program: int | None = None  # General MIDI instrument; None: the style's own
     primer: Melody | None = None  # a quantised melody to continue; counts towards ``bars``
     guidance: float | None = None  # classifier-free guidance weight; None: the model's default
+    form: str | None = None  # section letters such as AABB (musicgen.sampling.form); bars = sections x section_bars
+    section_bars: int = 8
+    variation: float = 0.0  # share of a returning section's last bars sampled again (0: an exact repeat)
 
     def __post_init__(self):
         if not 1 <= self.bars <= MAX_BARS:
@@ -74,6 +78,19 @@ class SampleRequest:
             raise ValueError("program must be a General MIDI program, 0-127")
         if self.primer is not None and self.primer.end >= self.bars * self.primer.bar_ticks:
             raise ValueError(f"the primer already fills {self.primer.n_bars} bars; ask for more than that")
+        if self.form is not None:
+            self._check_form()
+
+    def _check_form(self) -> None:
+        object.__setattr__(self, "form", parse_form(self.form))  # normalised: AABB
+        if self.section_bars < 1 or self.bars != len(self.form) * self.section_bars:
+            raise ValueError(f"a form of {len(self.form)} sections of {self.section_bars} bars is "
+                             f"{len(self.form) * self.section_bars} bars (at most {MAX_BARS}), not {self.bars}")
+        if not 0 <= self.variation <= 1:
+            raise ValueError("variation must be between 0 (exact repeats) and 1")
+        if self.primer is not None and self.primer.end >= self.section_bars * self.primer.bar_ticks:
+            raise ValueError(f"the primer fills {self.primer.n_bars} bars: with a form it must fit in the first "
+                             f"section ({self.section_bars} bars)")
 
 
 @dataclass
@@ -268,8 +285,13 @@ def sample_tokens(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
 
 
 def finish_melody(tokenizer: Tokenizer, tokens: list[int], request: SampleRequest) -> Melody:
-    """Decode, then set the requested key (by transposition) and tempo, and record how it was made."""
+    """Decode, then ``finish``."""
     melody, _ = tokenizer.decode(tokens)  # the key is estimated (events) or read from K: (abc)
+    return finish(melody, request)
+
+
+def finish(melody: Melody, request: SampleRequest) -> Melody:
+    """Set the requested key (by transposition) and tempo of a sampled melody, and record how it was made."""
     if request.key:
         melody = transpose_to_key(melody, request.key, low=21, high=108)
     performance = performance_for(request.style, request.program)

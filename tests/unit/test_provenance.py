@@ -88,7 +88,7 @@ def test_generate_serve_and_bulk_record_the_same_provenance(generator, tmp_path)
     bulk = _bulk_record(generator, generated, tmp_path)
 
     # each output's provenance fields are the record's, under the output's own names
-    assert {k: cli[k] for _, k in CLI_FIELDS} == made.subset(CLI_FIELDS)
+    assert {k: cli[k] for _, k in CLI_FIELDS if k in cli} == made.subset(CLI_FIELDS)  # no form: none recorded
     assert {k: serve[k] for _, k in SERVE_FIELDS} == made.subset(SERVE_FIELDS)
     assert {k: bulk[k] for _, k in BULK_FIELDS} == made.subset(BULK_FIELDS)
 
@@ -116,15 +116,19 @@ def test_the_melody_carries_the_requests_part_of_the_record(generator):
 def test_optional_settings_are_recorded_only_where_set(generator):
     from musicgen.music.melody import Melody, Note
 
+    optional = {"key", "time_signature", "tempo", "program", "form", "section_bars", "variation"}
     bare = provenance(generator, SampleRequest("irish_folk", 1, guidance=1.0)).as_dict()
-    assert not {"key", "time_signature", "tempo", "program"} & set(bare)
+    assert not optional & set(bare)
+    assert not optional & set(provenance(generator, SampleRequest("irish_folk", 1, guidance=1.0)).subset(CLI_FIELDS))
     primer = Melody(notes=(Note(60, 0, 12), Note(62, 12, 12)), time_signature=(6, 8))
-    full = provenance(generator, SampleRequest("irish_folk", 1, guidance=1.0, key="D minor", tempo=96.0,
-                                               program=41, time_signature=(6, 8), primer=primer),
+    full = provenance(generator, SampleRequest("irish_folk", 1, bars=12, guidance=1.0, key="D minor", tempo=96.0,
+                                               program=41, time_signature=(6, 8), primer=primer, form="ABA",
+                                               section_bars=4, variation=0.25),
                       precision="int8").as_dict()
-    assert {k: full[k] for k in ("key", "time_signature", "tempo", "program", "primer_notes", "precision")} == {
+    assert {k: full[k] for k in ("key", "time_signature", "tempo", "program", "primer_notes", "precision", "form",
+                                 "section_bars", "variation")} == {
         "key": "D minor", "time_signature": "6/8", "tempo": 96.0, "program": 41, "primer_notes": 2,
-        "precision": "int8"}
+        "precision": "int8", "form": "ABA", "section_bars": 4, "variation": 0.25}
     assert list(full) == [f.name for f in fields(Provenance)]  # declaration order
 
 

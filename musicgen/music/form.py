@@ -1,0 +1,179 @@
+"""Musical form as letters: which sections of a tune return (AABB, ABAC) and which are new.
+
+A form string names each section of a tune with a letter: a repeated letter is the same
+material, a new letter new material (folk-rnn's and TunesFormer's view of folk tunes). The
+functions here read a form off a melody (from the section starts recorded at ingest, or from
+fixed-length sections), compare sections bar by bar, and judge whether a melody keeps a form it
+was asked for. Pure functions on ``Melody``: the corpus measurement, the form-aware sampler and
+the tests share them.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from musicgen.music.keys import MAJOR_SCALE, MINOR_SCALE, mode_family, parse_key
+from musicgen.music.melody import Melody, Note
+from musicgen.music.metrics import bar_self_similarity
+from musicgen.music.performance import beat_ticks
+
+MAX_SECTIONS = 8
+SAME_MATERIAL = 0.5  # mean bar similarity at or above which two sections are the same material
+LETTERS = string.ascii_uppercase
+
+
+def parse_form(text: str) -> str:
+    """A validated form: 1 to ``MAX_SECTIONS`` letters, starting with A and bringing each new letter
+    in order (AABB, ABAC, AAB); lower case is accepted."""
+    form = text.strip().upper()
+    if not 1 <= len(form) <= MAX_SECTIONS or any(c not in LETTERS for c in form):
+        raise ValueError(f"a form is 1 to {MAX_SECTIONS} letters such as AABB or ABAC, got {text!r}")
+    seen = ""
+    for c in form:
+        if c not in seen:
+            if c != LETTERS[len(seen)]:
+                raise ValueError(f"a form starts with A and brings in each new letter in order "
+                                 f"(AABB, ABAC), got {text!r}: {c!r} comes before {LETTERS[len(seen)]!r}")
+            seen += c
+    return form
+
+
+def section_bar_ranges(melody: Melody) -> list[tuple[int, int]]:
+    """[first bar, end bar) of each section, from the section starts recorded at ingest (one section
+    for the whole melody when none are known); starts within a bar snap to the nearest bar line."""
+    bar, n_bars = melody.bar_ticks, melody.n_bars
+    starts = sorted({0, *(int(round(t / bar)) for t in melody.sections)} - {n_bars})
+    starts = [s for s in starts if 0 <= s < n_bars]
+    return [(a, b) for a, b in zip(starts, [*starts[1:], n_bars]) if b > a]
+
+
+def fixed_bar_ranges(n_sections: int, section_bars: int) -> list[tuple[int, int]]:
+    """The sections of a tune made of ``n_sections`` sections of ``section_bars`` bars each."""
+    return [(i * section_bars, (i + 1) * section_bars) for i in range(n_sections)]
+
+
+def section_similarity(similarity: np.ndarray, a: tuple[int, int], b: tuple[int, int]) -> float:
+    """Mean similarity of the aligned bars of two sections (``bar_self_similarity``'s matrix), counting
+    the bars one section has beyond the other's length as 0."""
+    length = max(a[1] - a[0], b[1] - b[0])
+    aligned = min(a[1] - a[0], b[1] - b[0])
+    total = sum(similarity[a[0] + i, b[0] + i] for i in range(aligned)
+                if a[0] + i < len(similarity) and b[0] + i < len(similarity))
+    return float(total / length) if length else 1.0
+
+
+def form_letters(melody: Melody, ranges: Sequence[tuple[int, int]], same: float = SAME_MATERIAL) -> str:
+    """The form of ``melody`` cut into ``ranges``: each section takes the letter of the earlier section
+    it is most like, if at least ``same`` alike, or the next new letter."""
+    similarity = _padded_similarity(melody, max((b for _, b in ranges), default=0))
+    letters: list[str] = []
+    first_of: dict[str, tuple[int, int]] = {}
+    for section in ranges:
+        scores = {letter: section_similarity(similarity, first, section) for letter, first in first_of.items()}
+        best = max(scores, key=scores.get, default=None)
+        if best is not None and scores[best] >= same:
+            letters.append(best)
+        else:
+            letter = LETTERS[min(len(first_of), len(LETTERS) - 1)]
+            first_of[letter] = section
+            letters.append(letter)
+    return "".join(letters)
+
+
+def written_form(melody: Melody) -> str:
+    """The form of a corpus melody from its recorded section starts (one letter when none are known)."""
+    return form_letters(melody, section_bar_ranges(melody))
+
+
+def form_adherence(melody: Melody, form: str, section_bars: int, varied_bars: int = 0) -> bool:
+    """Whether ``melody`` keeps ``form`` in sections of ``section_bars``: every return of a letter
+    repeats the letter's first section exactly except its last ``varied_bars`` bars, and the first
+    sections of different letters are not the same material."""
+    ranges = fixed_bar_ranges(len(form), section_bars)
+    similarity = _padded_similarity(melody, len(form) * section_bars)
+    first_of: dict[str, tuple[int, int]] = {}
+    for letter, section in zip(form, ranges):
+        if letter not in first_of:
+            if any(section_similarity(similarity, other, section) >= SAME_MATERIAL for other in first_of.values()):
+                return False
+            first_of[letter] = section
+            continue
+        first = first_of[letter]
+        kept = section_bars - varied_bars
+        if not all(similarity[first[0] + i, section[0] + i] == 1.0 for i in range(kept)):
+            return False
+    return True
+
+
+def _padded_similarity(melody: Melody, n_bars: int) -> np.ndarray:
+    """``bar_self_similarity`` over at least ``n_bars`` bars (bars past the melody's end are empty)."""
+    similarity = bar_self_similarity(melody)
+    if len(similarity) >= n_bars:
+        return similarity
+    padded = np.zeros((n_bars, n_bars))
+    padded[: len(similarity), : len(similarity)] = similarity
+    empty = np.arange(len(similarity), n_bars)
+    padded[np.ix_(empty, empty)] = 1.0  # empty bars are alike
+    return padded
+
+
+def scale_degree(pitch: int, key: str) -> int | None:
+    """1..7 for a pitch on its key's scale (the major or natural minor scale of the key's family),
+    None for a note off the scale."""
+    tonic, mode = parse_key(key)
+    scale = MINOR_SCALE if mode_family(mode) == "minor" else MAJOR_SCALE
+    interval = (pitch - tonic) % 12
+    return scale.index(interval) + 1 if interval in scale else None
+
+
+def last_note(melody: Melody, end_tick: int | None = None) -> Note | None:
+    """The last note starting before ``end_tick`` (the melody's end when None)."""
+    notes = [n for n in melody.notes if end_tick is None or n.onset < end_tick]
+    return notes[-1] if notes else None
+
+
+def section_slice(melody: Melody, start_bar: int, end_bar: int, to_bar: int) -> tuple[Note, ...]:
+    """The notes starting in bars [start_bar, end_bar), moved to start at bar ``to_bar`` and cut at
+    the slice's end: a section copied elsewhere in the tune."""
+    bar = melody.bar_ticks
+    start, end, shift = start_bar * bar, end_bar * bar, (to_bar - start_bar) * bar
+    return tuple(Note(n.pitch, n.onset + shift, min(n.duration, end - n.onset))
+                 for n in melody.notes if start <= n.onset < end)
+
+
+STABLE_DEGREES = (1, 3, 5)  # the tonic triad: where a phrase can come to rest
+
+
+def cadence_score(melody: Melody, end_tick: int, final: bool) -> int:
+    """How well the phrase ending at ``end_tick`` comes to rest: 2 when its last note is the tonic
+    (``final``: the tune's end) or on the tonic triad (a section's end), plus 1 when that note
+    lasts a beat or longer; 0 without a note."""
+    note = last_note(melody, end_tick)
+    if note is None:
+        return 0
+    degree = scale_degree(note.pitch, melody.key)
+    rests = degree == 1 if final else degree in STABLE_DEGREES
+    return 2 * rests + (note.duration >= beat_ticks(melody.time_signature))
+
+
+def close_on_tonic(melody: Melody) -> Melody:
+    """``melody`` ending on a held tonic: unless its last note is already the tonic and lasts a beat,
+    its last beat becomes one tonic note, the one nearest the note before it. The last resort of a
+    tune that should end at home when no sampled ending did."""
+    if not melody.notes:
+        return melody
+    tonic, _ = parse_key(melody.key)
+    last, beat, end = melody.notes[-1], beat_ticks(melody.time_signature), melody.end
+    if (last.pitch - tonic) % 12 == 0 and last.duration >= min(beat, end):
+        return melody
+    cut = max(end - beat, 0)
+    kept = tuple(n._replace(duration=min(n.duration, cut - n.onset)) for n in melody.notes if n.onset < cut)
+    before = kept[-1].pitch if kept else last.pitch
+    up = (tonic - before) % 12
+    pitch = before + up if up <= 6 else before + up - 12  # the nearest tonic, down on a tritone's tie
+    pitch = pitch + 12 if pitch < 0 else pitch - 12 if pitch > 127 else pitch
+    return replace(melody, notes=(*kept, Note(pitch, cut, end - cut)))

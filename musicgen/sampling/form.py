@@ -1,0 +1,102 @@
+"""Tunes with form, sampled section by section with the tune so far as the model's context.
+
+A request with ``form="AABB"`` and ``section_bars=8`` becomes a 32-bar tune in four steps. A new
+letter is sampled as a continuation of everything before it (the model hears the earlier sections,
+so the new material still belongs to the tune); a returning letter copies its first section, and
+with ``variation`` samples its last bars again as a varied ending (a second ending). Each sampled
+ending is picked from ``CANDIDATES`` continuations (``FINAL_CANDIDATES`` for the tune's end) by how it
+comes to rest (``musicgen.music.form.cadence_score``): on the tonic triad at a section's end, on the
+tonic at the tune's end; where no candidate ends the tune on a tonic a beat long, its last beat
+becomes one (``close_on_tonic``). The model, tokenizer and grammar are the ones plain sampling uses:
+any melody model can sample a form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import torch
+import torch.nn as nn
+
+from musicgen.music.form import cadence_score, close_on_tonic, section_slice
+from musicgen.music.melody import Melody
+from musicgen.sampling.sampler import SampleRequest, sample_tokens
+from musicgen.tokenizers.base import Tokenizer
+
+CANDIDATES = 4  # continuations sampled for each new section; the one that comes to rest best is kept
+FINAL_CANDIDATES = 8  # for the ending that closes the tune
+
+
+def derived_seed(seed: int, section: int, candidate: int) -> int:
+    """The seed of one candidate continuation: independent of the others, the same on every rerun."""
+    digest = hashlib.blake2b(f"{seed}/{section}/{candidate}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def varied_bars(request: SampleRequest) -> int:
+    """Bars at the end of a returning section sampled again (``variation`` of its bars, at most all but one)."""
+    return min(request.section_bars - 1, round(request.variation * request.section_bars))
+
+
+def _ends_tune(request: SampleRequest, section: int) -> bool:
+    """Whether the ending sampled at ``section`` is the tune's own: its last section, or the first of
+    the letter that closes the tune when that letter returns unvaried."""
+    letter = request.form[section]
+    return section == len(request.form) - 1 or (
+        letter == request.form[-1] and request.form.index(letter) == section and varied_bars(request) == 0)
+
+
+def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melody | None, int, int, bool]],
+              requests: list[SampleRequest], section: int, device: torch.device) -> dict[int, Melody]:
+    """For each job (row, tune so far, first new bar, end bar, ends the tune): the tune continued to
+    its end bar by the best of ``CANDIDATES`` samples, all jobs' candidates in one ``sample_tokens`` call."""
+    asks, counts = [], []
+    for row, tune, _, end_bar, final in jobs:
+        r = requests[row]
+        meter = tune.time_signature if tune is not None else r.time_signature
+        counts.append(FINAL_CANDIDATES if final else CANDIDATES)
+        for k in range(counts[-1]):
+            asks.append(SampleRequest(
+                r.style, derived_seed(r.seed, section, k), bars=end_bar, temperature=r.temperature, top_k=r.top_k,
+                top_p=r.top_p, time_signature=meter, key=r.key if tune is None else None, primer=tune,
+                guidance=r.guidance))
+    sampled = sample_tokens(model, tokenizer, asks, device)
+    out, first = {}, 0
+    for (row, tune, start_bar, end_bar, final), count in zip(jobs, counts):
+        candidates = [tokenizer.decode(tokens)[0] for tokens in sampled[first : first + count]]
+        first += count
+        best = max(candidates, key=lambda c: cadence_score(c, end_bar * c.bar_ticks, final))  # first of equals
+        start = start_bar * best.bar_ticks
+        kept = tune.notes if tune is not None else ()
+        best = replace(best, notes=(*kept, *(n for n in best.notes if n.onset >= start)))
+        out[row] = close_on_tonic(best) if final else best
+    return out
+
+
+def sample_form(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
+                device: torch.device | str = "cpu") -> list[Melody]:
+    """The tunes ``requests`` ask for (each with a ``form``), in order, in the model's own key (the key
+    their endings were chosen in) and with their section starts (``Melody.sections``)."""
+    device = torch.device(device)
+    tunes: list[Melody | None] = [r.primer for r in requests]
+    for section in range(max((len(r.form) for r in requests), default=0)):
+        jobs = []
+        for row, r in enumerate(requests):
+            if section >= len(r.form):
+                continue
+            start_bar, end_bar = section * r.section_bars, (section + 1) * r.section_bars
+            first = r.form.index(r.form[section])
+            if first == section:  # a new letter: new material
+                jobs.append((row, tunes[row], start_bar, end_bar, _ends_tune(r, section)))
+                continue
+            tune, kept = tunes[row], r.section_bars - varied_bars(r)
+            copied = section_slice(tune, first * r.section_bars, first * r.section_bars + kept, start_bar)
+            tunes[row] = replace(tune, notes=(*tune.notes, *copied))
+            if kept < r.section_bars:  # a varied ending: the last bars sampled again
+                jobs.append((row, tunes[row], start_bar + kept, end_bar, section == len(r.form) - 1))
+        if jobs:
+            for row, tune in _continue(model, tokenizer, jobs, requests, section, device).items():
+                tunes[row] = tune
+    return [replace(tune, sections=tuple(i * r.section_bars * tune.bar_ticks for i in range(len(r.form))))
+            for tune, r in zip(tunes, requests)]
