@@ -29,7 +29,7 @@ CLI_FIELDS = (("model_id", "model_id"), ("model_version", "model_version"), ("mo
               ("top_k", "top_k"), ("top_p", "top_p"), ("guidance", "guidance"), ("primer_notes", "primer_notes"),
               ("form", "form"), ("section_bars", "section_bars"), ("variation", "variation"))
 SERVE_FIELDS = tuple((name, name) for name in ("style", "seed", "bars", "model_id", "model_version", "model_name",
-                                               "guidance"))
+                                               "guidance", "form", "section_bars", "variation"))
 BULK_FIELDS = tuple((name, name) for name in ("model_id", "model_version", "model_name", "temperature", "top_k",
                                               "top_p", "guidance", "precision"))
 

@@ -41,6 +41,7 @@ from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
 from musicgen.sampling.provenance import SERVE_FIELDS, provenance
 from musicgen.sampling.sampler import UNGUIDABLE, resolve_guidance
 from musicgen.serving.schemas import (
+    DEFAULT_BARS,
     MAX_BODY_BYTES,
     MAX_MELODIES,
     MAX_SEED,
@@ -309,9 +310,11 @@ class MelodyAPI:
         if body.guidance not in (None, 1) and not self.guidable:
             raise HTTPException(422, UNGUIDABLE)
         try:
-            requests = [SampleRequest(style=style, seed=seed + i, bars=body.bars, temperature=body.temperature,
+            bars = body.bars or (len(body.form) * body.section_bars if body.form else DEFAULT_BARS)
+            form = dict(form=body.form, section_bars=body.section_bars, variation=body.variation) if body.form else {}
+            requests = [SampleRequest(style=style, seed=seed + i, bars=bars, temperature=body.temperature,
                                       top_k=body.top_k, top_p=body.top_p, time_signature=meter, key=body.key,
-                                      tempo=body.tempo, program=body.program, guidance=body.guidance)
+                                      tempo=body.tempo, program=body.program, guidance=body.guidance, **form)
                         for i in range(body.n)]
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None

@@ -11,12 +11,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from musicgen.config import DEFAULT_TOP_P
+from musicgen.music.form import MAX_SECTIONS, parse_form
 from musicgen.music.formats import SERVED_FORMATS
 from musicgen.music.keys import key_name, parse_key
 from musicgen.sampling.sampler import MAX_BARS, MAX_GUIDANCE
 from musicgen.tokenizers.events import parse_time_signature
 
 MAX_MELODIES = 16
+DEFAULT_BARS = 16
 MAX_SEED = 2**32 - 1
 # Bodies past this are a 413 before they are read: the largest valid request is a few hundred bytes,
 # and reading and parsing megabytes only to refuse them would cost the ingress's event loop.
@@ -45,7 +47,8 @@ class MelodyRequest(BaseModel):
     )
 
     n: int = Field(1, ge=1, le=MAX_MELODIES, description="number of melodies; melody i uses seed + i")
-    bars: int = Field(16, ge=1, le=MAX_BARS)
+    bars: int | None = Field(None, ge=1, le=MAX_BARS, description=(
+        f"length; missing: {DEFAULT_BARS}, or with a form its sections times section_bars"))
     temperature: float = Field(1.0, gt=0, le=2)
     top_k: int = Field(0, ge=0, le=256, description="0 switches top-k filtering off")
     top_p: float = Field(DEFAULT_TOP_P, gt=0, le=1, description="nucleus sampling mass; 1 switches the filter off")
@@ -58,6 +61,17 @@ class MelodyRequest(BaseModel):
     program: int | None = Field(None, ge=0, le=127, description="General MIDI instrument; missing: the style's own")
     time_signature: str | None = Field(None, description="e.g. '6/8'; the model chooses when missing")
     format: list[Format] = Field(list(FORMATS), min_length=1, description="what to return for each melody")
+    form: str | None = Field(None, max_length=2 * MAX_SECTIONS, description=(
+        f"sections as letters, up to {MAX_SECTIONS}, e.g. AABB or ABAC: a letter that returns repeats its first "
+        "section, a new letter brings new material; the tune ends on the tonic"))
+    section_bars: int = Field(8, ge=1, le=MAX_BARS, description="bars per section of the form")
+    variation: float = Field(0.0, ge=0, le=1, description=(
+        "share of a returning section's last bars sampled anew (a second ending); 0: exact repeats"))
+
+    @field_validator("form")
+    @classmethod
+    def _form(cls, value: str | None) -> str | None:
+        return None if value is None else parse_form(value)
 
     @field_validator("key")
     @classmethod
@@ -103,6 +117,9 @@ class MelodyOut(BaseModel):
         description="the model's style classifier's probability that the melody is of its style, for a library "
         "to filter on (not a measure of the model's style fidelity); None when the model carries no classifier")
     top_style: str | None = Field(default=None, description="the style the classifier finds most probable")
+    form: str | None = Field(default=None, description="the form asked for, with its section length and variation")
+    section_bars: int | None = None
+    variation: float | None = None
     notes: list[NoteOut] | None = None
     midi_base64: str | None = None
     abc: str | None = None

@@ -89,7 +89,7 @@ def test_generate_serve_and_bulk_record_the_same_provenance(generator, tmp_path)
 
     # each output's provenance fields are the record's, under the output's own names
     assert {k: cli[k] for _, k in CLI_FIELDS if k in cli} == made.subset(CLI_FIELDS)  # no form: none recorded
-    assert {k: serve[k] for _, k in SERVE_FIELDS} == made.subset(SERVE_FIELDS)
+    assert {k: serve[k] for _, k in SERVE_FIELDS if serve[k] is not None} == made.subset(SERVE_FIELDS)
     assert {k: bulk[k] for _, k in BULK_FIELDS} == made.subset(BULK_FIELDS)
 
     # and the fields they share agree across the three
@@ -141,3 +141,12 @@ def test_every_output_names_only_record_fields():
     known = {f.name for f in fields(Provenance)}
     for names in (CLI_FIELDS, SERVE_FIELDS, BULK_FIELDS):
         assert {name for name, _ in names} <= known
+
+
+def test_a_formed_melody_records_its_form_in_the_cli_json_and_the_serve_response(generator, tmp_path):
+    request = SampleRequest("german_folk", 3, bars=6, form="ABA", section_bars=2, variation=0.5, guidance=1.0)
+    (generated,) = generator.generate([request])
+    asked = {"form": "ABA", "section_bars": 2, "variation": 0.5}
+    cli, serve = _cli_meta(generator, request, tmp_path), _serve_out(generator, generated)
+    assert {k: cli[k] for k in asked} == {k: serve[k] for k in asked} == asked
+    assert serve["bars"] == cli["bars"] == 6

@@ -113,13 +113,37 @@ def test_a_valid_request_reaches_the_style(ingress):
 
 
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e400"])
-@pytest.mark.parametrize("field", ["temperature", "top_p", "tempo", "guidance", "n", "bars", "seed"])
+@pytest.mark.parametrize("field", ["temperature", "top_p", "tempo", "guidance", "n", "bars", "seed", "section_bars",
+                                   "variation"])
 def test_non_finite_numbers_are_422_and_not_echoed(ingress, field, text):
     status, body, _ = post(f'{{"{field}": {text}}}')
     assert status == 422, body
     answer = json.loads(body, parse_constant=lambda c: pytest.fail(f"the error echoes {c}"))
     assert answer["detail"] == f"{field}: Input should be a finite number"
     assert all("input" not in e for e in answer["errors"])
+
+
+def test_a_form_sets_the_length_and_reaches_the_style(ingress):
+    status, body, _ = post({"n": 2, "seed": 5, "form": "aabb", "section_bars": 4, "variation": 0.25})
+    assert status == 200, body
+    assert [m["bars"] for m in json.loads(body)["melodies"]] == [16, 16]
+    status, body, _ = post({"seed": 5, "form": "ABA", "section_bars": 4, "bars": 12})
+    assert status == 200, body
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"form": "BA"}, "form: a form starts with A"),
+    ({"form": "AB1"}, "form: a form is 1 to 8 letters such as AABB"),
+    ({"form": "ABCDEFGHA"}, "form: a form is 1 to 8 letters"),
+    ({"form": "A" * 100}, "form: String should have at most 16 characters"),
+    ({"form": "AABB", "bars": 16}, "a form of 4 sections of 8 bars is 32 bars"),
+    ({"form": "AABB", "section_bars": 32}, "bars must be between 1 and 64"),
+    ({"form": "AB", "variation": 2}, "variation: Input should be less than or equal to 1"),
+])
+def test_a_bad_form_is_a_422_that_says_what_is_wrong(ingress, fields, message):
+    status, body, _ = post(fields)
+    assert status == 422, body
+    assert message in json.loads(body)["detail"], body
 
 
 @pytest.mark.parametrize("chunks, content_length", [(1, True), (64, False)])

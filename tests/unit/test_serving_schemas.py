@@ -26,8 +26,8 @@ def error_of(**body) -> str:
 
 def test_defaults_and_normalisation():
     r = MelodyRequest()
-    assert (r.n, r.bars, r.temperature, r.top_k, r.top_p, r.seed, r.key, r.tempo, r.time_signature) == (
-        1, 16, 1.0, 0, DEFAULT_TOP_P, None, None, None, None)  # no tempo: the style's own
+    assert (r.n, r.bars, r.temperature, r.top_k, r.top_p, r.seed, r.key, r.tempo, r.time_signature, r.form) == (
+        1, None, 1.0, 0, DEFAULT_TOP_P, None, None, None, None, None)  # no tempo: the style's own; bars: see app
     assert r.format == ["json", "midi", "abc"]
     r = MelodyRequest(key="f# MINOR", time_signature=" 6 / 8 ", format=["abc", "abc", "midi"])
     assert (r.key, r.time_signature, r.format) == ("F# minor", "6/8", ["abc", "midi"])
