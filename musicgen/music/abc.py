@@ -116,8 +116,8 @@ def _parse_length(digits: str, slashes: str) -> Fraction | None:
     return Fraction(num, den) if num and den else None
 
 
-def render(melody: Melody) -> str:
-    """Canonical ABC of the melody: M:, L:, K: lines, then the bars."""
+def _bars(melody: Melody) -> tuple[list[str], list[str]]:
+    """The M:, L:, K: lines and the text of every bar."""
     n, d = melody.time_signature
     if n < 1 or d not in DENOMINATORS:
         raise ValueError(f"time signature {n}/{d} is not supported")
@@ -164,13 +164,62 @@ def render(melody: Melody) -> str:
             parts += [_pitch_text(letter, octave), abc_length(length), "-" if tied else ""]
         bar_texts.append("".join(parts))
 
-    lines = [f"M:{n}/{d}", "L:1/8", f"K:{tonic}"]
-    for i in range(0, len(bar_texts), BARS_PER_LINE):
-        last = i + BARS_PER_LINE >= len(bar_texts)
-        lines.append(" | ".join(bar_texts[i : i + BARS_PER_LINE]) + (" |]" if last else " |"))
-    if not bar_texts:
-        lines.append("|]")
-    return "\n".join(lines)
+    return [f"M:{n}/{d}", "L:1/8", f"K:{tonic}"], bar_texts
+
+
+def render(melody: Melody) -> str:
+    """Canonical ABC of the melody: M:, L:, K: lines, then the bars."""
+    header, bar_texts = _bars(melody)
+    return "\n".join([*header, *_lines("", [(text, "|") for text in bar_texts])])
+
+
+def _lines(start: str, bars: list[tuple[str, str]]) -> list[str]:
+    """Bars (text, the bar line after it) ``BARS_PER_LINE`` to a line; the last bar line closes the tune."""
+    if not bars:
+        return ["|]"]
+    if bars[-1][1] == "|":
+        bars = [*bars[:-1], (bars[-1][0], "|]")]
+    return [(start + " " if i == 0 and start else "") + " ".join(f"{text} {line}" for text, line in
+                                                                  bars[i : i + BARS_PER_LINE])
+            for i in range(0, len(bars), BARS_PER_LINE)]
+
+
+def _with_repeats(bar_texts: list[str], melody: Melody) -> tuple[str, list[tuple[str, str]]]:
+    """The bars of a tune with a form (``Melody.meta["form"]`` and its ``sections``), a section that
+    comes again right away written once between repeat signs, with first and second endings where
+    only its last bars differ; (the opening bar line, [(bar text, bar line after it)])."""
+    form, starts = melody.meta.get("form"), [round(t / melody.bar_ticks) for t in melody.sections]
+    if not form or len(starts) != len(form) or starts[0] != 0:
+        return "", [(text, "|") for text in bar_texts]
+    ranges = list(zip(starts, [*starts[1:], len(bar_texts)]))
+    start, out, i = "", [], 0
+
+    def open_repeat() -> None:
+        nonlocal start
+        if not out:
+            start = "|:"
+        else:
+            out[-1] = (out[-1][0], ":||:" if out[-1][1] == ":|" else "|:")
+
+    while i < len(ranges):
+        (a, b), again = ranges[i], i + 1 < len(ranges) and form[i + 1] == form[i]
+        first, second = bar_texts[a:b], bar_texts[ranges[i + 1][0] : ranges[i + 1][1]] if again else []
+        common = next((k for k, (x, y) in enumerate(zip(first, second)) if x != y), len(first))
+        if not again or len(second) != len(first) or common == 0:
+            out += [(text, "|") for text in first]
+            i += 1
+            continue
+        open_repeat()
+        out += [(text, "|") for text in first[:common]]
+        if common == len(first):  # an exact repeat
+            out[-1] = (out[-1][0], ":|")
+        else:  # first and second endings
+            out[-1] = (out[-1][0], "|1")
+            out += [(text, "|") for text in first[common:]]
+            out[-1] = (out[-1][0], ":|2")
+            out += [(text, "|") for text in second[common:]]
+        i += 2
+    return start, out
 
 def to_abc(melody: Melody, title: str | None = None) -> str:
     """A complete ABC 2.1 tune (X:, T:, Q: and the canonical text) for people and other tools.
@@ -181,7 +230,9 @@ def to_abc(melody: Melody, title: str | None = None) -> str:
     """
     title = " ".join(str(title or melody.meta.get("title") or "Untitled").split())
     tempo = f"Q:1/4={round(melody.tempo)}\n" if melody.tempo else ""
-    return f"%abc-2.1\nX:1\nT:{title}\n{PROPAGATION_DIRECTIVE}\n{tempo}{render(melody)}\n"
+    header, bar_texts = _bars(melody)
+    body = "\n".join([*header, *_lines(*_with_repeats(bar_texts, melody))])
+    return f"%abc-2.1\nX:1\nT:{title}\n{PROPAGATION_DIRECTIVE}\n{tempo}{body}\n"
 
 
 def from_abc_text(text: str) -> Melody:

@@ -100,6 +100,7 @@ def provenance(generator: MelodyGenerator, request: SampleRequest, precision: st
 def melody_meta(request: SampleRequest, program: int) -> dict:
     """What a sampled melody carries in ``Melody.meta`` (its exports read style and program from it):
     the request's part of the record, with the General MIDI ``program`` it is played with."""
-    return {"style": request.style, "seed": request.seed, "bars": request.bars, "guidance": request.guidance,
+    meta = {"style": request.style, "seed": request.seed, "bars": request.bars, "guidance": request.guidance,
             "program": program}
+    return {**meta, "form": request.form} if request.form else meta  # the ABC export writes its repeats
 

@@ -174,3 +174,24 @@ def test_generate_writes_a_tune_in_the_asked_form_and_records_it(tmp_path, capsy
         "form": "AABB", "section_bars": 4, "variation": 0.25}
     assert main(["generate", "--style", "irish_folk", "--variation", "0.5", "--out", str(tmp_path / "x")]) == 2
     assert "give a form too" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("form, section_bars, variation, signs", [
+    ("AABB", 4, 0.0, ["|:", ":||:", ":|"]),
+    ("AABB", 4, 0.25, ["|:", "|1", ":|2"]),
+    ("ABAC", 2, 0.0, []),
+])
+def test_abc_writes_a_returning_section_once_between_repeat_signs(shipped, form, section_bars, variation, signs):
+    from music21 import converter
+
+    from musicgen.music.abc import to_abc
+
+    request = SampleRequest("irish_folk", 3, bars=len(form) * section_bars, form=form, section_bars=section_bars,
+                            variation=variation)
+    melody = shipped.generate([request])[0].melody
+    text = to_abc(melody, "formed")
+    body = text.split("K:", 1)[1]
+    assert all(sign in body for sign in signs), text
+    assert (":|" in body) == bool(signs), text
+    played = converter.parse(text, format="abc").expandRepeats().flatten().notes  # as a reader plays it
+    assert [n.pitch.midi for n in played if n.tie is None or n.tie.type == "start"] == [n.pitch for n in melody.notes]
