@@ -210,6 +210,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--section-bars", type=int, default=8, help="bars per section of --form (default: 8)")
     p.add_argument("--variation", type=float, default=0.0, help="share of a returning section's last bars sampled "
                    "anew, 0..1, e.g. 0.125 of 8 bars: a second ending (default: 0, exact repeats)")
+    p.add_argument("--loop", action="store_true", help="a seamless loop for games: the end leads back into the start "
+                   "(no final cadence); MIDI marks loopStart/loopEnd, WAV is cut to loop exactly")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="sampling temperature; lower is safer, 0 is greedy (default: 1.0)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens; 0 = off (default: 0)")
@@ -258,6 +260,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         args.style, args.n, args.seed, primer=primer, time_signature=time_signature, key=args.key, bars=args.bars,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, tempo=args.tempo, program=args.program,
         guidance=args.guidance, form=args.form, section_bars=args.section_bars, variation=args.variation,
+        loop=args.loop,
     )
     generated = generate_files(generator, requests, args.out, formats)
     print(format_table(generated))

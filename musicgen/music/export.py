@@ -17,7 +17,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import wave
 from collections.abc import Iterable
+from dataclasses import replace
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -203,8 +205,32 @@ def wav_available() -> bool:
 
 
 def to_wav_bytes(melody: Melody, soundfont: str | None = None) -> bytes:
-    """16-bit 44.1 kHz stereo WAV of the MIDI file (its style's instrument) played through fluidsynth."""
-    return midi_to_wav_bytes(to_midi_bytes(melody), soundfont)
+    """16-bit 44.1 kHz stereo WAV of the MIDI file (its style's instrument) played through fluidsynth.
+    A loop (``meta["loop"]``) is played twice and its second pass kept, exactly its bars long: the
+    notes still ringing at its end sound over its start, as they will when a player repeats it."""
+    if not melody.meta.get("loop"):
+        return midi_to_wav_bytes(to_midi_bytes(melody), soundfont)
+    length = melody.n_bars * melody.bar_ticks
+    twice = replace(melody, notes=(*melody.notes, *(n._replace(onset=n.onset + length) for n in melody.notes)),
+                    sections=(), meta={**melody.meta, "loop": False})
+    seconds = length / TICKS_PER_BEAT * 60 / melody.tempo
+    return wav_slice(midi_to_wav_bytes(to_midi_bytes(twice), soundfont), seconds, 2 * seconds)
+
+
+def wav_slice(wav: bytes, start_seconds: float, end_seconds: float) -> bytes:
+    """The frames of a WAV between two times (silence where it ends early), as a WAV."""
+    with wave.open(io.BytesIO(wav)) as reader:
+        params, rate = reader.getparams(), reader.getframerate()
+        frames = reader.readframes(reader.getnframes())
+    width = params.sampwidth * params.nchannels
+    start, end = round(start_seconds * rate), round(end_seconds * rate)
+    kept = frames[start * width : end * width]
+    kept += b"\0" * ((end - start) * width - len(kept))
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setparams(params)
+        writer.writeframes(kept)
+    return out.getvalue()
 
 
 def midi_to_wav_bytes(midi: bytes, soundfont: str | None = None) -> bytes:

@@ -177,3 +177,24 @@ def close_on_tonic(melody: Melody) -> Melody:
     pitch = before + up if up <= 6 else before + up - 12  # the nearest tonic, down on a tritone's tie
     pitch = pitch + 12 if pitch < 0 else pitch - 12 if pitch > 127 else pitch
     return replace(melody, notes=(*kept, Note(pitch, cut, end - cut)))
+
+
+def seam_interval(melody: Melody, end_tick: int | None = None) -> int | None:
+    """Semitones from the last note (before ``end_tick``) back to the first: the step a loop takes
+    across its seam; None without notes."""
+    last = last_note(melody, end_tick)
+    return melody.notes[0].pitch - last.pitch if last is not None else None
+
+
+def seam_score(melody: Melody, end_tick: int) -> int:
+    """How well a loop ending at ``end_tick`` leads back into its start: 3 for a step (up to 2
+    semitones) to the first note, 2 up to a fourth, 1 up to a fifth, plus 2 unless the last note is
+    a held tonic (a full stop the loop would stumble over)."""
+    interval = seam_interval(melody, end_tick)
+    if interval is None:
+        return 0
+    leap = abs(interval)
+    smooth = 3 if leap <= 2 else 2 if leap <= 5 else 1 if leap <= 7 else 0
+    last = last_note(melody, end_tick)
+    full_stop = scale_degree(last.pitch, melody.key) == 1 and last.duration >= beat_ticks(melody.time_signature)
+    return smooth + 2 * (not full_stop)

@@ -21,6 +21,7 @@ from musicgen.music.performance import Performance, velocities
 MIDI_RESOLUTION = 480  # ticks per beat in written files, as pretty_midi writes them (a multiple of TICKS_PER_BEAT)
 VELOCITY = 80
 SECTION_MARKER = "section"  # a MIDI marker at each section start (Melody.sections), read back by parse_midi
+LOOP_MARKERS = ("loopStart", "loopEnd")  # markers around a loop (meta["loop"]): whole bars, as engines want them
 
 
 class UnusableInput(ValueError):
@@ -161,6 +162,9 @@ def write_midi(parts: Sequence[tuple[str, Melody]], performance: Performance | N
     score.key_signatures.append(symusic.KeySignature(0, key_to_sharps(first.key), int(mode == "minor")))
     for tick in first.sections:
         score.markers.append(symusic.TextMeta(tick * scale, SECTION_MARKER))
+    if first.meta.get("loop"):
+        for tick, text in zip((0, first.n_bars * first.bar_ticks), LOOP_MARKERS):
+            score.markers.append(symusic.TextMeta(tick * scale, text))
     for name, melody in parts:
         track = symusic.Track(name, program=performance.program if performance else 0)
         notes = melody.notes

@@ -7,19 +7,21 @@ with ``variation`` samples its last bars again as a varied ending (a second endi
 ending is picked from ``CANDIDATES`` continuations (``FINAL_CANDIDATES`` for the tune's end) by how it
 comes to rest (``musicgen.music.form.cadence_score``): on the tonic triad at a section's end, on the
 tonic at the tune's end; where no candidate ends the tune on a tonic a beat long, its last beat
-becomes one (``close_on_tonic``). The model, tokenizer and grammar are the ones plain sampling uses:
-any melody model can sample a form.
+becomes one (``close_on_tonic``). A loop's end is picked instead by how it leads back into the
+start (``seam_score``): a step or a small leap to the first note, and no full stop before it.
+The model, tokenizer and grammar are the ones plain sampling uses: any melody model can sample a form.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from functools import partial
 
 import torch
 import torch.nn as nn
 
-from musicgen.music.form import cadence_score, close_on_tonic, section_slice
+from musicgen.music.form import cadence_score, close_on_tonic, seam_score, section_slice
 from musicgen.music.melody import Melody
 from musicgen.sampling.sampler import SampleRequest, sample_tokens
 from musicgen.tokenizers.base import Tokenizer
@@ -66,11 +68,13 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
     for (row, tune, start_bar, end_bar, final), count in zip(jobs, counts):
         candidates = [tokenizer.decode(tokens)[0] for tokens in sampled[first : first + count]]
         first += count
-        best = max(candidates, key=lambda c: cadence_score(c, end_bar * c.bar_ticks, final))  # first of equals
+        loop = final and requests[row].loop
+        score = seam_score if loop else partial(cadence_score, final=final)
+        best = max(candidates, key=lambda c: score(c, end_bar * c.bar_ticks))  # the first of equals
         start = start_bar * best.bar_ticks
         kept = tune.notes if tune is not None else ()
         best = replace(best, notes=(*kept, *(n for n in best.notes if n.onset >= start)))
-        out[row] = close_on_tonic(best) if final else best
+        out[row] = close_on_tonic(best) if final and not loop else best
     return out
 
 
@@ -79,6 +83,7 @@ def sample_form(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleReq
     """The tunes ``requests`` ask for (each with a ``form``), in order, in the model's own key (the key
     their endings were chosen in) and with their section starts (``Melody.sections``)."""
     device = torch.device(device)
+    requests = [replace(r, form="A", section_bars=r.bars) if r.form is None else r for r in requests]  # loops
     tunes: list[Melody | None] = [r.primer for r in requests]
     for section in range(max((len(r.form) for r in requests), default=0)):
         jobs = []

@@ -103,8 +103,8 @@ class MelodyGenerator:
         """Melodies for ``requests`` in order, sampled in one batch."""
         self.check_styles(r.style for r in requests)
         requests = [with_guidance(self.model, r) for r in requests]
-        plain = [i for i, r in enumerate(requests) if r.form is None]
-        formed = [i for i, r in enumerate(requests) if r.form is not None]  # sampled section by section
+        plain = [i for i, r in enumerate(requests) if r.form is None and not r.loop]
+        formed = [i for i, r in enumerate(requests) if r.form is not None or r.loop]  # sampled section by section
         out: dict[int, GeneratedMelody] = {}
         with self._lock:
             sampled = sample_tokens(self.model, self.tokenizer, [requests[i] for i in plain], self.device)

@@ -21,15 +21,15 @@ if TYPE_CHECKING:
     from musicgen.sampling.sampler import SampleRequest
 
 # the settings recorded only where a request sets them (None: the model's or the style's own)
-OPTIONAL = ("key", "time_signature", "tempo", "program", "form", "section_bars", "variation")
+OPTIONAL = ("key", "time_signature", "tempo", "program", "form", "section_bars", "variation", "loop")
 
 # what each output takes, in its order: (record field, the output's name for it)
 CLI_FIELDS = (("model_id", "model_id"), ("model_version", "model_version"), ("model_name", "model"),
               ("style", "style"), ("seed", "seed"), ("bars", "bars"), ("temperature", "temperature"),
               ("top_k", "top_k"), ("top_p", "top_p"), ("guidance", "guidance"), ("primer_notes", "primer_notes"),
-              ("form", "form"), ("section_bars", "section_bars"), ("variation", "variation"))
+              ("form", "form"), ("section_bars", "section_bars"), ("variation", "variation"), ("loop", "loop"))
 SERVE_FIELDS = tuple((name, name) for name in ("style", "seed", "bars", "model_id", "model_version", "model_name",
-                                               "guidance", "form", "section_bars", "variation"))
+                                               "guidance", "form", "section_bars", "variation", "loop"))
 BULK_FIELDS = tuple((name, name) for name in ("model_id", "model_version", "model_name", "temperature", "top_k",
                                               "top_p", "guidance", "precision"))
 
@@ -58,6 +58,7 @@ class Provenance:
     form: str | None = None  # the section letters asked for, with their length and variation
     section_bars: int | None = None
     variation: float | None = None
+    loop: bool | None = None  # True for a loop, else not recorded
 
     def as_dict(self) -> dict:
         """Every field, in declaration order; the optional settings only where set (a meter as "6/8")."""
@@ -93,7 +94,7 @@ def provenance(generator: MelodyGenerator, request: SampleRequest, precision: st
         key=request.key, time_signature=tuple(request.time_signature) if request.time_signature else None,
         tempo=request.tempo, program=request.program, form=request.form,
         section_bars=request.section_bars if request.form else None,
-        variation=request.variation if request.form else None,
+        variation=request.variation if request.form else None, loop=True if request.loop else None,
     )
 
 
@@ -102,5 +103,9 @@ def melody_meta(request: SampleRequest, program: int) -> dict:
     the request's part of the record, with the General MIDI ``program`` it is played with."""
     meta = {"style": request.style, "seed": request.seed, "bars": request.bars, "guidance": request.guidance,
             "program": program}
-    return {**meta, "form": request.form} if request.form else meta  # the ABC export writes its repeats
+    if request.form:
+        meta["form"] = request.form  # the ABC export writes its repeats
+    if request.loop:
+        meta["loop"] = True  # the MIDI export marks it, the WAV export cuts it to loop
+    return meta
 

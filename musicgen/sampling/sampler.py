@@ -66,6 +66,7 @@ class SampleRequest:
     form: str | None = None  # section letters such as AABB (musicgen.sampling.form); bars = sections x section_bars
     section_bars: int = 8
     variation: float = 0.0  # share of a returning section's last bars sampled again (0: an exact repeat)
+    loop: bool = False  # the end leads back into the start (a game's music loop), sampled as a form is
 
     def __post_init__(self):
         if not 1 <= self.bars <= MAX_BARS:

@@ -314,7 +314,8 @@ class MelodyAPI:
             form = dict(form=body.form, section_bars=body.section_bars, variation=body.variation) if body.form else {}
             requests = [SampleRequest(style=style, seed=seed + i, bars=bars, temperature=body.temperature,
                                       top_k=body.top_k, top_p=body.top_p, time_signature=meter, key=body.key,
-                                      tempo=body.tempo, program=body.program, guidance=body.guidance, **form)
+                                      tempo=body.tempo, program=body.program, guidance=body.guidance,
+                                      loop=body.loop, **form)
                         for i in range(body.n)]
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None

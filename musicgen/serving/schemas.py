@@ -67,6 +67,7 @@ class MelodyRequest(BaseModel):
     section_bars: int = Field(8, ge=1, le=MAX_BARS, description="bars per section of the form")
     variation: float = Field(0.0, ge=0, le=1, description=(
         "share of a returning section's last bars sampled anew (a second ending); 0: exact repeats"))
+    loop: bool = Field(False, description="a seamless loop: the end leads back into the start, no final cadence")
 
     @field_validator("form")
     @classmethod
@@ -120,6 +121,7 @@ class MelodyOut(BaseModel):
     form: str | None = Field(default=None, description="the form asked for, with its section length and variation")
     section_bars: int | None = None
     variation: float | None = None
+    loop: bool | None = Field(default=None, description="true for a loop")
     notes: list[NoteOut] | None = None
     midi_base64: str | None = None
     abc: str | None = None

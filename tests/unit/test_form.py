@@ -195,3 +195,37 @@ def test_abc_writes_a_returning_section_once_between_repeat_signs(shipped, form,
     assert (":|" in body) == bool(signs), text
     played = converter.parse(text, format="abc").expandRepeats().flatten().notes  # as a reader plays it
     assert [n.pitch.midi for n in played if n.tie is None or n.tie.type == "start"] == [n.pitch for n in melody.notes]
+
+
+def test_a_loop_leads_back_into_its_start_better_than_a_tune_does(shipped):
+    from musicgen.music.form import seam_interval, seam_score
+
+    seeds = range(8)
+    loops = shipped.generate([SampleRequest("irish_folk", s, bars=8, loop=True) for s in seeds])
+    tunes = shipped.generate([SampleRequest("irish_folk", s, bars=8) for s in seeds])
+    for out in loops:
+        melody = out.melody
+        assert melody.end == 8 * melody.bar_ticks and melody.meta["loop"] is True  # whole bars, marked
+        assert abs(seam_interval(melody)) <= 7, melody.notes[-1]
+    mean = lambda outs: sum(seam_score(o.melody, o.melody.end) for o in outs) / len(outs)  # noqa: E731
+    assert mean(loops) > mean(tunes)
+
+
+def test_a_loop_is_marked_in_midi_and_its_wav_is_exactly_its_bars(tmp_path):
+    import io
+    import wave
+
+    import symusic
+
+    from musicgen.music.export import to_midi_bytes, to_wav_bytes, wav_available
+    from musicgen.music.midi import LOOP_MARKERS
+
+    loop = Melody((Note(62, 6, 30), Note(64, 36, 12), Note(60, 48, 42)), (4, 4), "C major", 120.0,
+                  meta={"style": "irish_folk", "loop": True})
+    score = symusic.Score.from_midi(to_midi_bytes(loop))
+    assert [(m.time / score.ticks_per_quarter, m.text) for m in score.markers] == [(0, LOOP_MARKERS[0]),
+                                                                                  (8, LOOP_MARKERS[1])]
+    if not wav_available():
+        pytest.skip("no fluidsynth/soundfont here")
+    with wave.open(io.BytesIO(to_wav_bytes(loop))) as wav:
+        assert wav.getnframes() == 4 * wav.getframerate()  # two 4/4 bars at 120 quarters a minute: 4 s

@@ -116,19 +116,19 @@ def test_the_melody_carries_the_requests_part_of_the_record(generator):
 def test_optional_settings_are_recorded_only_where_set(generator):
     from musicgen.music.melody import Melody, Note
 
-    optional = {"key", "time_signature", "tempo", "program", "form", "section_bars", "variation"}
+    optional = {"key", "time_signature", "tempo", "program", "form", "section_bars", "variation", "loop"}
     bare = provenance(generator, SampleRequest("irish_folk", 1, guidance=1.0)).as_dict()
     assert not optional & set(bare)
     assert not optional & set(provenance(generator, SampleRequest("irish_folk", 1, guidance=1.0)).subset(CLI_FIELDS))
     primer = Melody(notes=(Note(60, 0, 12), Note(62, 12, 12)), time_signature=(6, 8))
     full = provenance(generator, SampleRequest("irish_folk", 1, bars=12, guidance=1.0, key="D minor", tempo=96.0,
                                                program=41, time_signature=(6, 8), primer=primer, form="ABA",
-                                               section_bars=4, variation=0.25),
+                                               section_bars=4, variation=0.25, loop=True),
                       precision="int8").as_dict()
     assert {k: full[k] for k in ("key", "time_signature", "tempo", "program", "primer_notes", "precision", "form",
-                                 "section_bars", "variation")} == {
+                                 "section_bars", "variation", "loop")} == {
         "key": "D minor", "time_signature": "6/8", "tempo": 96.0, "program": 41, "primer_notes": 2,
-        "precision": "int8", "form": "ABA", "section_bars": 4, "variation": 0.25}
+        "precision": "int8", "form": "ABA", "section_bars": 4, "variation": 0.25, "loop": True}
     assert list(full) == [f.name for f in fields(Provenance)]  # declaration order
 
 
@@ -149,4 +149,8 @@ def test_a_formed_melody_records_its_form_in_the_cli_json_and_the_serve_response
     asked = {"form": "ABA", "section_bars": 2, "variation": 0.5}
     cli, serve = _cli_meta(generator, request, tmp_path), _serve_out(generator, generated)
     assert {k: cli[k] for k in asked} == {k: serve[k] for k in asked} == asked
-    assert serve["bars"] == cli["bars"] == 6
+    assert serve["bars"] == cli["bars"] == 6 and "loop" not in cli and serve["loop"] is None
+    looped = SampleRequest("german_folk", 3, bars=4, loop=True, guidance=1.0)
+    (generated,) = generator.generate([looped])
+    assert _cli_meta(generator, looped, tmp_path)["loop"] is True and _serve_out(generator, generated)["loop"] is True
+    assert generated.melody.meta["loop"] is True

@@ -129,6 +129,9 @@ def test_a_form_sets_the_length_and_reaches_the_style(ingress):
     assert [m["bars"] for m in json.loads(body)["melodies"]] == [16, 16]
     status, body, _ = post({"seed": 5, "form": "ABA", "section_bars": 4, "bars": 12})
     assert status == 200, body
+    status, body, _ = post({"seed": 5, "bars": 8, "loop": True})
+    assert status == 200, body
+    assert post({"loop": "sometimes"})[0] == 422
 
 
 @pytest.mark.parametrize("fields, message", [
