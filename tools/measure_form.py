@@ -1,25 +1,123 @@
-"""The real styles' form, measured on preprocessed shards (repeats expanded at ingest): per style the
-forms their written sections make, section lengths, the share of bars that repeat, and how sections
-and tunes end. These are the targets of form-aware generation (docs/quality.md, Form).
+"""Form, measured: the real styles on preprocessed shards (repeats expanded at ingest), and, with
+``--model``, unfiltered tunes a model samples with a form and as loops, against those targets.
+
+Real styles (per style): the forms their written sections make, section lengths, the share of bars
+that repeat, and how sections and tunes end.
+
+Sampled (``--model``, ``--n`` per style, each style with its form from ``--forms``): form adherence
+(every returning section repeats its first, new sections differ), the bar-repetition overlap with the
+real style, how endings come to rest, the style classifier's verdict (the model's companion), and for
+``--n`` loops per style the overlap of their seam intervals with the style's own melodic intervals.
 
     python tools/measure_form.py --data artifacts/demo/shards
+    python tools/measure_form.py --data artifacts/demo/shards --model pretrained --n 100 \\
+        --forms irish_folk=AABB bach_chorale=AAB:4 german_folk=AB chinese_folk=AB renaissance=AB
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import time
+
+import numpy as np
 
 from musicgen.evaluation.form import corpus_by_style, form_profile, format_profiles
+from musicgen.music.form import form_adherence, held, scale_degree, seam_interval
+from musicgen.music.melody import Melody
+from musicgen.music.metrics import MAX_INTERVAL, overlapping_area, repetition_ratio
+
+BATCH = 32
+
+
+def real_intervals(melodies: list[Melody]) -> list[int]:
+    """Every melodic interval of a style's melodies (clipped to an octave)."""
+    out: list[int] = []
+    for m in melodies:
+        out += np.clip(np.diff([n.pitch for n in m.notes]), -MAX_INTERVAL, MAX_INTERVAL).tolist()
+    return out
+
+
+def sample(generator, style: str, n: int, **ask) -> list:
+    from musicgen.sampling import SampleRequest
+
+    out = []
+    for start in range(0, n, BATCH):
+        out += generator.generate([SampleRequest(style, seed, **ask) for seed in range(start, min(n, start + BATCH))])
+    return out
+
+
+def measure_model(model: str, real: dict[str, list[Melody]], forms: dict[str, str], default_section_bars: int,
+                  n: int, loop_bars: int) -> list[dict]:
+    from musicgen.sampling import MelodyGenerator
+    from musicgen.sampling.form import varied_bars
+
+    generator = MelodyGenerator.from_artifact(model, precision="fp32")
+    rows = []
+    for style, spec in forms.items():
+        form, _, bars = spec.partition(":")
+        section_bars = int(bars) if bars else default_section_bars
+        began = time.perf_counter()
+        tunes = sample(generator, style, n, bars=len(form) * section_bars, form=form, section_bars=section_bars)
+        loops = sample(generator, style, n, bars=loop_bars, loop=True)
+        seconds = time.perf_counter() - began
+        melodies = [t.melody for t in tunes]
+        verdicts = generator.verdicts(melodies, [style] * len(melodies))
+        seams = [seam_interval(t.melody) for t in loops]
+        rows.append({
+            "style": style, "form": form, "section_bars": section_bars, "n": n,
+            "adherence": float(np.mean([form_adherence(t.melody, form, section_bars, varied_bars(t.request))
+                                        for t in tunes])),
+            "repetition": float(np.mean([repetition_ratio(m) for m in melodies])),
+            "real_repetition": float(np.mean([repetition_ratio(m) for m in real[style]])),
+            "repetition_overlap": overlapping_area([repetition_ratio(m) for m in melodies],
+                                                   [repetition_ratio(m) for m in real[style]], (0.0, 1.0)),
+            "tonic_end": float(np.mean([scale_degree(m.notes[-1].pitch, m.key) == 1 and held(m.notes[-1], m)
+                                        for m in melodies])),
+            "fidelity": float(np.mean([top == style for _, top in verdicts])) if verdicts[0][1] else None,
+            "seam_overlap": overlapping_area(seams, real_intervals(real[style]), (-12.5, 12.5), bins=25),
+            "seam_within_fifth": float(np.mean([abs(s) <= 7 for s in seams])),
+            "seconds": round(seconds, 1),
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def format_model_rows(rows: list[dict]) -> str:
+    lines = ["| style | form (bars a section) | n | form adherence | bars repeated (real) | repetition overlap "
+             "| ends on a held tonic | style fidelity | loop seam overlap | seams within a fifth |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        fidelity = "–" if r["fidelity"] is None else f"{r['fidelity']:.0%}"
+        lines.append(f"| {r['style']} | {r['form']} ({r['section_bars']}) | {r['n']} | {r['adherence']:.0%} | "
+                     f"{r['repetition']:.2f} ({r['real_repetition']:.2f}) | {r['repetition_overlap']:.2f} | "
+                     f"{r['tonic_end']:.0%} | {fidelity} | {r['seam_overlap']:.2f} | {r['seam_within_fifth']:.0%} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="shards written by `musicgen preprocess` (folder or s3:// URI)")
+    parser.add_argument("--model", help="also measure this model's tunes and loops (an artifact, or pretrained)")
+    parser.add_argument("--forms", nargs="*", default=[], metavar="STYLE=FORM[:BARS]",
+                        help="the form (and bars a section) each style's tunes are sampled with (default: AABB)")
+    parser.add_argument("--section-bars", type=int, default=8)
+    parser.add_argument("--loop-bars", type=int, default=8)
+    parser.add_argument("--n", type=int, default=100, help="tunes and loops per style (default: 100)")
+    parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
-    profiles = [form_profile(style, melodies) for style, melodies in corpus_by_style(args.data).items()]
-    print(format_profiles(profiles))
-    print(f"\n{args.data}, every split; {platform.node()}")
+    real = corpus_by_style(args.data)
+    print(format_profiles([form_profile(style, melodies) for style, melodies in real.items()]))
+    rows = []
+    if args.model:
+        forms = {style: "AABB" for style in real} | dict(f.split("=", 1) for f in args.forms)
+        rows = measure_model(args.model, real, forms, args.section_bars, args.n, args.loop_bars)
+        print(format_model_rows(rows))
+    print(f"\n{args.data}, every split; {platform.node()}, {platform.processor() or platform.machine()}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

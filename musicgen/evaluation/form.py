@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from musicgen.data import shards
-from musicgen.music.form import STABLE_DEGREES, last_note, scale_degree, section_bar_ranges, written_form
+from musicgen.music.form import STABLE_DEGREES, held, last_note, scale_degree, section_bar_ranges, written_form
 from musicgen.music.melody import Melody
 from musicgen.music.metrics import repetition_ratio
-from musicgen.music.performance import beat_ticks
 from musicgen.tokenizers import tokenizer_from_dict
 
 
@@ -27,9 +26,9 @@ class FormProfile:
     section_bars: tuple[int, ...]  # the length of every section of those melodies
     repetition: float  # mean share of bars that repeat an earlier bar exactly (every melody)
     section_end_stable: float  # share of inner section ends on a note of the tonic triad
-    section_end_long: float  # share of inner section ends on a note of a beat or longer
+    section_end_long: float  # share of inner section ends on a held note (``held``: half a beat or more)
     tune_end_tonic: float  # share of melodies whose last note is the tonic
-    tune_end_long: float  # share of melodies whose last note lasts a beat or longer
+    tune_end_long: float  # share of melodies whose last note is held
 
     def common_forms(self, n: int = 3) -> list[tuple[str, int]]:
         return Counter(self.forms).most_common(n)
@@ -49,15 +48,15 @@ def form_profile(style: str, melodies: Sequence[Melody]) -> FormProfile:
         if len(ranges) >= 2:
             forms[written_form(melody)] += 1
             lengths += [b - a for a, b in ranges]
-            for _, end in ranges[:-1]:
-                note = last_note(melody, end * melody.bar_ticks)
+            for start in sorted(t for t in melody.sections if t > 0):  # before the next section's pickup
+                note = last_note(melody, start)
                 if note is not None:
                     inner_stable.append(scale_degree(note.pitch, melody.key) in STABLE_DEGREES)
-                    inner_long.append(note.duration >= beat_ticks(melody.time_signature))
+                    inner_long.append(held(note, melody))
         note = last_note(melody)
         if note is not None:
             end_tonic.append(scale_degree(note.pitch, melody.key) == 1)
-            end_long.append(note.duration >= beat_ticks(melody.time_signature))
+            end_long.append(held(note, melody))
     return FormProfile(
         style, len(melodies), sum(forms.values()), dict(forms), tuple(lengths),
         statistics.fmean(repetition_ratio(m) for m in melodies) if melodies else float("nan"),
@@ -78,7 +77,7 @@ def corpus_by_style(data: str, splits: Sequence[str] = shards.SPLITS) -> dict[st
 def format_profiles(profiles: Sequence[FormProfile]) -> str:
     """A Markdown table, one row per style."""
     lines = ["| style | melodies | with sections | common forms | section bars (median) | bars repeated | "
-             "section ends on 1-3-5 | section ends ≥ 1 beat | tune ends on tonic | tune ends ≥ 1 beat |",
+             "section ends on 1-3-5 | section ends held | tune ends on tonic | tune ends held |",
              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for p in profiles:
         forms = ", ".join(f"{f} ({n})" for f, n in p.common_forms()) or "–"

@@ -44,10 +44,13 @@ def parse_form(text: str) -> str:
 
 def section_bar_ranges(melody: Melody) -> list[tuple[int, int]]:
     """[first bar, end bar) of each section, from the section starts recorded at ingest (one section
-    for the whole melody when none are known); starts within a bar snap to the nearest bar line."""
+    for the whole melody when none are known); starts within a bar (a pickup into the section) snap to
+    the nearest bar line, and the pickup bar of a tune belongs to its first section."""
     bar, n_bars = melody.bar_ticks, melody.n_bars
-    starts = sorted({0, *(int(round(t / bar)) for t in melody.sections)} - {n_bars})
-    starts = [s for s in starts if 0 <= s < n_bars]
+    starts = {int(round(t / bar)) for t in melody.sections}
+    if min(starts, default=0) == 1 and melody.notes and melody.notes[0].onset > 0:
+        starts.discard(1)  # the first section starts with its pickup in bar 0, not with a section of its own
+    starts = sorted(s for s in starts | {0} if 0 <= s < n_bars)
     return [(a, b) for a, b in zip(starts, [*starts[1:], n_bars]) if b > a]
 
 
@@ -58,11 +61,12 @@ def fixed_bar_ranges(n_sections: int, section_bars: int) -> list[tuple[int, int]
 
 def section_similarity(similarity: np.ndarray, a: tuple[int, int], b: tuple[int, int]) -> float:
     """Mean similarity of the aligned bars of two sections (``bar_self_similarity``'s matrix), counting
-    the bars one section has beyond the other's length as 0."""
+    the bars one section has beyond the other's length as 0. Sections are aligned at their ends: a
+    first section that also holds the tune's pickup bar lines up with its return."""
     length = max(a[1] - a[0], b[1] - b[0])
     aligned = min(a[1] - a[0], b[1] - b[0])
-    total = sum(similarity[a[0] + i, b[0] + i] for i in range(aligned)
-                if a[0] + i < len(similarity) and b[0] + i < len(similarity))
+    total = sum(similarity[a[1] - aligned + i, b[1] - aligned + i] for i in range(aligned)
+                if a[1] - aligned + i < len(similarity) and b[1] - aligned + i < len(similarity))
     return float(total / length) if length else 1.0
 
 
@@ -157,18 +161,24 @@ def cadence_score(melody: Melody, end_tick: int, final: bool) -> int:
         return 0
     degree = scale_degree(note.pitch, melody.key)
     rests = degree == 1 if final else degree in STABLE_DEGREES
-    return 2 * rests + (note.duration >= beat_ticks(melody.time_signature))
+    return 2 * rests + held(note, melody)
+
+
+def held(note: Note, melody: Melody) -> bool:
+    """Whether a phrase's last note is long enough to end it: half a beat or more (the corpus's tunes
+    end so: from 88 % of the Irish ones, many on a quarter in 6/8, to all chorales)."""
+    return 2 * note.duration >= beat_ticks(melody.time_signature)
 
 
 def close_on_tonic(melody: Melody) -> Melody:
-    """``melody`` ending on a held tonic: unless its last note is already the tonic and lasts a beat,
-    its last beat becomes one tonic note, the one nearest the note before it. The last resort of a
-    tune that should end at home when no sampled ending did."""
+    """``melody`` ending on a held tonic: unless its last note is already the tonic and ``held``, its
+    last beat becomes one tonic note, the one nearest the note before it. The last resort of a tune
+    that should end at home when no sampled ending did."""
     if not melody.notes:
         return melody
     tonic, _ = parse_key(melody.key)
     last, beat, end = melody.notes[-1], beat_ticks(melody.time_signature), melody.end
-    if (last.pitch - tonic) % 12 == 0 and last.duration >= min(beat, end):
+    if (last.pitch - tonic) % 12 == 0 and (held(last, melody) or last.duration >= end):
         return melody
     cut = max(end - beat, 0)
     kept = tuple(n._replace(duration=min(n.duration, cut - n.onset)) for n in melody.notes if n.onset < cut)
@@ -196,5 +206,5 @@ def seam_score(melody: Melody, end_tick: int) -> int:
     leap = abs(interval)
     smooth = 3 if leap <= 2 else 2 if leap <= 5 else 1 if leap <= 7 else 0
     last = last_note(melody, end_tick)
-    full_stop = scale_degree(last.pitch, melody.key) == 1 and last.duration >= beat_ticks(melody.time_signature)
+    full_stop = scale_degree(last.pitch, melody.key) == 1 and held(last, melody)
     return smooth + 2 * (not full_stop)

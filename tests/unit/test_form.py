@@ -138,7 +138,7 @@ def test_sampled_tunes_keep_their_form_and_close_on_a_held_tonic(shipped, form, 
         assert form_adherence(melody, form, section_bars, varied_bars(request)), (form, request.seed)
         assert form_letters(melody, fixed_bar_ranges(len(form), section_bars)) == form
         last = melody.notes[-1]
-        assert scale_degree(last.pitch, melody.key) == 1 and last.duration >= beat_ticks(melody.time_signature)
+        assert scale_degree(last.pitch, melody.key) == 1 and 2 * last.duration >= beat_ticks(melody.time_signature)
         assert melody.sections == tuple(i * section_bars * melody.bar_ticks for i in range(len(form)))
         assert melody.meta["style"] == request.style
 
@@ -229,3 +229,17 @@ def test_a_loop_is_marked_in_midi_and_its_wav_is_exactly_its_bars(tmp_path):
         pytest.skip("no fluidsynth/soundfont here")
     with wave.open(io.BytesIO(to_wav_bytes(loop))) as wav:
         assert wav.getnframes() == 4 * wav.getframerate()  # two 4/4 bars at 120 quarters a minute: 4 s
+
+
+def test_a_tune_with_a_pickup_keeps_its_form_and_its_section_ends_before_each_pickup():
+    """As ingest writes an AABB reel with a one-beat pickup: sections start at each strain's pickup."""
+    plain = tune("AABB")
+    pickup = 36  # the strain starts on the last beat of bar 0
+    notes = tuple(Note(n.pitch, n.onset + pickup, n.duration) for n in plain.notes)
+    melody = Melody(notes, (4, 4), "C major", sections=tuple(t + pickup for t in plain.sections))
+    assert section_bar_ranges(melody) == [(0, 5), (5, 9), (9, 13), (13, 17)]  # the pickup bar joins the first A
+    assert written_form(melody) == "AABB"
+    profile = form_profile("pickups", [melody])
+    assert profile.forms == {"AABB": 1}
+    ends = [max((n for n in notes if n.onset < t), key=lambda n: n.onset) for t in melody.sections[1:]]
+    assert profile.section_end_long == sum(2 * n.duration >= 12 for n in ends) / 3
