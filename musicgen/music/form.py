@@ -199,7 +199,8 @@ def seam_interval(melody: Melody, end_tick: int | None = None) -> int | None:
 def seam_score(melody: Melody, end_tick: int) -> int:
     """How well a loop ending at ``end_tick`` leads back into its start: 3 for a step (up to 2
     semitones) to the first note, 2 up to a fourth, 1 up to a fifth, plus 2 unless the last note is
-    a held tonic (a full stop the loop would stumble over)."""
+    a held tonic (a full stop the loop would stumble over), minus 4 when the loop opens with a rest
+    of a beat or more (a pickup bar: a silence at every seam)."""
     interval = seam_interval(melody, end_tick)
     if interval is None:
         return 0
@@ -207,4 +208,5 @@ def seam_score(melody: Melody, end_tick: int) -> int:
     smooth = 3 if leap <= 2 else 2 if leap <= 5 else 1 if leap <= 7 else 0
     last = last_note(melody, end_tick)
     full_stop = scale_degree(last.pitch, melody.key) == 1 and held(last, melody)
-    return smooth + 2 * (not full_stop)
+    gap = melody.notes[0].onset >= beat_ticks(melody.time_signature)
+    return smooth + 2 * (not full_stop) - 4 * gap

@@ -62,7 +62,7 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
             asks.append(SampleRequest(
                 r.style, derived_seed(r.seed, section, k), bars=end_bar, temperature=r.temperature, top_k=r.top_k,
                 top_p=r.top_p, time_signature=meter, key=r.key if tune is None else None, primer=tune,
-                guidance=r.guidance))
+                guidance=r.guidance, loop=r.loop and tune is None))  # a loop opens on a note
     sampled = sample_tokens(model, tokenizer, asks, device)
     out, first = {}, 0
     for (row, tune, start_bar, end_bar, final), count in zip(jobs, counts):

@@ -198,7 +198,8 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     """The model steps on its device; the grammar mask and the token choice run in NumPy on the host."""
     bars, time_signatures = [r.bars for r in requests], [r.time_signature for r in requests]
     grammar = tokenizer.grammar()
-    state = grammar.start(bars, time_signatures, prompt_bars, [r.key for r in requests])
+    state = grammar.start(bars, time_signatures, prompt_bars, [r.key for r in requests],
+                          [r.loop and r.primer is None for r in requests])
     max_new = grammar.max_new_tokens(bars, time_signatures)
     prompt = np.array(prompts, dtype=np.int64)
     for i in range(STYLE_POSITION + 1, prompt.shape[1]):  # the primer moves the grammar on

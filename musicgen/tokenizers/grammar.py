@@ -2,7 +2,7 @@
 
 Each tokenizer owns its grammar (``Tokenizer.grammar()``): the grammar is part of the token
 layout, like the ids and the prompt. Every grammar has the same interface, so a sampler never
-asks which tokenizer it has: ``start(bars, time_signatures, prompt_bar_lines, keys)``,
+asks which tokenizer it has: ``start(bars, time_signatures, prompt_bar_lines, keys, open_on_a_note)``,
 ``allowed``, ``advance`` and ``max_new_tokens(bars, time_signatures)``.
 
 A sampler asks ``allowed(state) -> bool[B, V]`` before each step and calls
@@ -114,9 +114,11 @@ class EventGrammar:
         return self.tokenizer.first_ts_id + TIME_SIGNATURES.index(tuple(time_signature))
 
     def start(self, bars: list[int], time_signatures: list[tuple[int, int] | None],
-              prompt_bar_lines: list[int] | None = None, keys: list[str | None] | None = None) -> EventState:
+              prompt_bar_lines: list[int] | None = None, keys: list[str | None] | None = None,
+              open_on_a_note: list[bool] | None = None) -> EventState:
         """Rows at the start of their bodies; the prompt's own tokens (a primer) go through ``advance``.
-        A requested meter, and a requested key where the vocabulary has KEY tokens, are forced."""
+        A requested meter, and a requested key where the vocabulary has KEY tokens, are forced; rows
+        with ``open_on_a_note`` may not open with a rest (a loop: no silence at its seam)."""
         B = len(bars)
 
         def zeros(dtype=np.int64):
@@ -127,7 +129,9 @@ class EventGrammar:
         forced_key = np.array([self.tokenizer.key_token(k) if k and keyed else -1 for k in keys or [None] * B])
         return EventState(phase=zeros(), cursor=zeros(), next_bar=zeros(), bar=zeros(),
                           bars=np.array(bars, dtype=np.int64), last_duration=zeros(),
-                          in_rest=zeros(bool), forced_ts=forced, forced_key=forced_key, done=zeros(bool))
+                          # as if after a rest: a rest may not come next (rests merge), so the first event is a note
+                          in_rest=np.array(open_on_a_note or [False] * B, dtype=bool),
+                          forced_ts=forced, forced_key=forced_key, done=zeros(bool))
 
     def allowed(self, s: EventState) -> np.ndarray:
         """The mask ``[B, V]``. A batch of one (a Serve replica at low load) looks its state up among
@@ -223,8 +227,10 @@ class AbcGrammar:
         self.ids = np.arange(V)
 
     def start(self, bars: list[int], time_signatures: list[tuple[int, int] | None] | None = None,
-              prompt_bar_lines: list[int] | None = None, keys: list[str | None] | None = None) -> AbcState:
-        """Rows after their prompts, whose text holds ``prompt_bar_lines`` bar lines (the meter is in the text)."""
+              prompt_bar_lines: list[int] | None = None, keys: list[str | None] | None = None,
+              open_on_a_note: list[bool] | None = None) -> AbcState:
+        """Rows after their prompts, whose text holds ``prompt_bar_lines`` bar lines (the meter is in the text;
+        the loose ABC grammar does not enforce ``open_on_a_note``)."""
         B = len(bars)
         return AbcState(bar_lines=np.array(prompt_bar_lines or [0] * B, dtype=np.int64),
                         bars=np.array(bars, dtype=np.int64),

@@ -203,9 +203,11 @@ def test_a_loop_leads_back_into_its_start_better_than_a_tune_does(shipped):
     seeds = range(8)
     loops = shipped.generate([SampleRequest("irish_folk", s, bars=8, loop=True) for s in seeds])
     tunes = shipped.generate([SampleRequest("irish_folk", s, bars=8) for s in seeds])
+    assert any(t.melody.notes[0].onset > 0 for t in tunes), "a plain tune may open with a pickup"
     for out in loops:
         melody = out.melody
         assert melody.end == 8 * melody.bar_ticks and melody.meta["loop"] is True  # whole bars, marked
+        assert melody.notes[0].onset == 0  # it opens on a note: no silence at the seam
         assert abs(seam_interval(melody)) <= 7, melody.notes[-1]
     mean = lambda outs: sum(seam_score(o.melody, o.melody.end) for o in outs) / len(outs)  # noqa: E731
     assert mean(loops) > mean(tunes)
