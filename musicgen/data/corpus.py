@@ -41,6 +41,7 @@ from pathlib import Path
 from musicgen.data.corpus_sources import STYLES, CorpusItem, corpus_dir, items_for_style, slug
 from musicgen.music import notation
 from musicgen.music.midi import write_midi
+from musicgen.music.score_melodies import score_parts
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def _export_item(item: CorpusItem, root: str, out_dir: str) -> list[dict]:
         return [_row(item, rel, melody)]
     path = Path(root) / item.source
     score = notation.parse_score(path.read_bytes(), path.suffix)
-    parts = notation.score_parts(score)
+    parts = score_parts(score)
     if item.kind == "chorale":
         voices = _satb(parts)
         if not voices:

@@ -6,7 +6,7 @@
   is swapped for a no-op while the tune is parsed, under a lock, and put back as it was afterwards,
   so ABC parses about 2.5x faster and nothing outside the parse sees the patch.
 
-It lives apart from :mod:`musicgen.music.notation` (which turns parsed scores into melodies) so the
+It lives apart from :mod:`musicgen.music.notation` (which reads the files) so the
 one place that monkeypatches a third-party class is small and easy to find. music21 is imported
 only when a tune is parsed; importing this module changes nothing.
 """

@@ -1,4 +1,4 @@
-"""ABC / MusicXML / Humdrum readers (musicgen.music.notation)."""
+"""ABC / MusicXML / Humdrum readers (musicgen.music.notation) and score conversion (musicgen.music.score_melodies)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,8 @@ music21 = pytest.importorskip("music21")
 from musicgen.music.abc_tunes import abc_tune_number, split_abc_tunes  # noqa: E402
 from musicgen.music.melody import TICKS_PER_BEAT  # noqa: E402
 from musicgen.music.midi import UnusableInput, read_midi, write_midi  # noqa: E402
-from musicgen.music.notation import (  # noqa: E402
-    parse_score,
-    read_abc_tune,
-    read_notation,
-    score_parts,
-)
+from musicgen.music.notation import parse_score, read_abc_tune, read_notation  # noqa: E402
+from musicgen.music.score_melodies import score_parts  # noqa: E402
 
 CORPUS = os.path.join(os.path.dirname(music21.__file__), "corpus")
 
