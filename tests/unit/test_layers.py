@@ -17,7 +17,7 @@ rank  layer                                       modules
 5     serving / evaluation                        musicgen.serving, musicgen.evaluation
 6     catalog                                     musicgen.catalog (the bulk job)
 7     apps                                        musicgen.studio, musicgen.cli, musicgen.demo,
-                                                  musicgen.client
+                                                  musicgen.generate_command, musicgen.client
 ====  ==========================================  ===============================================
 
 Importing any module has no side effect that is cheap to see (a thread, a signal handler, a
@@ -60,6 +60,7 @@ LAYERS: dict[str, int] = {
     "studio": 7,
     "cli": 7,
     "demo": 7,
+    "generate_command": 7,
     "client": 7,
 }
 
