@@ -4,12 +4,13 @@ A request with ``form="AABB"`` and ``section_bars=8`` becomes a 32-bar tune in f
 letter is sampled as a continuation of everything before it (the model hears the earlier sections,
 so the new material still belongs to the tune); a returning letter copies its first section, and
 with ``variation`` samples its last bars again as a varied ending (a second ending). Each sampled
-ending is picked from ``CANDIDATES`` continuations (``FINAL_CANDIDATES`` for the tune's end) by how it
-comes to rest (``musicgen.music.form.cadence_score``): on the tonic triad at a section's end, on the
-tonic at the tune's end; where no candidate ends the tune on a tonic a beat long, its last beat
-becomes one (``close_on_tonic``). A loop's end is picked instead by how it leads back into the
-start (``seam_score``): a step or a small leap to the first note, and no full stop before it.
-The model, tokenizer and grammar are the ones plain sampling uses: any melody model can sample a form.
+ending is picked from ``CANDIDATES`` continuations (``FINAL_CANDIDATES`` for the tune's end) by how
+it comes to rest (``musicgen.music.form.cadence_score``): on the tonic triad at a section's end, on
+the tonic at the tune's end; where no candidate ends the tune on a held tonic, its last beat becomes
+one (``close_on_tonic``). A tune opens on a note, not on a pickup bar's rest. A loop's end is picked
+instead by how it leads back into the start (``seam_score``): a step or a small leap to the first
+note, and no full stop before it. The model, tokenizer and grammar are the ones plain sampling uses:
+any melody model can sample a form.
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
             asks.append(SampleRequest(
                 r.style, derived_seed(r.seed, section, k), bars=end_bar, temperature=r.temperature, top_k=r.top_k,
                 top_p=r.top_p, time_signature=meter, key=r.key if tune is None else None, primer=tune,
-                guidance=r.guidance, loop=r.loop and tune is None))  # a loop opens on a note
-    sampled = sample_tokens(model, tokenizer, asks, device)
+                guidance=r.guidance))
+    # the tune opens on a note: a pickup bar's rest would open every return of the first section (and,
+    # in a loop, sound at every seam)
+    sampled = sample_tokens(model, tokenizer, asks, device, open_on_a_note=[a.primer is None for a in asks])
     out, first = {}, 0
     for (row, tune, start_bar, end_bar, final), count in zip(jobs, counts):
         candidates = [tokenizer.decode(tokens)[0] for tokens in sampled[first : first + count]]

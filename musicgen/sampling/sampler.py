@@ -194,12 +194,12 @@ class Stepper:
 
 @torch.inference_mode()
 def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
-                  prompts: list[list[int]], prompt_bars: list[int], device: torch.device) -> list[list[int]]:
+                  prompts: list[list[int]], prompt_bars: list[int], device: torch.device,
+                  open_on_a_note: list[bool]) -> list[list[int]]:
     """The model steps on its device; the grammar mask and the token choice run in NumPy on the host."""
     bars, time_signatures = [r.bars for r in requests], [r.time_signature for r in requests]
     grammar = tokenizer.grammar()
-    state = grammar.start(bars, time_signatures, prompt_bars, [r.key for r in requests],
-                          [r.loop and r.primer is None for r in requests])
+    state = grammar.start(bars, time_signatures, prompt_bars, [r.key for r in requests], open_on_a_note)
     max_new = grammar.max_new_tokens(bars, time_signatures)
     prompt = np.array(prompts, dtype=np.int64)
     for i in range(STYLE_POSITION + 1, prompt.shape[1]):  # the primer moves the grammar on
@@ -263,13 +263,15 @@ def is_guidable(model: nn.Module) -> bool:
 
 
 def sample_tokens(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
-                  device: torch.device | str = "cpu") -> list[list[int]]:
+                  device: torch.device | str = "cpu", open_on_a_note: list[bool] | None = None) -> list[list[int]]:
     """Token sequences (``<bos> STYLE ... <eos>``) for ``requests``, in order.
 
     Rows whose prompts have the same length (all rows without a primer) are
     sampled together in one loop, guided rows apart from unguided ones (they
-    cost two model rows each); a model is put in eval mode first.
+    cost two model rows each); a model is put in eval mode first. Rows marked
+    ``open_on_a_note`` may not open with a rest (the grammar's ``start``).
     """
+    open_on_a_note = list(open_on_a_note or [False] * len(requests))
     model.eval()
     device = torch.device(device)
     requests = [with_guidance(model, r) for r in requests]
@@ -280,7 +282,7 @@ def sample_tokens(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     result: list[list[int]] = [[] for _ in requests]
     for rows in groups.values():
         sampled = _sample_group(model, tokenizer, [requests[i] for i in rows], [prompts[i][0] for i in rows],
-                                [prompts[i][1] for i in rows], device)
+                                [prompts[i][1] for i in rows], device, [open_on_a_note[i] for i in rows])
         for i, tokens in zip(rows, sampled):
             result[i] = tokens
     return result

@@ -135,6 +135,7 @@ def test_sampled_tunes_keep_their_form_and_close_on_a_held_tonic(shipped, form, 
     for out in shipped.generate(requests):
         melody, request = out.melody, out.request
         assert melody.n_bars == len(form) * section_bars
+        assert melody.notes[0].onset == 0  # no pickup bar's rest opening every return of A
         assert form_adherence(melody, form, section_bars, varied_bars(request)), (form, request.seed)
         assert form_letters(melody, fixed_bar_ranges(len(form), section_bars)) == form
         last = melody.notes[-1]
