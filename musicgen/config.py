@@ -11,6 +11,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")  # of the weights a sampler uses (
 # nucleus sampling's default everywhere (generate, Serve, bulk, evaluate): top-p 1 let a model's long tail widen
 # melodies' range and cost style fidelity (docs/quality.md, "Sampling defaults")
 DEFAULT_TOP_P = 0.9
+DEFAULT_BARS = 16  # a melody's length when a request gives neither bars nor a form
+DEFAULT_SECTION_BARS = 8  # bars per section of a form
 
 
 def check_precision(precision: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from musicgen.config import DEFAULT_TOP_P, PRECISIONS
+from musicgen.config import DEFAULT_BARS, DEFAULT_SECTION_BARS, DEFAULT_TOP_P, PRECISIONS
 from musicgen.pretrained import PRETRAINED
 
 GUIDANCE_HELP = ("classifier-free guidance weight: above 1 melodies are more clearly of their style; needs a model "
@@ -35,11 +35,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--style", required=True, help="a style the model was trained on (a wrong one lists them)")
     p.add_argument("--n", type=int, default=1, help="number of melodies (default: 1)")
     p.add_argument("--out", required=True, help="output folder, local or s3://")
-    p.add_argument("--bars", type=int, help="length in bars, primer included, 1..64 (default: 16; with --form, "
-                   "its sections times --section-bars)")
+    p.add_argument("--bars", type=int, help=f"length in bars, primer included, 1..64 (default: {DEFAULT_BARS}; "
+                   "with --form, its sections times --section-bars)")
     p.add_argument("--form", help="sections as letters, up to 8, e.g. AABB or ABAC: a letter that returns repeats its "
                    "first section, a new letter brings new material; the tune ends on the tonic (default: none)")
-    p.add_argument("--section-bars", type=int, default=8, help="bars per section of --form (default: 8)")
+    p.add_argument("--section-bars", type=int, default=DEFAULT_SECTION_BARS,
+                   help=f"bars per section of --form (default: {DEFAULT_SECTION_BARS})")
     p.add_argument("--variation", type=float, default=0.0, help="share of a returning section's last bars sampled "
                    "anew, 0..1, e.g. 0.125 of 8 bars: a second ending (default: 0, exact repeats)")
     p.add_argument("--loop", action="store_true", help="a seamless loop for games: the end leads back into the start "

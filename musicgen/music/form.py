@@ -154,8 +154,8 @@ STABLE_DEGREES = (1, 3, 5)  # the tonic triad: where a phrase can come to rest
 
 def cadence_score(melody: Melody, end_tick: int, final: bool) -> int:
     """How well the phrase ending at ``end_tick`` comes to rest: 2 when its last note is the tonic
-    (``final``: the tune's end) or on the tonic triad (a section's end), plus 1 when that note
-    lasts a beat or longer; 0 without a note."""
+    (``final``: the tune's end) or on the tonic triad (a section's end), plus 1 when that note is
+    ``held``; 0 without a note."""
     note = last_note(melody, end_tick)
     if note is None:
         return 0
@@ -199,14 +199,12 @@ def seam_interval(melody: Melody, end_tick: int | None = None) -> int | None:
 def seam_score(melody: Melody, end_tick: int) -> int:
     """How well a loop ending at ``end_tick`` leads back into its start: 3 for a step (up to 2
     semitones) to the first note, 2 up to a fourth, 1 up to a fifth, plus 2 unless the last note is
-    a held tonic (a full stop the loop would stumble over), minus 4 when the loop opens with a rest
-    of a beat or more (a pickup bar: a silence at every seam)."""
-    interval = seam_interval(melody, end_tick)
-    if interval is None:
-        return 0
-    leap = abs(interval)
-    smooth = 3 if leap <= 2 else 2 if leap <= 5 else 1 if leap <= 7 else 0
+    a held tonic (a full stop the loop would stumble over). (A loop's opening is no candidate's
+    choice: the sampler makes it open on a note.)"""
     last = last_note(melody, end_tick)
+    if last is None:
+        return 0
+    leap = abs(melody.notes[0].pitch - last.pitch)
+    smooth = 3 if leap <= 2 else 2 if leap <= 5 else 1 if leap <= 7 else 0
     full_stop = scale_degree(last.pitch, melody.key) == 1 and held(last, melody)
-    gap = melody.notes[0].onset >= beat_ticks(melody.time_signature)
-    return smooth + 2 * (not full_stop) - 4 * gap
+    return smooth + 2 * (not full_stop)

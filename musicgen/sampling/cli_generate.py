@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from musicgen import storage
+from musicgen.config import DEFAULT_SECTION_BARS
 from musicgen.music.export import write_outputs
 from musicgen.music.form import parse_form
 from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES
@@ -15,11 +16,10 @@ from musicgen.music.midi import read_midi
 from musicgen.music.notation import read_notation
 from musicgen.sampling.generator import MelodyGenerator
 from musicgen.sampling.provenance import CLI_FIELDS, provenance
-from musicgen.sampling.sampler import SampleRequest
+from musicgen.sampling.sampler import SampleRequest, requested_bars
 
 PRIMER_SUFFIXES = INPUT_SUFFIXES
 BATCH_SIZE = 32  # melodies sampled in one loop: bounds memory for a large --n
-DEFAULT_BARS = 16
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def make_requests(
     key: str | None = None,
     bars: int | None = None,
     form: str | None = None,
-    section_bars: int = 8,
+    section_bars: int = DEFAULT_SECTION_BARS,
     **settings,
 ) -> list[SampleRequest]:
     """``n`` requests; melody ``i`` gets seed ``seed + i``. A primer brings its own meter; a form sets
@@ -62,11 +62,10 @@ def make_requests(
         raise ValueError("--n must be at least 1")
     if form is not None:
         form = parse_form(form)
-        bars = bars if bars is not None else len(form) * section_bars
         settings.update(form=form, section_bars=section_bars)
     elif settings.get("variation"):
         raise ValueError("--variation varies the returning sections of a --form: give a form too")
-    bars = bars if bars is not None else DEFAULT_BARS
+    bars = requested_bars(bars, form, section_bars)
     if key:
         try:
             parse_key(key)

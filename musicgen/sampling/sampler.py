@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from musicgen.config import DEFAULT_TOP_P
+from musicgen.config import DEFAULT_BARS, DEFAULT_SECTION_BARS, DEFAULT_TOP_P
 from musicgen.models import unwrap
 from musicgen.models.lstm import null_style_index
 from musicgen.music.form import parse_form
@@ -53,7 +53,7 @@ class SampleRequest:
 
     style: str
     seed: int
-    bars: int = 16
+    bars: int = DEFAULT_BARS
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = DEFAULT_TOP_P
@@ -64,7 +64,7 @@ class SampleRequest:
     primer: Melody | None = None  # a quantised melody to continue; counts towards ``bars``
     guidance: float | None = None  # classifier-free guidance weight; None: the model's default
     form: str | None = None  # section letters such as AABB (musicgen.sampling.form); bars = sections x section_bars
-    section_bars: int = 8
+    section_bars: int = DEFAULT_SECTION_BARS
     variation: float = 0.0  # share of a returning section's last bars sampled again (0: an exact repeat)
     loop: bool = False  # the end leads back into the start (a game's music loop), sampled as a form is
 
@@ -92,6 +92,14 @@ class SampleRequest:
         if self.primer is not None and self.primer.end >= self.section_bars * self.primer.bar_ticks:
             raise ValueError(f"the primer fills {self.primer.n_bars} bars: with a form it must fit in the first "
                              f"section ({self.section_bars} bars)")
+
+
+def requested_bars(bars: int | None, form: str | None, section_bars: int = DEFAULT_SECTION_BARS) -> int:
+    """The length a request asks for: ``bars`` when given, else a form's sections times ``section_bars``,
+    else ``DEFAULT_BARS`` (a ``bars`` that disagrees with a form is the request's error to report)."""
+    if bars is not None:
+        return bars
+    return len(form) * section_bars if form else DEFAULT_BARS
 
 
 @dataclass

@@ -39,9 +39,8 @@ from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
 from musicgen.sampling.provenance import SERVE_FIELDS, provenance
-from musicgen.sampling.sampler import UNGUIDABLE, resolve_guidance
+from musicgen.sampling.sampler import UNGUIDABLE, requested_bars, resolve_guidance
 from musicgen.serving.schemas import (
-    DEFAULT_BARS,
     MAX_BODY_BYTES,
     MAX_MELODIES,
     MAX_SEED,
@@ -310,7 +309,7 @@ class MelodyAPI:
         if body.guidance not in (None, 1) and not self.guidable:
             raise HTTPException(422, UNGUIDABLE)
         try:
-            bars = body.bars or (len(body.form) * body.section_bars if body.form else DEFAULT_BARS)
+            bars = requested_bars(body.bars, body.form, body.section_bars)
             form = dict(form=body.form, section_bars=body.section_bars, variation=body.variation) if body.form else {}
             requests = [SampleRequest(style=style, seed=seed + i, bars=bars, temperature=body.temperature,
                                       top_k=body.top_k, top_p=body.top_p, time_signature=meter, key=body.key,

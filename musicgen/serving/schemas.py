@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from musicgen.config import DEFAULT_TOP_P
+from musicgen.config import DEFAULT_BARS, DEFAULT_SECTION_BARS, DEFAULT_TOP_P
 from musicgen.music.form import MAX_SECTIONS, parse_form
 from musicgen.music.formats import SERVED_FORMATS
 from musicgen.music.keys import key_name, parse_key
@@ -18,7 +18,6 @@ from musicgen.sampling.sampler import MAX_BARS, MAX_GUIDANCE
 from musicgen.tokenizers.events import parse_time_signature
 
 MAX_MELODIES = 16
-DEFAULT_BARS = 16
 MAX_SEED = 2**32 - 1
 # Bodies past this are a 413 before they are read: the largest valid request is a few hundred bytes,
 # and reading and parsing megabytes only to refuse them would cost the ingress's event loop.
@@ -64,7 +63,7 @@ class MelodyRequest(BaseModel):
     form: str | None = Field(None, max_length=2 * MAX_SECTIONS, description=(
         f"sections as letters, up to {MAX_SECTIONS}, e.g. AABB or ABAC: a letter that returns repeats its first "
         "section, a new letter brings new material; the tune ends on the tonic"))
-    section_bars: int = Field(8, ge=1, le=MAX_BARS, description="bars per section of the form")
+    section_bars: int = Field(DEFAULT_SECTION_BARS, ge=1, le=MAX_BARS, description="bars per section of the form")
     variation: float = Field(0.0, ge=0, le=1, description=(
         "share of a returning section's last bars sampled anew (a second ending); 0: exact repeats"))
     loop: bool = Field(False, description="a seamless loop: the end leads back into the start, no final cadence")
