@@ -114,7 +114,7 @@ class BulkConfig:
     out: str
     per_style: int
     styles: tuple[str, ...] = ()  # empty: every style the model knows
-    bars: int = 16
+    bars: int = DEFAULT_BARS
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = DEFAULT_TOP_P

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from musicgen import storage
-from musicgen.config import DEFAULT_TOP_P
+from musicgen.config import DEFAULT_BARS, DEFAULT_TOP_P
 from musicgen.data import shards
 from musicgen.evaluation.classifier import StyleClassifier, confusion_matrix, fidelity
 from musicgen.evaluation.metrics import SCALAR_METRICS, compare_metric_values, melody_metrics
@@ -53,7 +53,7 @@ class EvaluateConfig:
     out: str
     n_per_style: int = 50
     generated: str | None = None  # a bulk catalog folder to judge instead of sampling (one model)
-    bars: int = 16
+    bars: int = DEFAULT_BARS
     temperature: float = 1.0
     top_p: float = DEFAULT_TOP_P
     guidance: float | None = None  # classifier-free guidance weight; None: each model's default
