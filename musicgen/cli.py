@@ -229,7 +229,12 @@ def _add_bulk(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="catalog folder, local or s3://")
     p.add_argument("--per-style", type=int, required=True, help="accepted melodies per style")
     p.add_argument("--styles", nargs="+", help="styles to generate (default: every style of the model)")
-    p.add_argument("--bars", type=int, help="length in bars (default: 16)")
+    p.add_argument("--bars", type=int, help="length in bars of a melody without a form (default: 16)")
+    p.add_argument("--form", help="sections as letters (AABB), or 'auto': each melody draws a form and section length "
+                   "from those of its style's training melodies (default: none)")
+    p.add_argument("--section-bars", type=int, help="bars per section of --form (default: 8)")
+    p.add_argument("--variation", type=float, help="share of a returning section's last bars sampled anew (default: 0)")
+    p.add_argument("--loop", action="store_true", default=None, help="every melody a seamless loop")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: 1.0)")
     p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens; 0 = off (default: 0)")
     p.add_argument("--top-p", type=float, help=f"nucleus sampling mass; 1 = off (default: {DEFAULT_TOP_P})")

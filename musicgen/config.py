@@ -114,7 +114,11 @@ class BulkConfig:
     out: str
     per_style: int
     styles: tuple[str, ...] = ()  # empty: every style the model knows
-    bars: int = DEFAULT_BARS
+    bars: int = DEFAULT_BARS  # of a melody without a form (a form's length is its sections times section_bars)
+    form: str | None = None  # section letters such as AABB, or "auto": each melody draws a form its style uses
+    section_bars: int = DEFAULT_SECTION_BARS
+    variation: float = 0.0  # share of a returning section's last bars sampled again
+    loop: bool = False  # every melody a seamless loop
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = DEFAULT_TOP_P
@@ -148,6 +152,8 @@ class BulkConfig:
         check_precision(self.precision)
         if self.per_style < 1 or self.batch_size < 1:
             raise ValueError("per_style and batch_size must be >= 1")
+        if not 0 <= self.variation <= 1 or self.section_bars < 1:
+            raise ValueError("variation must be between 0 and 1, and section_bars at least 1")
         if min(self.copy_threshold, self.near_duplicate_threshold) < 1:
             raise ValueError("copy and near-duplicate thresholds must be >= 1 interval")
         if not 0 <= self.min_style_prob <= 1:

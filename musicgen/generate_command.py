@@ -38,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bars", type=int, help=f"length in bars, primer included, 1..64 (default: {DEFAULT_BARS}; "
                    "with --form, its sections times --section-bars)")
     p.add_argument("--form", help="sections as letters, up to 8, e.g. AABB or ABAC: a letter that returns repeats its "
-                   "first section, a new letter brings new material; the tune ends on the tonic (default: none)")
+                   "first section, a new letter brings new material; the tune ends on the tonic. 'auto': each melody "
+                   "draws a form and section length from those of the style's training melodies (default: none)")
     p.add_argument("--section-bars", type=int, default=DEFAULT_SECTION_BARS,
                    help=f"bars per section of --form (default: {DEFAULT_SECTION_BARS})")
     p.add_argument("--variation", type=float, default=0.0, help="share of a returning section's last bars sampled "
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         args.style, args.n, args.seed, primer=primer, time_signature=time_signature, key=args.key, bars=args.bars,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, tempo=args.tempo, program=args.program,
         guidance=args.guidance, form=args.form, section_bars=args.section_bars, variation=args.variation,
-        loop=args.loop,
+        loop=args.loop, form_mix=generator.meta.form_mix(args.style),
     )
     generated = generate_files(generator, requests, args.out, formats)
     print(format_table(generated))

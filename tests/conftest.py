@@ -177,8 +177,11 @@ def save_tiny_artifact(uri: str, model: str = "lstm", tokenizer: str = "events",
         from musicgen.models.style_companion import write_companion
 
         companions = write_companion(uri, tiny_style_classifier())
+    from musicgen.data.shards import read_stats
+
     save_artifact(uri, net, model, tokenizer=tok.to_dict(), styles=STYLES,
-                  train_config={"name": f"tiny-{model}", "data": data}, companions=companions)
+                  train_config={"name": f"tiny-{model}", "data": data}, companions=companions,
+                  data_stats=read_stats(data) if data else None)  # as training records them (form mix included)
     return uri
 
 

@@ -49,7 +49,7 @@ from musicgen.catalog.acceptance import (
     plan_round,
     style_verdicts,
 )
-from musicgen.catalog.generate import CatalogGenerator, Loader
+from musicgen.catalog.generate import CatalogGenerator, Loader, row_request
 from musicgen.catalog.layout import MANIFEST, PROGRESS, REJECTED, SUMMARY
 from musicgen.catalog.progress import Progress, load_progress, save_progress
 from musicgen.catalog.writer import Writer, complete_ids, remove_strays, write_parquet
@@ -65,6 +65,7 @@ MIN_REPORTED_RUN = 8  # shared runs shorter than this are recorded as 0 (chance,
 RESULT_SETTINGS = ("per_style", "bars", "temperature", "top_k", "top_p", "guidance", "precision", "seed", "formats",
                    "copy_threshold", "near_duplicate_threshold", "min_notes", "min_style_prob", "batch_size",
                    "oversample")
+FORM_SETTINGS = ("form", "section_bars", "variation", "loop")
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("style", pa.string()), ("seed", pa.int64()),
                              ("reason", pa.string()), ("longest_run", pa.int32()), ("nearest_id", pa.string()),
                              ("error", pa.string()), ("style_prob", pa.float64()), ("top_style", pa.string())])
@@ -120,7 +121,9 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     config = dataclasses.replace(config, precision=precision)
     settings = {"model_version": generator.model_version, "styles": list(styles), "reference": data,
                 "style_classifier": generator.style_classifier_version,
-                **{k: getattr(config, k) for k in RESULT_SETTINGS}}
+                **{k: getattr(config, k) for k in RESULT_SETTINGS},
+                # only where set, so that a catalog begun before forms existed still resumes
+                **({k: getattr(config, k) for k in FORM_SETTINGS} if config.form or config.loop else {})}
     progress = load_progress(config.out, settings)
     accepted_before = len(progress.accepted)
 
@@ -129,6 +132,8 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     reference, reference_size, index_seconds = ray.remote(timed_reference_index).options(
         num_cpus=0, num_returns=3).remote(data, min(MIN_REPORTED_RUN, config.copy_threshold))
     job = Job(config, generator, styles, progress, reference, loader, use_gpu, actors)
+    for style in styles:  # a bad form, or auto for a model that records no forms: one clear error now
+        row_request(generator, style, config.seed, job.sampling())
     threads = config.write_threads or (16 if storage.is_s3(config.out) else 1)
     writer = Writer(config.out, threads, complete_ids(config.out, styles), config.inject_kill_after)
     generating = time.perf_counter()
@@ -316,19 +321,21 @@ class Job:
         """The settings every melody's ``SampleRequest`` is made with, besides its style and seed."""
         c = self.config
         return {"bars": c.bars, "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p,
-                "guidance": self.guidance}
+                "guidance": self.guidance, "form": c.form, "section_bars": c.section_bars, "variation": c.variation,
+                "loop": c.loop}
 
     def record(self, row: dict) -> dict:
         """A catalog entry: the melody's figures, how it was made, and where its files are (relative to out).
         Its bars are the melody's own (the figures'); the precision is the one every actor sampled with."""
-        from musicgen.sampling import SampleRequest
         from musicgen.sampling.provenance import BULK_FIELDS, provenance
 
         c, g = self.config, self.generator
-        made = provenance(g, SampleRequest(row["style"], row["seed"], **self.sampling()), precision=c.precision)
+        made = provenance(g, row_request(g, row["style"], row["seed"], self.sampling()), precision=c.precision)
         return {
             **{k: v for k, v in row.items() if k != "error"},
             **made.subset(BULK_FIELDS), "copy_threshold": c.copy_threshold,
+            # every row of a job with forms or loops says its own (None: a through-composed melody)
+            **({k: getattr(made, k) for k in FORM_SETTINGS} if c.form or c.loop else {}),
             "style_classifier_version": g.style_classifier_version,
             **{f"{fmt}_path": posixpath.join(row["style"], f"{row['id']}.{fmt}") for fmt in c.formats},
         }

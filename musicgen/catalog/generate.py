@@ -29,9 +29,35 @@ HEAD_NOTES = 16  # as in preprocessing: the opening whose fingerprint groups var
 Loader = Callable[..., "MelodyGenerator"]
 
 
-def melody_id(model_version: str, style: str, seed: int) -> str:
-    """The same model, style and seed always name the same melody, in every run and on every machine."""
-    return hashlib.sha256(f"{model_version}:{style}:{seed}".encode()).hexdigest()[:16]
+def melody_id(model_version: str, style: str, seed: int, shape: str = "") -> str:
+    """The same model, style, seed (and ``shape``: a form or loop) always name the same melody, in every
+    run and on every machine."""
+    return hashlib.sha256(f"{model_version}:{style}:{seed}{shape}".encode()).hexdigest()[:16]
+
+
+def shape_of(request) -> str:
+    """What besides style and seed makes a formed or looped melody what it is; empty for a plain one
+    (whose id is unchanged since before forms)."""
+    if request.form is None and not request.loop:
+        return ""
+    return f":{request.form}:{request.section_bars}:{request.variation:g}:{int(request.loop)}"
+
+
+def row_request(generator: MelodyGenerator, style: str, seed: int, sampling: dict):
+    """One catalog row's ``SampleRequest``: the job's ``sampling`` settings, with a form drawn from the
+    style's own forms where the job asks for ``auto`` (the same draw for the same seed), the length
+    a form's sections make. The actors and the driver's record of each melody both build it here."""
+    from musicgen.sampling.form import resolve_form
+    from musicgen.sampling.sampler import MAX_BARS, SampleRequest
+
+    settings = dict(sampling)
+    form, section_bars = resolve_form(settings.pop("form", None), settings.pop("section_bars", None), seed,
+                                      generator.meta.form_mix(style), MAX_BARS)
+    if form is None:
+        settings.pop("variation", None)
+        return SampleRequest(style, seed, **settings)
+    return SampleRequest(style, seed, **{**settings, "bars": len(form) * section_bars, "form": form,
+                                         "section_bars": section_bars})
 
 
 def figures(melody: Melody, reference: IntervalIndex) -> dict:
@@ -86,9 +112,7 @@ class CatalogGenerator:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import ray
 
-        from musicgen.sampling import SampleRequest
-
-        requests = [SampleRequest(style, seed, **self.sampling)
+        requests = [row_request(self.generator, style, seed, self.sampling)
                     for style, seed in zip(batch.column("style").to_pylist(), batch.column("seed").to_pylist())]
         generated = self._generate(requests)
         if self.reference is None:
@@ -132,7 +156,7 @@ class CatalogGenerator:
             return exc
 
     def _row(self, request, generated, verdict) -> dict:
-        row = {"id": melody_id(self.generator.model_version, request.style, request.seed),
+        row = {"id": melody_id(self.generator.model_version, request.style, request.seed, shape_of(request)),
                "style": request.style, "seed": request.seed}
         failed = generated if isinstance(generated, Exception) else verdict if isinstance(verdict, Exception) else None
         if failed is not None:

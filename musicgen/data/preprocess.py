@@ -42,6 +42,7 @@ from musicgen.config import PreprocessConfig
 from musicgen.data import shards
 from musicgen.data.shards import ERRORS_SCHEMA, SPLITS
 from musicgen.data.splits import assign_splits, piece_of
+from musicgen.music.form import THROUGH_COMPOSED, form_label
 from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES, NOTATION_SUFFIXES
 from musicgen.music.melody import Melody, MelodyBatch, RawMelody, interval_fingerprints_many, quantise_many
 from musicgen.music.midi import UnusableInput, parse_midi
@@ -60,9 +61,10 @@ PARSED_SCHEMA = pa.schema(  # the shard columns, then those the job needs on the
         ("head_fingerprint", pa.string()),
         ("error_kind", pa.string()),
         ("error_message", pa.string()),
+        ("form", pa.string()),  # ``form_label``: counted per style in stats.json
     ]
 )
-INTERNAL_COLUMNS = ("fingerprint", "head_fingerprint", "error_kind", "error_message")
+INTERNAL_COLUMNS = ("fingerprint", "head_fingerprint", "error_kind", "error_message", "form")
 
 
 def melodies_from_file(data: bytes, path: str, failed_tunes: list[UnusableInput]) -> list[RawMelody | Melody]:
@@ -203,6 +205,8 @@ def parse_files(
             "head_fingerprint": pick(head_fingerprints),
             "error_kind": pa.nulls(len(usable), pa.string()),
             "error_message": pa.nulls(len(usable), pa.string()),
+            "form": [form_label(melodies.melody(i)) if melodies.sections is not None and len(melodies.sections[i]) > 1
+                     else THROUGH_COMPOSED for i in usable],
         },
         schema=PARSED_SCHEMA,
     )
@@ -314,7 +318,7 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
     log.info("parsed %d files in %.1f s", n_files, time.perf_counter() - started)
 
     index_columns = ["melody_id", "style", "piece_id", "source_uri", "n_tokens", "fingerprint", "head_fingerprint",
-                     "error_kind", "error_message"]
+                     "error_kind", "error_message", "form"]
     refs = parsed.to_arrow_refs()
     blocks = ray.get(refs)  # zero-copy
     index = pa.concat_tables([block.select(index_columns) for block in blocks])
@@ -359,13 +363,17 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
 
 def _stats(config, melodies: pa.Table, splits, duplicates, errors: pa.Table, n_files: int, seconds: float) -> dict:
     per_style: dict[str, dict] = {}
-    columns = [melodies.column(c).to_pylist() for c in ("melody_id", "style", "n_tokens")]
-    for melody_id, style, n_tokens in zip(*columns):
+    columns = [melodies.column(c).to_pylist() for c in ("melody_id", "style", "n_tokens", "form")]
+    for melody_id, style, n_tokens, form in zip(*columns):
         if melody_id not in splits:
             continue
-        entry = per_style.setdefault(style, {"melodies": dict.fromkeys(SPLITS, 0), "tokens": dict.fromkeys(SPLITS, 0)})
+        entry = per_style.setdefault(style, {"melodies": dict.fromkeys(SPLITS, 0), "tokens": dict.fromkeys(SPLITS, 0),
+                                             "forms": Counter()})
         entry["melodies"][splits[melody_id]] += 1
         entry["tokens"][splits[melody_id]] += n_tokens
+        entry["forms"][form] += 1
+    for entry in per_style.values():  # the style's form mix, the most common first
+        entry["forms"] = dict(entry["forms"].most_common())
     failed_files = {uri.split("#", 1)[0] for uri in errors.column("source_uri").to_pylist()}
     return {
         "config": asdict(config),

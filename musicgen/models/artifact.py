@@ -88,6 +88,12 @@ class ArtifactMeta:
             raise ValueError("the weights' digest is known once the artifact is loaded (load_artifact)")
         return self.weights_sha256[:12]
 
+    def form_mix(self, style: str) -> dict[str, int]:
+        """How the style's training melodies are built: ``form_label`` (``AABB:8``, ``none``) -> melodies,
+        as preprocessing counted them; empty where the shards predate that count."""
+        per_style = (self.data_stats or {}).get("per_style", {})
+        return dict(per_style.get(style, {}).get("forms") or {})
+
     # ------------------------------------------------------------------ checks
     def validate(self) -> ArtifactMeta:
         """Raise ValueError unless the metadata describes a model that can be rebuilt and sampled; returns self."""

@@ -93,6 +93,20 @@ def written_form(melody: Melody) -> str:
     return form_letters(melody, section_bar_ranges(melody))
 
 
+THROUGH_COMPOSED = "none"  # the form label of a tune without written sections
+
+
+def form_label(melody: Melody) -> str:
+    """A corpus melody's form and section length as ``FORM:BARS`` (``AABB:8``; the median section
+    length), or ``THROUGH_COMPOSED`` where fewer than two sections are recorded: what a style's form
+    mix counts, and what ``--form auto`` draws from."""
+    ranges = section_bar_ranges(melody)
+    if len(ranges) < 2:
+        return THROUGH_COMPOSED
+    lengths = sorted(b - a for a, b in ranges)
+    return f"{form_letters(melody, ranges)}:{lengths[(len(lengths) - 1) // 2]}"
+
+
 def form_adherence(melody: Melody, form: str, section_bars: int, varied_bars: int = 0) -> bool:
     """Whether ``melody`` keeps ``form`` in sections of ``section_bars``: every return of a letter
     repeats the letter's first section exactly except its last ``varied_bars`` bars, and the first

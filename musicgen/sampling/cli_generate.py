@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from musicgen import storage
 from musicgen.config import DEFAULT_SECTION_BARS
 from musicgen.music.export import write_outputs
-from musicgen.music.form import parse_form
 from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES
 from musicgen.music.melody import Melody, parse_key
 from musicgen.music.midi import read_midi
 from musicgen.music.notation import read_notation
+from musicgen.sampling.form import AUTO, resolve_form
 from musicgen.sampling.generator import MelodyGenerator
 from musicgen.sampling.provenance import CLI_FIELDS, provenance
-from musicgen.sampling.sampler import SampleRequest, requested_bars
+from musicgen.sampling.sampler import MAX_BARS, SampleRequest, requested_bars
 
 PRIMER_SUFFIXES = INPUT_SUFFIXES
 BATCH_SIZE = 32  # melodies sampled in one loop: bounds memory for a large --n
@@ -54,18 +54,19 @@ def make_requests(
     bars: int | None = None,
     form: str | None = None,
     section_bars: int = DEFAULT_SECTION_BARS,
+    form_mix: dict[str, int] | None = None,
     **settings,
 ) -> list[SampleRequest]:
     """``n`` requests; melody ``i`` gets seed ``seed + i``. A primer brings its own meter; a form sets
-    the length (its sections times ``section_bars``) unless ``bars`` is given too."""
+    the length (its sections times ``section_bars``) unless ``bars`` is given too; ``form="auto"``
+    draws each melody's form from the style's ``form_mix`` (``ArtifactMeta.form_mix``)."""
     if n < 1:
         raise ValueError("--n must be at least 1")
-    if form is not None:
-        form = parse_form(form)
-        settings.update(form=form, section_bars=section_bars)
-    elif settings.get("variation"):
+    auto = form is not None and form.strip().lower() == AUTO
+    if auto and bars is not None:
+        raise ValueError("--form auto chooses the length from the form it draws: leave out --bars")
+    if form is None and settings.get("variation"):
         raise ValueError("--variation varies the returning sections of a --form: give a form too")
-    bars = requested_bars(bars, form, section_bars)
     if key:
         try:
             parse_key(key)
@@ -76,8 +77,13 @@ def make_requests(
             meter = "/".join(map(str, primer.time_signature))
             raise ValueError(f"the primer is in {meter}; leave out --time-signature or make them agree")
         time_signature = primer.time_signature
-    return [SampleRequest(style, seed + i, bars=bars, time_signature=time_signature, key=key, primer=primer,
-                          **settings) for i in range(n)]
+    requests = []
+    for i in range(n):
+        drawn, drawn_bars = resolve_form(form, section_bars, seed + i, form_mix or {}, MAX_BARS)
+        fields = dict(settings, form=drawn, section_bars=drawn_bars) if drawn else dict(settings, variation=0.0)
+        requests.append(SampleRequest(style, seed + i, bars=requested_bars(bars, drawn, drawn_bars),
+                                      time_signature=time_signature, key=key, primer=primer, **fields))
+    return requests
 
 
 def stem_of(request: SampleRequest) -> str:

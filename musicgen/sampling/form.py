@@ -19,14 +19,17 @@ import hashlib
 from dataclasses import replace
 from functools import partial
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-from musicgen.music.form import cadence_score, close_on_tonic, seam_score, section_slice
+from musicgen.config import DEFAULT_SECTION_BARS
+from musicgen.music.form import THROUGH_COMPOSED, cadence_score, close_on_tonic, parse_form, seam_score, section_slice
 from musicgen.music.melody import Melody
 from musicgen.sampling.sampler import SampleRequest, sample_tokens
 from musicgen.tokenizers.base import Tokenizer
 
+AUTO = "auto"  # a form drawn from the style's own mix
 CANDIDATES = 4  # continuations sampled for each new section; the one that comes to rest best is kept
 FINAL_CANDIDATES = 8  # for the ending that closes the tune
 
@@ -35,6 +38,36 @@ def derived_seed(seed: int, section: int, candidate: int) -> int:
     """The seed of one candidate continuation: independent of the others, the same on every rerun."""
     digest = hashlib.blake2b(f"{seed}/{section}/{candidate}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+def resolve_form(form: str | None, section_bars: int | None, seed: int, mix: dict[str, int],
+                 max_bars: int) -> tuple[str | None, int]:
+    """(form, bars per section) for one melody: ``form`` as given (validated), or for ``AUTO`` a form
+    and section length drawn from the style's ``mix`` (``ArtifactMeta.form_mix``) in proportion to
+    how many of its melodies have them, the same draw for the same seed; (None, ...) is a
+    through-composed tune. Forms longer than ``max_bars`` or ``MAX_SECTIONS`` sections are not drawn."""
+    if form is None or form.strip().lower() != AUTO:
+        return (parse_form(form) if form is not None else None), section_bars or DEFAULT_SECTION_BARS
+    choices: list[tuple[str | None, int]] = []
+    weights: list[int] = []
+    for label, count in sorted(mix.items()):
+        if label == THROUGH_COMPOSED:
+            choices.append((None, DEFAULT_SECTION_BARS))
+        else:
+            letters, _, bars = label.partition(":")
+            try:
+                choice = (parse_form(letters), int(bars))
+            except ValueError:
+                continue
+            if len(choice[0]) * choice[1] > max_bars:
+                continue
+            choices.append(choice)
+        weights.append(count)
+    if not choices:
+        raise ValueError("--form auto draws from the forms the model's training melodies have, and this model "
+                         "records none (its shards predate the count): give a form such as AABB")
+    draw = np.random.default_rng(derived_seed(seed, -1, 0)).random() * sum(weights)
+    return choices[min(int(np.searchsorted(np.cumsum(weights), draw, side="right")), len(choices) - 1)]
 
 
 def varied_bars(request: SampleRequest) -> int:

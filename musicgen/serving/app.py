@@ -38,8 +38,9 @@ from musicgen.music.export import to_abc_text, to_midi_bytes
 from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
+from musicgen.sampling.form import AUTO, resolve_form
 from musicgen.sampling.provenance import SERVE_FIELDS, provenance
-from musicgen.sampling.sampler import UNGUIDABLE, requested_bars, resolve_guidance
+from musicgen.sampling.sampler import MAX_BARS, UNGUIDABLE, requested_bars, resolve_guidance
 from musicgen.serving.schemas import (
     MAX_BODY_BYTES,
     MAX_MELODIES,
@@ -273,8 +274,10 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 class MelodyAPI:
     """The HTTP front: checks auth and input, fans the melodies out to the style's deployment."""
 
-    def __init__(self, styles: dict[str, DeploymentHandle], auth_token_env: str | None, guidable: bool):
+    def __init__(self, styles: dict[str, DeploymentHandle], auth_token_env: str | None, guidable: bool,
+                 form_mixes: dict[str, dict[str, int]] | None = None):
         self.styles, self.guidable = styles, guidable
+        self.form_mixes = form_mixes or {}  # per style, what form "auto" draws from (ArtifactMeta.form_mix)
         # read in the replica, so the token never travels in the application's config
         self.token = os.environ.get(auth_token_env) if auth_token_env else None
 
@@ -309,13 +312,18 @@ class MelodyAPI:
         if body.guidance not in (None, 1) and not self.guidable:
             raise HTTPException(422, UNGUIDABLE)
         try:
-            bars = requested_bars(body.bars, body.form, body.section_bars)
-            form = dict(form=body.form, section_bars=body.section_bars, variation=body.variation) if body.form else {}
-            requests = [SampleRequest(style=style, seed=seed + i, bars=bars, temperature=body.temperature,
-                                      top_k=body.top_k, top_p=body.top_p, time_signature=meter, key=body.key,
-                                      tempo=body.tempo, program=body.program, guidance=body.guidance,
-                                      loop=body.loop, **form)
-                        for i in range(body.n)]
+            if body.form == AUTO and body.bars is not None:
+                raise ValueError("form 'auto' takes the length from the form it draws: leave out bars")
+            requests = []
+            for i in range(body.n):
+                form, section_bars = resolve_form(body.form, body.section_bars, seed + i,
+                                                  self.form_mixes.get(style, {}), MAX_BARS)
+                shape = dict(form=form, section_bars=section_bars, variation=body.variation) if form else {}
+                requests.append(SampleRequest(
+                    style=style, seed=seed + i, bars=requested_bars(body.bars, form, section_bars),
+                    temperature=body.temperature, top_k=body.top_k, top_p=body.top_p, time_signature=meter,
+                    key=body.key, tempo=body.tempo, program=body.program, guidance=body.guidance, loop=body.loop,
+                    **shape))
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         formats = tuple(body.format)
@@ -350,7 +358,7 @@ def build_app(config: ServeConfig) -> serve.Application:
         num_replicas=config.ingress_replicas,
         max_ongoing_requests=config.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": config.ingress_num_cpus},
-    ).bind(handles, config.auth_token_env, generator.guidable)
+    ).bind(handles, config.auth_token_env, generator.guidable, {s: generator.meta.form_mix(s) for s in styles})
 
 
 def resource_needs(config: ServeConfig, styles: tuple[str, ...]) -> tuple[dict[str, float], str]:

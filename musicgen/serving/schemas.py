@@ -62,7 +62,8 @@ class MelodyRequest(BaseModel):
     format: list[Format] = Field(list(FORMATS), min_length=1, description="what to return for each melody")
     form: str | None = Field(None, max_length=2 * MAX_SECTIONS, description=(
         f"sections as letters, up to {MAX_SECTIONS}, e.g. AABB or ABAC: a letter that returns repeats its first "
-        "section, a new letter brings new material; the tune ends on the tonic"))
+        "section, a new letter brings new material; the tune ends on the tonic. 'auto': each melody draws a form "
+        "and section length from those of the style's training melodies (section_bars and bars then come from it)"))
     section_bars: int = Field(DEFAULT_SECTION_BARS, ge=1, le=MAX_BARS, description="bars per section of the form")
     variation: float = Field(0.0, ge=0, le=1, description=(
         "share of a returning section's last bars sampled anew (a second ending); 0: exact repeats"))
@@ -71,7 +72,9 @@ class MelodyRequest(BaseModel):
     @field_validator("form")
     @classmethod
     def _form(cls, value: str | None) -> str | None:
-        return None if value is None else parse_form(value)
+        if value is None or value.strip().lower() == "auto":
+            return None if value is None else "auto"
+        return parse_form(value)
 
     @field_validator("key")
     @classmethod

@@ -84,6 +84,8 @@ def test_local_job_on_real_corpus_with_notation_and_corrupt_files(ray_local, rea
     saved = json.loads((out / "stats.json").read_text())
     assert saved["files_failed"] >= 4 and saved["files_read"] == stats["files_read"]
     assert sum(sum(s["melodies"].values()) for s in saved["per_style"].values()) == table.num_rows
+    # every kept melody is counted in its style's form mix (what `--form auto` draws from)
+    assert all(sum(s["forms"].values()) == sum(s["melodies"].values()) for s in saved["per_style"].values())
 
     # a rerun replaces the shards rather than appending to them
     again = run_preprocess(

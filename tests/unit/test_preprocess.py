@@ -160,3 +160,18 @@ def test_a_broken_tune_in_an_abc_file_is_recorded_and_the_others_kept(tmp_path):
     bad = [r for r in out if r["error_kind"] is not None]
     assert len(good) == 2 and good[0]["title"] == "Tune 1"
     assert [r["source_uri"] for r in bad] == [f"{path}#X2"]
+
+
+def test_each_tune_is_labelled_with_its_written_form_for_the_styles_form_mix(tmp_path):
+    """A tune with two repeated strains is AABB in 4-bar sections; one without repeats is through-composed."""
+    abc = ("X:1\nT:Two strains\nM:4/4\nL:1/8\nK:D\n|:DFAF dFAF|GBdB gBdB|Acec aece|d2f2 d4:|\n"
+           "|:f2ed cBAG|FGAB c2A2|Bcde fedc|d8:|\n\n"
+           "X:2\nT:Through\nM:4/4\nL:1/8\nK:G\nGABc dedB|dedB dedB|c2ec B2dB|c2A2 A4|\n")
+    path = tmp_path / "reels" / "book.abc"
+    path.parent.mkdir()
+    path.write_text(abc)
+    tokenizer = make_tokenizer("events", ["reels"])
+    out = parse_files(pa.table({"path": [str(path)]}), filesystem=pafs.LocalFileSystem(),
+                      tokenizer_config=tokenizer.to_dict(), file_info={str(path): ("reels", piece_of(str(path)))},
+                      uri_prefix="", min_notes=8, head_notes=16).to_pylist()
+    assert {r["title"]: r["form"] for r in out} == {"Two strains": "AABB:4", "Through": "none"}

@@ -1,0 +1,88 @@
+"""Forms drawn from a style's own mix (``--form auto``): the label preprocessing counts for each
+corpus tune, the draw, and the request builders of generate, Serve and the bulk job that use it."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from musicgen.catalog.generate import melody_id, row_request, shape_of
+from musicgen.config import BulkConfig
+from musicgen.music.form import THROUGH_COMPOSED, form_label
+from musicgen.music.melody import Melody, Note
+from musicgen.sampling.cli_generate import make_requests
+from musicgen.sampling.form import resolve_form
+from musicgen.serving.schemas import MelodyRequest
+from tests.unit.test_form import BAR, tune
+
+MIX = {"AABB:8": 60, "AAB:4": 10, THROUGH_COMPOSED: 30, "ABCDEFGHA:4": 5, "AABB:20": 5}
+
+
+def test_a_tunes_label_is_its_form_and_median_section_length():
+    assert form_label(tune("AABB", section_bars=4)) == "AABB:4"
+    assert form_label(tune("AAB", section_bars=8)) == "AAB:8"
+    plain = Melody((Note(60, 0, BAR), Note(62, BAR, BAR)), (4, 4), "C major")
+    assert form_label(plain) == THROUGH_COMPOSED
+
+
+def test_auto_draws_each_form_in_proportion_and_the_same_for_the_same_seed():
+    draws = Counter(resolve_form("auto", None, seed, MIX, max_bars=64) for seed in range(3000))
+    # nine sections or 80 bars cannot be sampled, so they are never drawn
+    assert set(draws) == {("AABB", 8), ("AAB", 4), (None, 8)}
+    total = sum(draws.values())
+    assert draws[("AABB", 8)] / total == pytest.approx(0.6, abs=0.04)
+    assert draws[(None, 8)] / total == pytest.approx(0.3, abs=0.04)
+    assert [resolve_form("AUTO", 4, s, MIX, 64) for s in range(50)] == [resolve_form("auto", 8, s, MIX, 64)
+                                                                       for s in range(50)]
+
+
+def test_a_given_form_passes_through_and_auto_without_a_mix_says_what_to_do():
+    assert resolve_form("aabb", 4, 0, {}, 64) == ("AABB", 4)
+    assert resolve_form(None, None, 0, {}, 64) == (None, 8)
+    with pytest.raises(ValueError, match="give a form such as AABB"):
+        resolve_form("auto", 8, 0, {}, 64)
+    with pytest.raises(ValueError, match="give a form such as AABB"):
+        resolve_form("auto", 8, 0, {"AABB:20": 3}, 64)
+
+
+def test_generate_requests_with_auto_take_each_length_from_their_form():
+    requests = make_requests("irish_folk", 40, 7, form="auto", form_mix=MIX, variation=0.125)
+    assert {(r.form, r.section_bars) for r in requests if r.form} == {("AABB", 8), ("AAB", 4)}
+    for r in requests:
+        assert r.bars == (len(r.form) * r.section_bars if r.form else 16)
+        assert r.variation == (0.125 if r.form else 0.0)
+    with pytest.raises(ValueError, match="leave out --bars"):
+        make_requests("irish_folk", 1, 0, form="auto", bars=16, form_mix=MIX)
+
+
+class _Meta:
+    def form_mix(self, style):
+        return MIX if style == "irish_folk" else {THROUGH_COMPOSED: 1}
+
+
+class _Generator:
+    meta = _Meta()
+
+
+def test_bulk_rows_draw_their_style_forms_and_a_formed_melody_has_its_own_id():
+    sampling = {"bars": 16, "temperature": 1.0, "top_k": 0, "top_p": 0.9, "guidance": 2.0, "form": "auto",
+                "section_bars": 8, "variation": 0.0, "loop": False}
+    irish = [row_request(_Generator(), "irish_folk", seed, sampling) for seed in range(40)]
+    assert {r.form for r in irish} == {"AABB", "AAB", None}
+    assert all(r.bars == len(r.form) * r.section_bars for r in irish if r.form)
+    german = row_request(_Generator(), "german_folk", 3, sampling)
+    assert (german.form, german.bars, shape_of(german)) == (None, 16, "")
+    assert melody_id("v", "german_folk", 3, shape_of(german)) == melody_id("v", "german_folk", 3)  # ids kept
+    formed = next(r for r in irish if r.form)
+    assert melody_id("v", "irish_folk", formed.seed, shape_of(formed)) != melody_id("v", "irish_folk", formed.seed)
+
+
+def test_bulk_rows_and_serve_refuse_a_bad_form_and_take_auto():
+    sampling = {"bars": 16, "form": "BA", "section_bars": 8, "variation": 0.0, "loop": False}
+    with pytest.raises(ValueError, match="starts with A"):
+        row_request(_Generator(), "irish_folk", 0, sampling)
+    with pytest.raises(ValueError, match="variation"):
+        BulkConfig(model="m", out="o", per_style=1, form="AABB", variation=2)
+    assert MelodyRequest(form="Auto").form == "auto"
+    assert MelodyRequest(form="aabb").form == "AABB"
