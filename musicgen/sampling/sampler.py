@@ -204,25 +204,38 @@ class Stepper:
 def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
                   prompts: list[list[int]], prompt_bars: list[int], device: torch.device,
                   open_on_a_note: list[bool]) -> list[list[int]]:
-    """The model steps on its device; the grammar mask and the token choice run in NumPy on the host."""
+    """The model steps on its device; the grammar mask and the token choice run in NumPy on the host.
+
+    Prompts may differ in length (primers: the tune so far of a formed tune). The model reads the
+    part every prompt has in one call; a longer prompt's rest is fed a token a step, in the same loop
+    in which the others sample, and its row starts sampling where its prompt ends. Each row draws
+    its random numbers by its own sampled-token count, so a row comes out the same in any batch."""
     bars, time_signatures = [r.bars for r in requests], [r.time_signature for r in requests]
     grammar = tokenizer.grammar()
     state = grammar.start(bars, time_signatures, prompt_bars, [r.key for r in requests], open_on_a_note)
-    max_new = grammar.max_new_tokens(bars, time_signatures)
-    prompt = np.array(prompts, dtype=np.int64)
-    for i in range(STYLE_POSITION + 1, prompt.shape[1]):  # the primer moves the grammar on
+    lengths = np.array([len(p) for p in prompts])
+    common = int(lengths.min())
+    prompt = np.full((len(prompts), int(lengths.max())), tokenizer.pad_id, dtype=np.int64)
+    for row, ids in enumerate(prompts):
+        prompt[row, : len(ids)] = ids
+    for i in range(STYLE_POSITION + 1, common):  # the primer moves the grammar on
         grammar.advance(state, prompt[:, i])
+    forced = lengths - common  # prompt tokens each row still has to read, one a step
+    max_new = grammar.max_new_tokens(bars, time_signatures) + int(forced.max())
 
     style = torch.tensor([tokenizer.styles.index(r.style) for r in requests], device=device)
     temperature = np.array([r.temperature for r in requests])
     top_k = np.array([r.top_k for r in requests])
     top_p = np.array([r.top_p for r in requests])
-    seeds = np.array([r.seed % 2**64 for r in requests], dtype=np.uint64)
+    # a row's k-th sampled token takes draw k of its seed's stream, however many prompt steps come first
+    seeds = np.array([r.seed % 2**64 for r in requests], dtype=np.uint64) - forced.astype(np.uint64) * np.uint64(
+        _GOLDEN_GAMMA)
     filtered = any(r.top_k > 0 or r.top_p < 1 or r.temperature == 0 for r in requests)
     guided = any(r.guidance != 1 for r in requests)
     guidance = torch.tensor([float(r.guidance) for r in requests], device=device) if guided else None
     step = Stepper(model, style, guidance, tokenizer.pad_id)
-    logits = step(torch.from_numpy(prompt).to(device))
+    logits = step(torch.from_numpy(prompt[:, :common]).to(device))
+    tail = prompt[:, common:]  # the longer prompts' rest
     out = np.full((len(requests), min(max_new, OUT_COLUMNS)), tokenizer.pad_id)  # grows as needed
     active = np.arange(len(requests))  # rows of ``out`` still being sampled
     for t in range(max_new):
@@ -230,6 +243,8 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
             draws = uniforms(seeds, t, DRAWS_AHEAD)
         tokens = pick_tokens(logits.float().cpu().numpy(), grammar.allowed(state), temperature, top_k, top_p,
                              draws[:, t % DRAWS_AHEAD], filtered)
+        if t < tail.shape[1]:
+            tokens = np.where(forced > t, tail[:, t], tokens)
         grammar.advance(state, tokens)
         if t == out.shape[1]:  # max_new is a loose bound: a buffer that wide would cost more than sampling
             out = np.concatenate([out, np.full_like(out, tokenizer.pad_id)], axis=1)
@@ -239,12 +254,12 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
             break
         if finished * COMPACT_FRACTION >= len(active):  # drop finished rows: a batch costs its live rows
             keep = np.flatnonzero(~state.done)
-            active, tokens, temperature, top_k, top_p, seeds, draws = (
-                x[keep] for x in (active, tokens, temperature, top_k, top_p, seeds, draws))
+            active, tokens, temperature, top_k, top_p, seeds, draws, forced, tail = (
+                x[keep] for x in (active, tokens, temperature, top_k, top_p, seeds, draws, forced, tail))
             state = select_rows(state, keep)
             step.keep(torch.from_numpy(keep).to(device))
         logits = step(torch.from_numpy(tokens[:, None]).to(device))
-    sampled = out[:, : t + 1].tolist()
+    sampled = [row[n - common :] for row, n in zip(out[:, : t + 1].tolist(), lengths)]
     return [p + row[: row.index(tokenizer.eos_id) + 1] if tokenizer.eos_id in row else p + row
             for p, row in zip(prompts, sampled)]
 
@@ -274,9 +289,10 @@ def sample_tokens(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
                   device: torch.device | str = "cpu", open_on_a_note: list[bool] | None = None) -> list[list[int]]:
     """Token sequences (``<bos> STYLE ... <eos>``) for ``requests``, in order.
 
-    Rows whose prompts have the same length (all rows without a primer) are
-    sampled together in one loop, guided rows apart from unguided ones (they
-    cost two model rows each); a model is put in eval mode first. Rows marked
+    Rows are sampled together in one loop whatever their prompts' lengths
+    (a windowed model's only with prompts of the same length), guided rows
+    apart from unguided ones (they cost two model rows each); a model is put
+    in eval mode first. Rows marked
     ``open_on_a_note`` may not open with a rest (the grammar's ``start``).
     """
     open_on_a_note = list(open_on_a_note or [False] * len(requests))
@@ -284,9 +300,12 @@ def sample_tokens(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     device = torch.device(device)
     requests = [with_guidance(model, r) for r in requests]
     prompts = [tokenizer.prompt(r.style, r.primer, r.time_signature) for r in requests]
-    groups: dict[tuple[int, bool], list[int]] = {}
+    # a model with a window (a Transformer) re-reads its recent tokens when the window fills, at a point
+    # that depends on how the prompt was read: its rows share a loop only with prompts of their length
+    windowed = getattr(unwrap(model).config, "block_size", None) is not None
+    groups: dict[tuple[bool, int], list[int]] = {}
     for i, (ids, _) in enumerate(prompts):
-        groups.setdefault((len(ids), requests[i].guidance != 1), []).append(i)
+        groups.setdefault((requests[i].guidance != 1, len(ids) if windowed else 0), []).append(i)
     result: list[list[int]] = [[] for _ in requests]
     for rows in groups.values():
         sampled = _sample_group(model, tokenizer, [requests[i] for i in rows], [prompts[i][0] for i in rows],

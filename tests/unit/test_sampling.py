@@ -266,3 +266,32 @@ def test_a_model_without_style_dropout_cannot_be_guided(generator):
         generator.generate([SampleRequest(style="irish_folk", seed=1, bars=2, guidance=2.0)])
     with pytest.raises(ValueError, match="guidance"):
         SampleRequest(style="irish_folk", seed=1, guidance=9.0)
+
+
+@pytest.mark.parametrize("model,config", [
+    ("lstm", {"style_dropout": 0.1}),
+    ("transformer", {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 24}),  # the window re-primes mid-prompt
+])
+def test_primers_of_different_lengths_and_each_row_is_as_if_alone(tmp_path, model, config, monkeypatch):
+    """A longer prompt is read a token a step while the shorter ones already sample; each row still
+    comes out token for token as when sampled alone, its primer kept, in one sampling loop."""
+    import musicgen.sampling.sampler as sampler
+
+    uri = save_tiny_artifact(str(tmp_path / model), model=model, **config)
+    generator = MelodyGenerator.from_artifact(uri, device="cpu", precision="fp32")
+    rng = random.Random(5)
+    primers = [None, *(random_melody(rng, n, time_signature=(4, 4)) for n in (3, 9, 17))]
+    requests = [SampleRequest(style=STYLES[i], seed=10 + i, bars=(p.n_bars if p else 0) + 2, primer=p)
+                for i, p in enumerate(primers)]
+    alone = [generator.generate([r])[0] for r in requests]
+    calls = []
+    original = sampler._sample_group
+    monkeypatch.setattr(sampler, "_sample_group", lambda *a, **k: calls.append(len(a[2])) or original(*a, **k))
+    together = generator.generate(requests)
+    # a recurrent model reads every prompt in one loop; a windowed one groups prompts by length
+    assert calls == ([len(requests)] if model == "lstm" else [1] * len(requests))
+    for a, b, p in zip(alone, together, primers):
+        assert a.tokens == b.tokens
+        if p is not None:
+            assert b.melody.notes[: len(p.notes) - 1] == p.notes[: len(p.notes) - 1]
+        _check_events_melody(b.melody, b.request.bars, (4, 4) if p is not None else None)
