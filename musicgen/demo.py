@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     report_dir = storage.join(args.workdir, "report")
     print(f"[5/5] judging the catalog (style classifier, metrics, novelty) into {report_dir}")
     report = run_evaluation(EvaluateConfig(models=(), data=shards_dir, out=report_dir, generated=catalog_dir))
-    print(format_preprocess_summary(stats))
+    print(f"recap: {stats['melodies']} melodies, {stats['tokens']} tokens in {shards_dir} (the table under [2/5])")
     print(format_training_summary(summary))
     print(format_bulk_summary(catalog))
     print(format_evaluation_summary(report))

@@ -12,6 +12,8 @@ real style, how endings come to rest, the style classifier's verdict (the model'
     python tools/measure_form.py --data artifacts/demo/shards
     python tools/measure_form.py --data artifacts/demo/shards --model pretrained --n 100 \\
         --forms irish_folk=AABB bach_chorale=AAB:4 german_folk=AB chinese_folk=AB renaissance=AB
+    python tools/measure_form.py --data shards --model pretrained --n 100 --forms bach_chorale=auto \\
+        chinese_folk=auto german_folk=auto irish_folk=auto renaissance=auto
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import platform
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -39,18 +42,23 @@ def real_intervals(melodies: list[Melody]) -> list[int]:
     return out
 
 
-def sample(generator, style: str, n: int, **ask) -> list:
-    from musicgen.sampling import SampleRequest
-
+def sample(generator, requests: list) -> list:
     out = []
-    for start in range(0, n, BATCH):
-        out += generator.generate([SampleRequest(style, seed, **ask) for seed in range(start, min(n, start + BATCH))])
+    for start in range(0, len(requests), BATCH):
+        out += generator.generate(requests[start : start + BATCH])
     return out
+
+
+def drawn(tunes: list) -> str:
+    """The forms a set of tunes were sampled with, the commonest first: ``AABB:8 40%, none 30%``."""
+    counts = Counter(f"{t.request.form}:{t.request.section_bars}" if t.request.form else "none" for t in tunes)
+    return ", ".join(f"{label} {n / len(tunes):.0%}" for label, n in counts.most_common(3))
 
 
 def measure_model(model: str, real: dict[str, list[Melody]], forms: dict[str, str], default_section_bars: int,
                   n: int, loop_bars: int) -> list[dict]:
     from musicgen.sampling import MelodyGenerator
+    from musicgen.sampling.cli_generate import make_requests
     from musicgen.sampling.form import varied_bars
 
     generator = MelodyGenerator.from_artifact(model, precision="fp32")
@@ -59,16 +67,19 @@ def measure_model(model: str, real: dict[str, list[Melody]], forms: dict[str, st
         form, _, bars = spec.partition(":")
         section_bars = int(bars) if bars else default_section_bars
         began = time.perf_counter()
-        tunes = sample(generator, style, n, bars=len(form) * section_bars, form=form, section_bars=section_bars)
-        loops = sample(generator, style, n, bars=loop_bars, loop=True)
+        tunes = sample(generator, make_requests(style, n, 0, form=form, section_bars=section_bars,
+                                                form_mix=generator.meta.form_mix(style)))
+        loops = sample(generator, make_requests(style, n, 0, bars=loop_bars, loop=True))
         seconds = time.perf_counter() - began
         melodies = [t.melody for t in tunes]
         verdicts = generator.verdicts(melodies, [style] * len(melodies))
         seams = [seam_interval(t.melody) for t in loops]
+        formed = [t for t in tunes if t.request.form]
         rows.append({
-            "style": style, "form": form, "section_bars": section_bars, "n": n,
-            "adherence": float(np.mean([form_adherence(t.melody, form, section_bars, varied_bars(t.request))
-                                        for t in tunes])),
+            "style": style, "form": drawn(tunes) if form == "auto" else form, "section_bars": section_bars, "n": n,
+            "adherence": float(np.mean([form_adherence(t.melody, t.request.form, t.request.section_bars,
+                                                       varied_bars(t.request)) for t in formed]))
+            if formed else None,
             "repetition": float(np.mean([repetition_ratio(m) for m in melodies])),
             "real_repetition": float(np.mean([repetition_ratio(m) for m in real[style]])),
             "repetition_overlap": overlapping_area([repetition_ratio(m) for m in melodies],
@@ -90,7 +101,8 @@ def format_model_rows(rows: list[dict]) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         fidelity = "–" if r["fidelity"] is None else f"{r['fidelity']:.0%}"
-        lines.append(f"| {r['style']} | {r['form']} ({r['section_bars']}) | {r['n']} | {r['adherence']:.0%} | "
+        adherence = "–" if r["adherence"] is None else f"{r['adherence']:.0%}"
+        lines.append(f"| {r['style']} | {r['form']} ({r['section_bars']}) | {r['n']} | {adherence} | "
                      f"{r['repetition']:.2f} ({r['real_repetition']:.2f}) | {r['repetition_overlap']:.2f} | "
                      f"{r['tonic_end']:.0%} | {fidelity} | {r['seam_overlap']:.2f} | {r['seam_within_fifth']:.0%} |")
     return "\n".join(lines)
@@ -101,7 +113,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="shards written by `musicgen preprocess` (folder or s3:// URI)")
     parser.add_argument("--model", help="also measure this model's tunes and loops (an artifact, or pretrained)")
     parser.add_argument("--forms", nargs="*", default=[], metavar="STYLE=FORM[:BARS]",
-                        help="the form (and bars a section) each style's tunes are sampled with (default: AABB)")
+                        help="the form (and bars a section) each style's tunes are sampled with, or auto: each tune "
+                        "draws one from the style's mix (default: AABB)")
     parser.add_argument("--section-bars", type=int, default=8)
     parser.add_argument("--loop-bars", type=int, default=8)
     parser.add_argument("--n", type=int, default=100, help="tunes and loops per style (default: 100)")
