@@ -177,11 +177,13 @@ def save_tiny_artifact(uri: str, model: str = "lstm", tokenizer: str = "events",
         from musicgen.models.style_companion import write_companion
 
         companions = write_companion(uri, tiny_style_classifier())
-    from musicgen.data.shards import read_stats
+    from musicgen import storage
+    from musicgen.data.shards import STATS_FILE, read_stats
 
+    # the shards' stats, as training records them (the styles' form mix included), where there are shards
+    stats = read_stats(data) if data and storage.exists(storage.join(data, STATS_FILE)) else None
     save_artifact(uri, net, model, tokenizer=tok.to_dict(), styles=STYLES,
-                  train_config={"name": f"tiny-{model}", "data": data}, companions=companions,
-                  data_stats=read_stats(data) if data else None)  # as training records them (form mix included)
+                  train_config={"name": f"tiny-{model}", "data": data}, companions=companions, data_stats=stats)
     return uri
 
 
