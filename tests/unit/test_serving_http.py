@@ -134,6 +134,17 @@ def test_a_form_sets_the_length_and_reaches_the_style(ingress):
     assert post({"loop": "sometimes"})[0] == 422
 
 
+def test_form_auto_draws_each_melody_a_form_of_the_style(ingress, monkeypatch):
+    status, body, _ = post({"n": 2, "form": "auto"})
+    assert status == 422 and "records none" in json.loads(body)["detail"], body  # no form mix for this model
+    monkeypatch.setattr(ingress, "form_mixes", {"irish_folk": {"AABB:8": 3, "AB:4": 1, "none": 1}})
+    status, body, _ = post({"n": 12, "seed": 3, "form": "Auto"})
+    assert status == 200, body
+    assert {m["bars"] for m in json.loads(body)["melodies"]} == {32, 8, 16}
+    status, body, _ = post({"form": "auto", "bars": 16})
+    assert status == 422 and "leave out bars" in json.loads(body)["detail"], body
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"form": "BA"}, "form: a form starts with A"),
     ({"form": "AB1"}, "form: a form is 1 to 8 letters such as AABB"),
