@@ -65,6 +65,7 @@ MIN_REPORTED_RUN = 8  # shared runs shorter than this are recorded as 0 (chance,
 RESULT_SETTINGS = ("per_style", "bars", "temperature", "top_k", "top_p", "guidance", "precision", "seed", "formats",
                    "copy_threshold", "near_duplicate_threshold", "min_notes", "min_style_prob", "batch_size",
                    "oversample")
+SPREAD, MIN_BLOCK = 8, 32  # a round is sampled in at least SPREAD calls where it has SPREAD x MIN_BLOCK melodies
 FORM_SETTINGS = ("form", "section_bars", "variation", "loop")
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("style", pa.string()), ("seed", pa.int64()),
                              ("reason", pa.string()), ("longest_run", pa.int32()), ("nearest_id", pa.string()),
@@ -201,6 +202,18 @@ def reference_data(config: BulkConfig, generator) -> str:
     return storage.absolute(data)
 
 
+def plan_blocks(remaining: list[list], batch_size: int, round_size: int) -> list[list[list]]:
+    """The sampling calls of a round's remaining plan: each batch of ``batch_size`` requests (what
+    progress counts) cut into pieces of at most ``round_size / SPREAD`` (and at least ``MIN_BLOCK``),
+    so a small round still keeps every actor busy, where one batch would have gone to one actor (with
+    WAV rendering, most of a demo's bulk step). The cut depends on the saved plan alone, so a resumed
+    round samples in the same calls as an uninterrupted one (``remaining`` starts at a batch)."""
+    target = min(batch_size, max(MIN_BLOCK, -(-round_size // SPREAD)))
+    piece = -(-batch_size // -(-batch_size // target))  # equal pieces of a batch
+    return [remaining[i + j : min(i + j + piece, i + batch_size, len(remaining))]
+            for i in range(0, len(remaining), batch_size) for j in range(0, min(batch_size, len(remaining) - i), piece)]
+
+
 class Job:
     """One bulk run's moving parts: rounds through Ray Data, and the decisions on the driver."""
 
@@ -235,12 +248,11 @@ class Job:
         return any(c.accepted < self.config.per_style for c in self.catalogs.values())
 
     def dataset(self, plan: list[list]):
-        """The plan's remaining requests through the actor pool, one block per sampling batch."""
+        """The plan's remaining requests through the actor pool, one block per sampling call."""
         import ray.data
 
-        b = self.config.batch_size
-        blocks = [pa.table({"style": [s for s, _ in plan[i : i + b]], "seed": [n for _, n in plan[i : i + b]]})
-                  for i in range(0, len(plan), b)]
+        blocks = [pa.table({"style": [s for s, _ in piece], "seed": [n for _, n in piece]})
+                  for piece in plan_blocks(plan, self.config.batch_size, len(self.progress.plan))]
         sampling = self.sampling()
         resources = {"num_gpus": 1} if self.use_gpu else {"num_cpus": 1}
         # from_blocks keeps one block per batch and builds them here; from_arrow would first run a
@@ -251,7 +263,7 @@ class Job:
                                    "precision": self.config.precision,
                                    "reference": self.reference_ref, "sampling": sampling,
                                    "formats": self.config.formats, "loader": self.loader},
-            batch_size=b, batch_format="pyarrow",
+            batch_size=None, batch_format="pyarrow",  # a block is a sampling call
             # every actor starts at once (an autoscaling pool would add them one model load at a time), and
             # takes its next batch only when it is free: batches queued on a busy actor idle the others at the end
             compute=ray.data.ActorPoolStrategy(min_size=min(self.actors, len(blocks)), max_size=self.actors,

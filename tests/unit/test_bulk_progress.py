@@ -46,3 +46,20 @@ def test_a_part_written_after_the_last_saved_state_is_ignored_and_replaced(tmp_p
     resumed.accepted.append(record("bach", 1))
     save_progress(out, resumed)
     assert load_progress(out, SETTINGS).accepted == [record("bach", 0), record("bach", 1)]
+
+
+def test_a_round_is_cut_into_calls_that_spread_a_small_plan_and_resume_the_same():
+    from musicgen.catalog.bulk import MIN_BLOCK, SPREAD, plan_blocks
+
+    for size, batch in [(220, 512), (1300, 512), (20_000, 512), (7, 2), (5, 512)]:
+        plan = [["irish_folk", seed] for seed in range(size)]
+        blocks = plan_blocks(plan, batch, size)
+        assert [r for b in blocks for r in b] == plan  # every request once, in order
+        assert all(len(b) <= batch for b in blocks)
+        assert not any(b[0][1] // batch != b[-1][1] // batch for b in blocks)  # never across a batch
+        if size >= SPREAD * MIN_BLOCK:
+            assert len(blocks) >= SPREAD
+        for done in range(0, size, batch):  # a resumed round starts at a batch: the same calls
+            tail = [b for b in blocks if b[0][1] >= done]
+            assert plan_blocks(plan[done:], batch, size) == tail
+    assert len(plan_blocks([["s", i] for i in range(220)], 512, 220)) == 7  # not one call on one actor
