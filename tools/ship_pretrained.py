@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from musicgen.data.shards import SPLITS, VOCAB_FILE, read_split, split_uri
+from musicgen.data.shards import SPLITS, VOCAB_FILE, read_split, read_stats, split_uri
 from musicgen.models import META_FILE, REFERENCE_FOLDER, WEIGHTS_FILE, ArtifactMeta, read_meta
 from musicgen.models.style_companion import fit_companion, write_companion
 from musicgen.pretrained import SHIPPED, write_checksums
@@ -56,7 +56,12 @@ def main() -> None:
         if config.get(key):
             config[key] = Path(config[key]).name  # no paths of the machine it was trained on
     training = {**meta.training, "run": Path(meta.training["run"]).name}
-    meta = dataclasses.replace(meta, train_config=config, training=training).validate()
+    # the stats of the shards given (the ones it was trained on, perhaps preprocessed again since by a
+    # version that counts more, such as the styles' form mix), with the paths reduced to names
+    stats = read_stats(args.data)
+    stats["config"] = {k: [Path(x).name for x in v] if k == "inputs" else Path(v).name if k in ("output", "style_from")
+                       and v else v for k, v in stats.get("config", {}).items()}
+    meta = dataclasses.replace(meta, train_config=config, training=training, data_stats=stats).validate()
     (out / META_FILE).write_text(json.dumps(meta.to_json(), indent=1, sort_keys=True) + "\n")
     shutil.copyfile(Path(args.data) / VOCAB_FILE, out / REFERENCE_FOLDER / VOCAB_FILE)
     for split in SPLITS:  # the shard layout, with only the columns the copy check reads

@@ -42,7 +42,7 @@ from musicgen.config import PreprocessConfig
 from musicgen.data import shards
 from musicgen.data.shards import ERRORS_SCHEMA, SPLITS
 from musicgen.data.splits import assign_splits, piece_of
-from musicgen.music.form import THROUGH_COMPOSED, form_label
+from musicgen.music.form import form_label
 from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES, NOTATION_SUFFIXES
 from musicgen.music.melody import Melody, MelodyBatch, RawMelody, interval_fingerprints_many, quantise_many
 from musicgen.music.midi import UnusableInput, parse_midi
@@ -205,8 +205,7 @@ def parse_files(
             "head_fingerprint": pick(head_fingerprints),
             "error_kind": pa.nulls(len(usable), pa.string()),
             "error_message": pa.nulls(len(usable), pa.string()),
-            "form": [form_label(melodies.melody(i)) if melodies.sections is not None and len(melodies.sections[i]) > 1
-                     else THROUGH_COMPOSED for i in usable],
+            "form": [form_label(melodies.melody(i)) for i in usable],
         },
         schema=PARSED_SCHEMA,
     )

@@ -93,15 +93,30 @@ def written_form(melody: Melody) -> str:
     return form_letters(melody, section_bar_ranges(melody))
 
 
-THROUGH_COMPOSED = "none"  # the form label of a tune without written sections
+THROUGH_COMPOSED = "none"  # the form label of a tune whose sections cannot be told
+PHRASE_BARS = 4  # where no sections are written, a tune is read as phrases of this many bars
+
+
+def phrase_bar_ranges(melody: Melody, phrase_bars: int = PHRASE_BARS) -> list[tuple[int, int]]:
+    """A tune without written sections cut into phrases of ``phrase_bars`` (a pickup bar belongs to
+    the first), or [] where its bars are not a whole number of phrases."""
+    pickup = int(bool(melody.notes) and melody.notes[0].onset > 0 and melody.n_bars % phrase_bars == 1)
+    if (melody.n_bars - pickup) % phrase_bars or melody.n_bars - pickup < 2 * phrase_bars:
+        return []
+    ranges = fixed_bar_ranges((melody.n_bars - pickup) // phrase_bars, phrase_bars)
+    return [(0 if i == 0 else a + pickup, b + pickup) for i, (a, b) in enumerate(ranges)]
 
 
 def form_label(melody: Melody) -> str:
-    """A corpus melody's form and section length as ``FORM:BARS`` (``AABB:8``; the median section
-    length), or ``THROUGH_COMPOSED`` where fewer than two sections are recorded: what a style's form
-    mix counts, and what ``--form auto`` draws from."""
+    """A corpus melody's form and section length as ``FORM:BARS`` (``AABB:8``): from its written
+    sections (the median length), else from its phrases of ``PHRASE_BARS`` compared bar by bar (the
+    Essen songs and Palestrina's lines carry no repeat signs, but their phrases return too); or
+    ``THROUGH_COMPOSED`` where neither gives 2 to ``MAX_SECTIONS`` sections. What a style's form mix
+    counts, and what ``--form auto`` draws from."""
     ranges = section_bar_ranges(melody)
     if len(ranges) < 2:
+        ranges = phrase_bar_ranges(melody)
+    if not 2 <= len(ranges) <= MAX_SECTIONS:
         return THROUGH_COMPOSED
     lengths = sorted(b - a for a, b in ranges)
     return f"{form_letters(melody, ranges)}:{lengths[(len(lengths) - 1) // 2]}"

@@ -4,6 +4,7 @@ corpus tune, the draw, and the request builders of generate, Serve and the bulk 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -24,6 +25,21 @@ def test_a_tunes_label_is_its_form_and_median_section_length():
     assert form_label(tune("AAB", section_bars=8)) == "AAB:8"
     plain = Melody((Note(60, 0, BAR), Note(62, BAR, BAR)), (4, 4), "C major")
     assert form_label(plain) == THROUGH_COMPOSED
+
+
+def test_a_tune_without_written_sections_is_read_as_four_bar_phrases():
+    written = tune("ABAC", section_bars=4)
+    unwritten = replace(written, sections=())
+    assert form_label(unwritten) == "ABAC:4"
+    # a pickup bar belongs to the first phrase
+    pickup = replace(unwritten, notes=(Note(67, BAR - 12, 12), *(Note(n.pitch, n.onset + BAR, n.duration)
+                                                                 for n in unwritten.notes)))
+    assert pickup.n_bars == 17 and form_label(pickup) == "ABAC:4"
+    # not a whole number of phrases, or more than 8 of them: no form can be told
+    assert form_label(tune("ABCDEFGHI", section_bars=4)) == THROUGH_COMPOSED
+    assert form_label(replace(tune("ABCDEFGHI", section_bars=4), sections=())) == THROUGH_COMPOSED
+    ten = Melody(tuple(Note(60 + i % 5, i * BAR, BAR) for i in range(10)), (4, 4), "C major")
+    assert form_label(ten) == THROUGH_COMPOSED
 
 
 def test_auto_draws_each_form_in_proportion_and_the_same_for_the_same_seed():
