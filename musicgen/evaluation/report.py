@@ -296,6 +296,8 @@ def run_evaluation(config: EvaluateConfig) -> dict:
                 [g.melody for g in generated]))]
             previews = {s: [g.melody for g in generated if g.style == s][: config.previews_per_style] for s in styles}
         label = f"{about['model']}:{about['model_id']}"
+        if any(r["label"].startswith(label) for r in results):  # two runs of one name: tell them apart
+            label += f" ({about['model_version']})"
         requested, predicted = [v["style"] for v in verdicts], [v["predicted"] for v in verdicts]
         present = [s for s in styles if s in requested]
         matrix = confusion_matrix(requested, predicted, styles)

@@ -82,5 +82,8 @@ def test_models_are_compared_side_by_side_with_plots(synthetic_corpus, tiny_arti
     assert json.loads((out / "report.json").read_text())["styles"] == ["bach_chorale", "irish_folk"]
     markdown = (out / "report.md").read_text()
     assert markdown.count("lstm:tiny-lstm") >= 2 and "style fidelity" in markdown
+    # two models of one run name are told apart by their weights' version
+    version = report["models"][1]["model_version"]
+    assert [r["label"] for r in report["models"]] == ["lstm:tiny-lstm", f"lstm:tiny-lstm ({version})"]
     for name in ("model0-confusion.png", "model1-irish_folk-metrics.png", "model0-bach_chorale-0.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
