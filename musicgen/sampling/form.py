@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from musicgen.config import DEFAULT_SECTION_BARS
+from musicgen.config import DEFAULT_BARS, DEFAULT_SECTION_BARS
 from musicgen.music.form import THROUGH_COMPOSED, cadence_score, close_on_tonic, parse_form, seam_score, section_slice
 from musicgen.music.melody import Melody
 from musicgen.sampling.sampler import SampleRequest, sample_tokens
@@ -44,15 +44,16 @@ def resolve_form(form: str | None, section_bars: int | None, seed: int, mix: dic
                  max_bars: int) -> tuple[str | None, int]:
     """(form, bars per section) for one melody: ``form`` as given (validated), or for ``AUTO`` a form
     and section length drawn from the style's ``mix`` (``ArtifactMeta.form_mix``) in proportion to
-    how many of its melodies have them, the same draw for the same seed; (None, ...) is a
-    through-composed tune. Forms longer than ``max_bars`` or ``MAX_SECTIONS`` sections are not drawn."""
+    how many of its melodies have them, the same draw for the same seed; a through-composed tune is
+    drawn as one section of ``DEFAULT_BARS`` (``A``). Forms longer than ``max_bars`` or ``MAX_SECTIONS``
+    sections are not drawn."""
     if form is None or form.strip().lower() != AUTO:
         return (parse_form(form) if form is not None else None), section_bars or DEFAULT_SECTION_BARS
     choices: list[tuple[str | None, int]] = []
     weights: list[int] = []
     for label, count in sorted(mix.items()):
-        if label == THROUGH_COMPOSED:
-            choices.append((None, DEFAULT_SECTION_BARS))
+        if label == THROUGH_COMPOSED:  # one section: its end is still chosen as a tune's end is
+            choices.append(("A", DEFAULT_BARS))
         else:
             letters, _, bars = label.partition(":")
             try:

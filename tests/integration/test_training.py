@@ -167,12 +167,17 @@ def test_the_shipped_model_fine_tunes_on_a_folder_of_new_style_midi_files(real_c
         (mine / path.name).write_bytes(path.read_bytes())
     shards = tmp_path / "shards"
     assert main(["preprocess", "--input", str(tmp_path / "midi"), "--output", str(shards)]) == 0
+    # events shards for a keyed model: a clear error that says how to preprocess
+    assert main(["train", "--data", str(shards), "--init-from", "pretrained", "--name", "x", "--storage",
+                 str(tmp_path / "runs")]) == 2
+    assert "--tokenizer keyed" in capsys.readouterr().err
+    assert main(["preprocess", "--input", str(tmp_path / "midi"), "--output", str(shards), "--tokenizer", "keyed"]) == 0
     # twelve files leave no validation melodies at the default 5 %: a clear error, then a larger share
     assert main(["train", "--data", str(shards), "--init-from", "pretrained", "--name", "x", "--storage",
                  str(tmp_path / "runs")]) == 2
     assert "--val-fraction" in capsys.readouterr().err
     assert main(["preprocess", "--input", str(tmp_path / "midi"), "--output", str(shards),
-                 "--val-fraction", "0.3"]) == 0
+                 "--val-fraction", "0.3", "--tokenizer", "keyed"]) == 0
     assert main(["train", "--data", str(shards), "--init-from", "pretrained", "--name", "mine", "--storage",
                  str(tmp_path / "runs"), "--max-steps", "2", "--eval-every-steps", "2", "--batch-size", "4",
                  "--max-len", "64", "--lr", "1e-5"]) == 0

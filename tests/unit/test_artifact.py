@@ -34,7 +34,7 @@ def test_the_shipped_model_is_read_as_it_is():
     raw = json.loads((folder / META_FILE).read_text())
     meta = read_meta("pretrained")
     assert meta.model == "lstm" and meta.styles == STYLES and meta.guidable
-    assert meta.tokenizer["name"] == "events" and meta.run_name == "melody-lstm"
+    assert meta.tokenizer["name"] == "keyed" and meta.run_name == "melody-lstm"
     assert meta.training["best_step"] == 3000 and meta.data_stats["melodies"] > 0
     assert meta.to_json() == raw  # nothing lost or added: the same metadata would be written back
     _, loaded = load_artifact("pretrained")
@@ -135,7 +135,7 @@ def test_fine_tuning_options_are_checked_against_the_artifact_sizes(tmp_path):
     from musicgen.config import TrainConfig
     from musicgen.training.trainer import check_model_options
 
-    storage.write_json(str(tmp_path / "vocab.json"), make_tokenizer("events", STYLES).to_dict())
+    storage.write_json(str(tmp_path / "vocab.json"), make_tokenizer("keyed", STYLES).to_dict())  # the shipped one's
     config = TrainConfig(data=str(tmp_path), name="x", storage=str(tmp_path), init_from="pretrained",
                          model_config={"style_dropout": 0.2})
     vocab, data_vocab = check_model_options(config)

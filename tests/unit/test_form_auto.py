@@ -45,10 +45,10 @@ def test_a_tune_without_written_sections_is_read_as_four_bar_phrases():
 def test_auto_draws_each_form_in_proportion_and_the_same_for_the_same_seed():
     draws = Counter(resolve_form("auto", None, seed, MIX, max_bars=64) for seed in range(3000))
     # nine sections or 80 bars cannot be sampled, so they are never drawn
-    assert set(draws) == {("AABB", 8), ("AAB", 4), (None, 8)}
+    assert set(draws) == {("AABB", 8), ("AAB", 4), ("A", 16)}  # a through-composed tune: one section
     total = sum(draws.values())
     assert draws[("AABB", 8)] / total == pytest.approx(0.6, abs=0.04)
-    assert draws[(None, 8)] / total == pytest.approx(0.3, abs=0.04)
+    assert draws[("A", 16)] / total == pytest.approx(0.3, abs=0.04)
     assert [resolve_form("AUTO", 4, s, MIX, 64) for s in range(50)] == [resolve_form("auto", 8, s, MIX, 64)
                                                                        for s in range(50)]
 
@@ -64,10 +64,9 @@ def test_a_given_form_passes_through_and_auto_without_a_mix_says_what_to_do():
 
 def test_generate_requests_with_auto_take_each_length_from_their_form():
     requests = make_requests("irish_folk", 40, 7, form="auto", form_mix=MIX, variation=0.125)
-    assert {(r.form, r.section_bars) for r in requests if r.form} == {("AABB", 8), ("AAB", 4)}
+    assert {(r.form, r.section_bars) for r in requests} == {("AABB", 8), ("AAB", 4), ("A", 16)}
     for r in requests:
-        assert r.bars == (len(r.form) * r.section_bars if r.form else 16)
-        assert r.variation == (0.125 if r.form else 0.0)
+        assert r.bars == len(r.form) * r.section_bars and r.variation == 0.125
     with pytest.raises(ValueError, match="leave out --bars"):
         make_requests("irish_folk", 1, 0, form="auto", bars=16, form_mix=MIX)
 
@@ -85,13 +84,14 @@ def test_bulk_rows_draw_their_style_forms_and_a_formed_melody_has_its_own_id():
     sampling = {"bars": 16, "temperature": 1.0, "top_k": 0, "top_p": 0.9, "guidance": 2.0, "form": "auto",
                 "section_bars": 8, "variation": 0.0, "loop": False}
     irish = [row_request(_Generator(), "irish_folk", seed, sampling) for seed in range(40)]
-    assert {r.form for r in irish} == {"AABB", "AAB", None}
-    assert all(r.bars == len(r.form) * r.section_bars for r in irish if r.form)
+    assert {r.form for r in irish} == {"AABB", "AAB", "A"}
+    assert all(r.bars == len(r.form) * r.section_bars for r in irish)
     german = row_request(_Generator(), "german_folk", 3, sampling)
-    assert (german.form, german.bars, shape_of(german)) == (None, 16, "")
-    assert melody_id("v", "german_folk", 3, shape_of(german)) == melody_id("v", "german_folk", 3)  # ids kept
-    formed = next(r for r in irish if r.form)
-    assert melody_id("v", "irish_folk", formed.seed, shape_of(formed)) != melody_id("v", "irish_folk", formed.seed)
+    assert (german.form, german.bars, shape_of(german)) == ("A", 16, ":A:16:0:0")
+    plain = row_request(_Generator(), "german_folk", 3, {**sampling, "form": None})
+    assert (plain.form, plain.bars, shape_of(plain)) == (None, 16, "")
+    assert melody_id("v", "german_folk", 3, shape_of(plain)) == melody_id("v", "german_folk", 3)  # ids kept
+    assert melody_id("v", "german_folk", 3, shape_of(german)) != melody_id("v", "german_folk", 3)
 
 
 def test_bulk_rows_and_serve_refuse_a_bad_form_and_take_auto():
