@@ -40,6 +40,7 @@ from musicgen.music.keys import (
     mode_family,
     mode_fifths,
     parse_key,
+    pitch_spelling,
 )
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, Note, bar_ticks
 
@@ -69,22 +70,6 @@ def abc_key(key: str) -> tuple[str, int]:
     (the tonic spelled as :func:`musicgen.music.keys.key_spelling` spells it)."""
     tonic, fifths = key_spelling(key)
     return tonic + ("m" if parse_key(key)[1] == "minor" else ""), fifths
-
-
-def _spelling(fifths: int) -> list[tuple[str, int]]:
-    """(letter, alteration) for each pitch class: the scale's own spelling, else
-    a natural, else a sharp (sharp keys and C) or a flat (flat keys)."""
-    sig = key_signature(fifths)
-    out: list[tuple[str, int]] = []
-    for pc in range(12):
-        choice = next(((k, a) for k, a in sig.items() if (NATURAL_PC[k] + a) % 12 == pc), None)
-        if choice is None:
-            choice = next(((k, 0) for k, p in NATURAL_PC.items() if p == pc), None)
-        if choice is None:
-            step = 1 if fifths >= 0 else -1
-            choice = next((k, step) for k, p in NATURAL_PC.items() if (p + step) % 12 == pc)
-        out.append(choice)
-    return out
 
 
 def abc_length(ticks: int) -> str:
@@ -123,7 +108,7 @@ def _bars(melody: Melody) -> tuple[list[str], list[str]]:
         raise ValueError(f"time signature {n}/{d} is not supported")
     bar = melody.bar_ticks
     tonic, fifths = abc_key(melody.key)
-    sig, spelling = key_signature(fifths), _spelling(fifths)
+    sig, spelling = key_signature(fifths), pitch_spelling(melody.key)
     beam = _beam_ticks(melody.time_signature)
 
     # notes and the rests between them, then cut at bar lines

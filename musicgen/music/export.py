@@ -9,7 +9,6 @@ has: :func:`wav_available` says whether it can be written.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import logging
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING
 from musicgen import storage
 from musicgen.music import abc
 from musicgen.music.formats import OUTPUT_FORMATS, output_format
-from musicgen.music.keys import key_to_sharps, parse_key
+from musicgen.music.keys import key_to_sharps, parse_key, pitch_spelling
 from musicgen.music.melody import TICKS_PER_BEAT, Melody
 from musicgen.music.midi import write_midi
 from musicgen.music.performance import performance_for
@@ -79,23 +78,10 @@ def _m21_key(name: str) -> m21key.Key:
     return key.KeySignature(key_to_sharps(name)).asKey(parse_key(name)[1])
 
 
-@functools.cache
 def _pitch_class_names(key: str) -> tuple[str, ...]:
-    """music21 name of each pitch class in ``key``: the scale's own spelling, else a sharp in
-    sharp keys and C, a flat in flat keys, so note names match the key signature."""
-    from music21 import pitch
-
-    m21_key = _m21_key(key)
-    names = {p.pitchClass: p.name for p in m21_key.pitches}
-    out = []
-    for pc in range(12):
-        if pc not in names:
-            p = pitch.Pitch(pc)
-            if p.alter and (p.alter > 0) != (m21_key.sharps >= 0):
-                p = p.getEnharmonic()
-            names[pc] = p.name
-        out.append(names[pc])
-    return tuple(out)
+    """music21 name of each pitch class in ``key``, spelled by ``musicgen.music.keys.pitch_spelling``."""
+    return tuple(letter + ("#" * alteration if alteration > 0 else "-" * -alteration)
+                 for letter, alteration in pitch_spelling(key))
 
 
 def spell(midi_pitch: int, key: str) -> m21pitch.Pitch:

@@ -19,6 +19,8 @@ Pure Python, no imports from the rest of musicgen.
 
 from __future__ import annotations
 
+import functools
+
 PITCH_CLASS_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 NAME_TO_PC = {
     "C": 0, "B#": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E": 4, "FB": 4,
@@ -104,3 +106,29 @@ def key_signature(fifths: int) -> dict[str, int]:
     for letter in letters:
         sig[letter] = 1 if fifths > 0 else -1
     return sig
+
+
+@functools.cache
+def pitch_spelling(key: str) -> tuple[tuple[str, int], ...]:
+    """(letter, alteration) of each pitch class in ``key``, the one spelling rule of every writer (ABC,
+    MusicXML, note names): the key signature's own, else a natural, else a sharp (sharp keys and C) or
+    a flat (flat keys); in a minor key the raised 6th and 7th of melodic minor are its 6th and 7th
+    letters raised (F# in G minor, not Gb; C# in D minor, not Db)."""
+    tonic, mode = parse_key(key)
+    fifths = key_spelling(key)[1]
+    sig = key_signature(fifths)
+    out: list[tuple[str, int]] = []
+    for pc in range(12):
+        choice = next(((k, a) for k, a in sig.items() if (NATURAL_PC[k] + a) % 12 == pc), None)
+        if choice is None:
+            choice = next(((k, 0) for k, p in NATURAL_PC.items() if p == pc), None)
+        if choice is None:
+            step = 1 if fifths >= 0 else -1
+            choice = next((k, step) for k, p in NATURAL_PC.items() if (p + step) % 12 == pc)
+        out.append(choice)
+    if mode == "minor":
+        for natural in (8, 10):  # the 6th and the 7th of natural minor, a semitone higher
+            letter, alteration = out[(tonic + natural) % 12]
+            if alteration < 1:
+                out[(tonic + natural + 1) % 12] = (letter, alteration + 1)
+    return tuple(out)

@@ -115,7 +115,8 @@ def test_accidentals_hold_to_the_end_of_the_bar_per_letter_and_octave():
 
 def test_flat_and_sharp_keys_spell_from_the_key():
     assert TOK.render(FLAT_KEY).splitlines()[2:] == ["K:Bb", "B=B _BE =E_E | B,2 =B |]"]
-    assert TOK.render(SHARP_KEY).splitlines()[2:] == ["K:F#m", "F=F ^Fc =c^c ^AG |]"]
+    # F natural in F# minor is its leading tone, E#
+    assert TOK.render(SHARP_KEY).splitlines()[2:] == ["K:F#m", "F^E Fc =c^c ^AG |]"]
     # a note outside the scale: sharps in sharp keys and C, flats in flat keys
     assert TOK.render(Melody((Note(63, 0, 6),), (4, 4), "D major")).endswith("^D |]")
     assert TOK.render(Melody((Note(63, 0, 6),), (4, 4), "C major")).endswith("^D |]")

@@ -180,3 +180,21 @@ def test_parse_formats():
         parse_formats("mid,ogg")
     with pytest.raises(ValueError):
         parse_formats(",")
+
+
+@pytest.mark.parametrize("key, pitches, spelled", [
+    ("G minor", [67, 69, 70, 72, 74, 75, 76, 78, 79], ["G", "A", "B", "c", "d", "e", "=e", "^f", "g"]),
+    ("D minor", [62, 64, 65, 67, 69, 71, 73, 74], ["D", "E", "F", "G", "A", "=B", "^c", "d"]),
+    ("C minor", [60, 62, 63, 65, 67, 69, 71, 72], ["C", "D", "E", "F", "G", "=A", "=B", "c"]),
+])
+def test_the_raised_sixth_and_seventh_of_a_minor_key_are_spelled_as_raised_letters(key, pitches, spelled):
+    """The leading tone of G minor is F#, not Gb: its letter is the 7th's (and the tune reads back the same)."""
+    from musicgen.music.abc import to_abc
+    from musicgen.music.notation import read_notation
+
+    melody = Melody(tuple(Note(p, 12 * i, 12) for i, p in enumerate(pitches)), (4, 4), key)
+    text = to_abc(melody)
+    body = text.strip().splitlines()[-1]
+    assert [t for t in body.replace("|", " ").replace("]", " ").split() if t] == [s + "2" for s in spelled], text
+    again = read_notation(text.encode(), ".abc")[0]
+    assert [n.pitch for n in again.notes] == pitches
