@@ -113,10 +113,15 @@ def generate_files(
 
 
 def format_table(generated: Sequence[GeneratedFile]) -> str:
-    """One line per melody: file stem, key, meter, bars and notes."""
+    """One line per melody: file stem, key, meter, bars and notes, and the form where any has one
+    (what ``--form auto`` drew: ``AABB x 8`` bars)."""
     width = max([len("file"), *(len(g.stem) for g in generated)]) + 2
-    lines = [f"{'file':<{width}}{'key':<11}{'meter':>6}{'bars':>6}{'notes':>7}"]
+    forms = any(g.melody.meta.get("form") for g in generated)
+    lines = [f"{'file':<{width}}{'key':<11}{'meter':>6}{'bars':>6}{'notes':>7}" + ("  form" if forms else "")]
     for g in generated:
         n, d = g.melody.time_signature
-        lines.append(f"{g.stem:<{width}}{g.melody.key:<11}{f'{n}/{d}':>6}{g.melody.n_bars:>6}{len(g.melody.notes):>7}")
+        form = g.melody.meta.get("form")
+        shape = f"  {form} x {g.melody.n_bars // len(form)}" if form else "  -"
+        lines.append(f"{g.stem:<{width}}{g.melody.key:<11}{f'{n}/{d}':>6}{g.melody.n_bars:>6}{len(g.melody.notes):>7}"
+                     + (shape if forms else ""))
     return "\n".join(lines)

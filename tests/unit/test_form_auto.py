@@ -102,3 +102,24 @@ def test_bulk_rows_and_serve_refuse_a_bad_form_and_take_auto():
         BulkConfig(model="m", out="o", per_style=1, form="AABB", variation=2)
     assert MelodyRequest(form="Auto").form == "auto"
     assert MelodyRequest(form="aabb").form == "AABB"
+
+
+def test_generate_with_form_auto_draws_from_the_shipped_models_mix_and_shows_each_form(tmp_path, capsys):
+    """The shipped model carries its styles' form mix: Irish tunes come out in Irish forms, each
+    recorded in its JSON and shown in the table."""
+    import json
+
+    from musicgen.cli import main
+    from musicgen.sampling import MelodyGenerator
+
+    mix = MelodyGenerator.from_artifact("pretrained", device="cpu").meta.form_mix("irish_folk")
+    assert mix.get("AABB:8", 0) > mix.get(THROUGH_COMPOSED, 0)  # the commonest written form of the style
+    assert main(["generate", "--style", "irish_folk", "--form", "auto", "--n", "3", "--seed", "1",
+                 "--format", "json", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    for seed in (1, 2, 3):
+        data = json.loads((tmp_path / f"irish_folk-{seed}.json").read_text())
+        form, section_bars = resolve_form("auto", None, seed, mix, 64)
+        assert (data["meta"]["form"], data["meta"]["section_bars"], data["bars"]) == (
+            form, section_bars, len(form) * section_bars)
+        assert f"irish_folk-{seed}" in table and f"{form} x {section_bars}" in table
