@@ -47,17 +47,15 @@ def row_request(generator: MelodyGenerator, style: str, seed: int, sampling: dic
     """One catalog row's ``SampleRequest``: the job's ``sampling`` settings, with a form drawn from the
     style's own forms where the job asks for ``auto`` (the same draw for the same seed), the length
     a form's sections make. The actors and the driver's record of each melody both build it here."""
-    from musicgen.sampling.form import resolve_form
-    from musicgen.sampling.sampler import MAX_BARS, SampleRequest
+    from musicgen.sampling.form import shape_fields
+    from musicgen.sampling.sampler import SampleRequest
 
     settings = dict(sampling)
-    form, section_bars = resolve_form(settings.pop("form", None), settings.pop("section_bars", None), seed,
-                                      generator.meta.form_mix(style), MAX_BARS)
-    if form is None:
-        settings.pop("variation", None)
-        return SampleRequest(style, seed, **settings)
-    return SampleRequest(style, seed, **{**settings, "bars": len(form) * section_bars, "form": form,
-                                         "section_bars": section_bars})
+    form, section_bars, variation, bars = (settings.pop(k, None) for k in ("form", "section_bars", "variation", "bars"))
+    # a job's bars are the length of a melody without a form; a form's sections set its own
+    return SampleRequest(style, seed, **settings, **shape_fields(form, section_bars, variation or 0.0,
+                                                                 None if form else bars, seed,
+                                                                 generator.meta.form_mix(style)))
 
 
 def figures(melody: Melody, reference: IntervalIndex) -> dict:

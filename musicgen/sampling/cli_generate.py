@@ -13,10 +13,10 @@ from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES
 from musicgen.music.melody import Melody, parse_key
 from musicgen.music.midi import read_midi
 from musicgen.music.notation import read_notation
-from musicgen.sampling.form import AUTO, resolve_form
+from musicgen.sampling.form import is_auto, shape_fields
 from musicgen.sampling.generator import MelodyGenerator
 from musicgen.sampling.provenance import CLI_FIELDS, provenance
-from musicgen.sampling.sampler import MAX_BARS, SampleRequest, requested_bars
+from musicgen.sampling.sampler import SampleRequest
 
 PRIMER_SUFFIXES = INPUT_SUFFIXES
 BATCH_SIZE = 32  # melodies sampled in one loop: bounds memory for a large --n
@@ -62,8 +62,7 @@ def make_requests(
     draws each melody's form from the style's ``form_mix`` (``ArtifactMeta.form_mix``)."""
     if n < 1:
         raise ValueError("--n must be at least 1")
-    auto = form is not None and form.strip().lower() == AUTO
-    if auto and bars is not None:
+    if is_auto(form) and bars is not None:
         raise ValueError("--form auto chooses the length from the form it draws: leave out --bars")
     if form is None and settings.get("variation"):
         raise ValueError("--variation varies the returning sections of a --form: give a form too")
@@ -77,13 +76,10 @@ def make_requests(
             meter = "/".join(map(str, primer.time_signature))
             raise ValueError(f"the primer is in {meter}; leave out --time-signature or make them agree")
         time_signature = primer.time_signature
-    requests = []
-    for i in range(n):
-        drawn, drawn_bars = resolve_form(form, section_bars, seed + i, form_mix or {}, MAX_BARS)
-        fields = dict(settings, form=drawn, section_bars=drawn_bars) if drawn else dict(settings, variation=0.0)
-        requests.append(SampleRequest(style, seed + i, bars=requested_bars(bars, drawn, drawn_bars),
-                                      time_signature=time_signature, key=key, primer=primer, **fields))
-    return requests
+    variation = settings.pop("variation", 0.0)
+    return [SampleRequest(style, seed + i, time_signature=time_signature, key=key, primer=primer, **settings,
+                          **shape_fields(form, section_bars, variation, bars, seed + i, form_mix or {}))
+            for i in range(n)]
 
 
 def stem_of(request: SampleRequest) -> str:

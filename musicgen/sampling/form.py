@@ -26,7 +26,7 @@ import torch.nn as nn
 from musicgen.config import DEFAULT_BARS, DEFAULT_SECTION_BARS
 from musicgen.music.form import THROUGH_COMPOSED, cadence_score, close_on_tonic, parse_form, seam_score, section_slice
 from musicgen.music.melody import Melody
-from musicgen.sampling.sampler import SampleRequest, sample_tokens
+from musicgen.sampling.sampler import MAX_BARS, SampleRequest, requested_bars, sample_tokens
 from musicgen.tokenizers.base import Tokenizer
 
 AUTO = "auto"  # a form drawn from the style's own mix
@@ -40,6 +40,23 @@ def derived_seed(seed: int, section: int, candidate: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def is_auto(form: str | None) -> bool:
+    """Whether ``form`` asks for a form drawn from the style's own (``auto``, any case)."""
+    return form is not None and form.strip().lower() == AUTO
+
+
+def shape_fields(form: str | None, section_bars: int | None, variation: float, bars: int | None, seed: int,
+                 mix: dict[str, int]) -> dict:
+    """The ``SampleRequest`` fields that give one melody its shape, as generate, Serve and the bulk job
+    ask: its form (``AUTO`` drawn for this seed from ``mix``), bars a section and variation where it
+    has a form, and its length (``bars`` when given, else the form's, else ``DEFAULT_BARS``)."""
+    drawn, drawn_bars = resolve_form(form, section_bars, seed, mix, MAX_BARS)
+    if drawn is None:
+        return {"bars": requested_bars(bars, None)}
+    return {"bars": requested_bars(bars, drawn, drawn_bars), "form": drawn, "section_bars": drawn_bars,
+            "variation": variation}
+
+
 def resolve_form(form: str | None, section_bars: int | None, seed: int, mix: dict[str, int],
                  max_bars: int) -> tuple[str | None, int]:
     """(form, bars per section) for one melody: ``form`` as given (validated), or for ``AUTO`` a form
@@ -47,7 +64,7 @@ def resolve_form(form: str | None, section_bars: int | None, seed: int, mix: dic
     how many of its melodies have them, the same draw for the same seed; a through-composed tune is
     drawn as one section of ``DEFAULT_BARS`` (``A``). Forms longer than ``max_bars`` or ``MAX_SECTIONS``
     sections are not drawn."""
-    if form is None or form.strip().lower() != AUTO:
+    if not is_auto(form):
         return (parse_form(form) if form is not None else None), section_bars or DEFAULT_SECTION_BARS
     choices: list[tuple[str | None, int]] = []
     weights: list[int] = []

@@ -38,9 +38,9 @@ from musicgen.music.export import to_abc_text, to_midi_bytes
 from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
-from musicgen.sampling.form import AUTO, resolve_form
+from musicgen.sampling.form import is_auto, shape_fields
 from musicgen.sampling.provenance import SERVE_FIELDS, provenance
-from musicgen.sampling.sampler import MAX_BARS, UNGUIDABLE, requested_bars, resolve_guidance
+from musicgen.sampling.sampler import UNGUIDABLE, resolve_guidance
 from musicgen.serving.schemas import (
     MAX_BODY_BYTES,
     MAX_MELODIES,
@@ -312,18 +312,14 @@ class MelodyAPI:
         if body.guidance not in (None, 1) and not self.guidable:
             raise HTTPException(422, UNGUIDABLE)
         try:
-            if body.form == AUTO and body.bars is not None:
+            if is_auto(body.form) and body.bars is not None:
                 raise ValueError("form 'auto' takes the length from the form it draws: leave out bars")
-            requests = []
-            for i in range(body.n):
-                form, section_bars = resolve_form(body.form, body.section_bars, seed + i,
-                                                  self.form_mixes.get(style, {}), MAX_BARS)
-                shape = dict(form=form, section_bars=section_bars, variation=body.variation) if form else {}
-                requests.append(SampleRequest(
-                    style=style, seed=seed + i, bars=requested_bars(body.bars, form, section_bars),
-                    temperature=body.temperature, top_k=body.top_k, top_p=body.top_p, time_signature=meter,
-                    key=body.key, tempo=body.tempo, program=body.program, guidance=body.guidance, loop=body.loop,
-                    **shape))
+            requests = [SampleRequest(
+                style=style, seed=seed + i, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
+                time_signature=meter, key=body.key, tempo=body.tempo, program=body.program, guidance=body.guidance,
+                loop=body.loop, **shape_fields(body.form, body.section_bars, body.variation, body.bars, seed + i,
+                                               self.form_mixes.get(style, {})))
+                for i in range(body.n)]
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         formats = tuple(body.format)

@@ -14,6 +14,7 @@ from musicgen.config import DEFAULT_BARS, DEFAULT_SECTION_BARS, DEFAULT_TOP_P
 from musicgen.music.form import MAX_SECTIONS, parse_form
 from musicgen.music.formats import SERVED_FORMATS
 from musicgen.music.keys import key_name, parse_key
+from musicgen.sampling.form import AUTO, is_auto
 from musicgen.sampling.sampler import MAX_BARS, MAX_GUIDANCE
 from musicgen.tokenizers.events import parse_time_signature
 
@@ -72,8 +73,8 @@ class MelodyRequest(BaseModel):
     @field_validator("form")
     @classmethod
     def _form(cls, value: str | None) -> str | None:
-        if value is None or value.strip().lower() == "auto":
-            return None if value is None else "auto"
+        if value is None or is_auto(value):
+            return AUTO if value is not None else None
         return parse_form(value)
 
     @field_validator("key")
