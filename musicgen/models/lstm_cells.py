@@ -119,7 +119,7 @@ class FloatCell:
                 gates = self._product(self.biases[k - 1], torch.cat([hs[-1], cache.h[k]], dim=1), self.weights[k],
                                       fresh=False)
             h, c = _lstm_update(gates, cache.c[k])
-            hs.append(h.to(self.dtype))
+            hs.append(h if self.dtype == torch.float32 else h.to(self.dtype))
             cs.append(c)
         head, bias = self.head
         return self._product(bias, hs[-1], head, fresh=False), CellCache(cache.style_gates, tuple(hs), tuple(cs))

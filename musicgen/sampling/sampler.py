@@ -143,13 +143,16 @@ def pick_tokens(logits: np.ndarray, allowed: np.ndarray, temperature: np.ndarray
         probs = weights / weights.sum(axis=1, keepdims=True)
         order = np.argsort(-probs, axis=1, kind="stable")
         probs = probs[rows[:, None], order]
-        k = np.where(top_k > 0, top_k, V)
-        weights = probs * ((np.arange(V)[None, :] < k[:, None]) & ((np.cumsum(probs, axis=1) - probs) < top_p[:, None]))
+        keep = (np.cumsum(probs, axis=1) - probs) < top_p[:, None]
+        if (top_k > 0).any():
+            keep &= np.arange(V)[None, :] < np.where(top_k > 0, top_k, V)[:, None]
+        weights = probs * keep
     cdf = np.cumsum(weights, axis=1, dtype=np.float64)
     index = np.minimum((cdf < (uniform * cdf[:, -1])[:, None]).sum(axis=1), V - 1)  # a row-wise searchsorted
     if not filtered:
         return index
-    index = np.where(temperature > 0, index, 0)  # greedy rows take the most likely token
+    if (temperature == 0).any():
+        index = np.where(temperature > 0, index, 0)  # greedy rows take the most likely token
     return order[rows, index]
 
 
@@ -167,6 +170,7 @@ class Stepper:
         config = unwrap(model).config
         if guidance is not None:
             style = torch.cat([style, torch.full_like(style, null_style_index(config))])
+            self._set_guidance(guidance)
         self.style = style
         self.window = getattr(config, "block_size", None)
         self.history: list[Tensor] = []
@@ -174,27 +178,36 @@ class Stepper:
 
     def __call__(self, tokens: Tensor) -> Tensor:
         if self.guidance is not None:
-            unstyled = tokens.clone()
             if self.cache is None and not self.history:  # the prompt: hide its STYLE token
+                unstyled = tokens.clone()
                 unstyled[:, STYLE_POSITION] = self.pad_id
-            tokens = torch.cat([tokens, unstyled])
-        self.history.append(tokens)
-        if self.window is not None and self.length + tokens.size(1) > self.window:
-            recent = torch.cat(self.history, dim=1)[:, -(self.window // 2):]
-            self.cache, self.length, tokens = None, 0, recent
+                tokens = torch.cat([tokens, unstyled])
+            else:
+                tokens = tokens.repeat(2, 1)
+        if self.window is not None:  # only a windowed model re-reads what it has seen
+            self.history.append(tokens)
+            if self.length + tokens.size(1) > self.window:
+                recent = torch.cat(self.history, dim=1)[:, -(self.window // 2):]
+                self.cache, self.length, tokens = None, 0, recent
         logits, self.cache = self.model.step(tokens, self.style, self.cache)
         self.length += tokens.size(1)
         if self.guidance is None:
             return logits
+        # u + w (c - u), in place (a step of one melody costs its operations' overhead more than their work)
         styled, unstyled_logits = logits.float().chunk(2)
-        w = self.guidance[:, None]
-        return torch.where(w == 1, styled, unstyled_logits + w * (styled - unstyled_logits))
+        mixed = torch.sub(styled, unstyled_logits).mul_(self.weight).add_(unstyled_logits)
+        return mixed if self.plain is None else torch.where(self.plain, styled, mixed)
+
+    def _set_guidance(self, guidance: Tensor) -> None:
+        self.guidance, self.weight = guidance, guidance[:, None]
+        plain = guidance == 1  # rows that are not guided take the styled logits as they are
+        self.plain = plain[:, None] if bool(plain.any()) else None
 
     def keep(self, rows: Tensor) -> None:
         """Go on with only these rows of the batch (the others have finished)."""
         if self.guidance is not None:
-            rows = torch.cat([rows, rows + len(self.guidance)])  # and their unstyled twins
-            self.guidance = self.guidance[rows[: len(rows) // 2]]
+            self._set_guidance(self.guidance[rows])
+            rows = torch.cat([rows, rows + len(self.style) // 2])  # and their unstyled twins
         self.style = self.style[rows]
         self.history = [h[rows] for h in self.history] if self.window is not None else []
         self.cache = self.model.select_rows(self.cache, rows)
