@@ -12,6 +12,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")  # of the weights a sampler uses (
 # melodies' range and cost style fidelity (docs/quality.md, "Sampling defaults")
 DEFAULT_TOP_P = 0.9
 DEFAULT_BARS = 16  # a melody's length when a request gives neither bars nor a form
+MAX_BARS = 64  # the longest melody a request may ask for
 DEFAULT_SECTION_BARS = 8  # bars per section of a form
 
 

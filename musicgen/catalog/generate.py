@@ -40,7 +40,8 @@ def shape_of(request) -> str:
     (whose id is unchanged since before forms)."""
     if request.form is None and not request.loop:
         return ""
-    return f":{request.form}:{request.section_bars}:{request.variation:g}:{int(request.loop)}"
+    copies = "".join(f":{bar}<{source}" for bar, source in request.copies)  # the bars auto repeats
+    return f":{request.form}:{request.section_bars}:{request.variation:g}:{int(request.loop)}{copies}"
 
 
 def row_request(generator: MelodyGenerator, style: str, seed: int, sampling: dict):

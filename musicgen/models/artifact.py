@@ -31,6 +31,7 @@ import torch.nn as nn
 from musicgen import storage
 from musicgen.models.lstm import null_style_index
 from musicgen.models.registry import build_model, check_model_config, registered
+from musicgen.music.form import FormMix
 from musicgen.pretrained import resolve_model
 
 FORMAT_VERSION = 1
@@ -88,11 +89,13 @@ class ArtifactMeta:
             raise ValueError("the weights' digest is known once the artifact is loaded (load_artifact)")
         return self.weights_sha256[:12]
 
-    def form_mix(self, style: str) -> dict[str, int]:
-        """How the style's training melodies are built: ``form_label`` (``AABB:8``, ``none``) -> melodies,
-        as preprocessing counted them; empty where the shards predate that count."""
-        per_style = (self.data_stats or {}).get("per_style", {})
-        return dict(per_style.get(style, {}).get("forms") or {})
+    def form_mix(self, style: str) -> FormMix:
+        """How the style's training melodies are built (``form_label`` -> melodies, and per label some
+        melodies' repeated bars), as preprocessing recorded them; empty where the shards predate that."""
+        entry = (self.data_stats or {}).get("per_style", {}).get(style, {})
+        copies = {form: [tuple(map(tuple, pairs)) for pairs in maps]
+                  for form, maps in (entry.get("copies") or {}).items()}
+        return FormMix(dict(entry.get("forms") or {}), copies)
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> ArtifactMeta:

@@ -11,8 +11,8 @@ the tests share them.
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -70,10 +70,12 @@ def section_similarity(similarity: np.ndarray, a: tuple[int, int], b: tuple[int,
     return float(total / length) if length else 1.0
 
 
-def form_letters(melody: Melody, ranges: Sequence[tuple[int, int]], same: float = SAME_MATERIAL) -> str:
+def form_letters(melody: Melody, ranges: Sequence[tuple[int, int]], same: float = SAME_MATERIAL,
+                 similarity: np.ndarray | None = None) -> str:
     """The form of ``melody`` cut into ``ranges``: each section takes the letter of the earlier section
-    it is most like, if at least ``same`` alike, or the next new letter."""
-    similarity = _padded_similarity(melody, max((b for _, b in ranges), default=0))
+    it is most like, if at least ``same`` alike, or the next new letter (``similarity``: the melody's
+    ``bar_self_similarity``, where the caller has it)."""
+    similarity = _padded_similarity(melody, max((b for _, b in ranges), default=0), similarity)
     letters: list[str] = []
     first_of: dict[str, tuple[int, int]] = {}
     for section in ranges:
@@ -107,7 +109,7 @@ def phrase_bar_ranges(melody: Melody, phrase_bars: int = PHRASE_BARS) -> list[tu
     return [(0 if i == 0 else a + pickup, b + pickup) for i, (a, b) in enumerate(ranges)]
 
 
-def form_label(melody: Melody) -> str:
+def form_label(melody: Melody, similarity: np.ndarray | None = None) -> str:
     """A corpus melody's form and section length as ``FORM:BARS`` (``AABB:8``): from its written
     sections (the median length), else from its phrases of ``PHRASE_BARS`` compared bar by bar (the
     Essen songs and Palestrina's lines carry no repeat signs, but their phrases return too); or
@@ -119,7 +121,34 @@ def form_label(melody: Melody) -> str:
     if not 2 <= len(ranges) <= MAX_SECTIONS:
         return THROUGH_COMPOSED
     lengths = sorted(b - a for a, b in ranges)
-    return f"{form_letters(melody, ranges)}:{lengths[(len(lengths) - 1) // 2]}"
+    return f"{form_letters(melody, ranges, similarity=similarity)}:{lengths[(len(lengths) - 1) // 2]}"
+
+
+Copies = tuple[tuple[int, int], ...]  # (bar, the earlier bar it repeats), 0-based bars of a melody
+
+
+@dataclass(frozen=True)
+class FormMix:
+    """What ``--form auto`` draws a style's tunes from: how many training melodies have each
+    ``form_label`` (``forms``), and for each label the bars that repeat an earlier bar in some of
+    those melodies (``copies``: a list of ``Copies`` a label), as preprocessing recorded them."""
+
+    forms: Mapping[str, int] = field(default_factory=dict)
+    copies: Mapping[str, Sequence[Copies]] = field(default_factory=dict)
+
+
+def repeated_bars(similarity: np.ndarray) -> Copies:
+    """Each bar that repeats an earlier bar exactly, with the first bar it repeats, from a melody's
+    ``bar_self_similarity``: the bars ``repetition_ratio`` counts."""
+    return tuple((i, int(np.flatnonzero(similarity[i, :i] == 1.0)[0])) for i in range(1, len(similarity))
+                 if (similarity[i, :i] == 1.0).any())
+
+
+def form_and_copies(melody: Melody) -> tuple[str, Copies]:
+    """A corpus melody's ``form_label`` and ``repeated_bars``, from one bar-similarity matrix: what
+    preprocessing records per style and form, and what ``--form auto`` draws a tune's shape from."""
+    similarity = bar_self_similarity(melody)
+    return form_label(melody, similarity), repeated_bars(similarity)
 
 
 def form_adherence(melody: Melody, form: str, section_bars: int, varied_bars: int = 0) -> bool:
@@ -142,9 +171,10 @@ def form_adherence(melody: Melody, form: str, section_bars: int, varied_bars: in
     return True
 
 
-def _padded_similarity(melody: Melody, n_bars: int) -> np.ndarray:
-    """``bar_self_similarity`` over at least ``n_bars`` bars (bars past the melody's end are empty)."""
-    similarity = bar_self_similarity(melody)
+def _padded_similarity(melody: Melody, n_bars: int, similarity: np.ndarray | None = None) -> np.ndarray:
+    """``bar_self_similarity`` (``similarity`` where given) over at least ``n_bars`` bars (bars past the
+    melody's end are empty)."""
+    similarity = bar_self_similarity(melody) if similarity is None else similarity
     if len(similarity) >= n_bars:
         return similarity
     padded = np.zeros((n_bars, n_bars))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from musicgen import storage
 from musicgen.config import DEFAULT_SECTION_BARS
 from musicgen.music.export import write_outputs
+from musicgen.music.form import FormMix
 from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES
 from musicgen.music.melody import Melody, parse_key
 from musicgen.music.midi import read_midi
@@ -54,7 +55,7 @@ def make_requests(
     bars: int | None = None,
     form: str | None = None,
     section_bars: int = DEFAULT_SECTION_BARS,
-    form_mix: dict[str, int] | None = None,
+    form_mix: FormMix | None = None,
     **settings,
 ) -> list[SampleRequest]:
     """``n`` requests; melody ``i`` gets seed ``seed + i``. A primer brings its own meter; a form sets
@@ -78,7 +79,7 @@ def make_requests(
         time_signature = primer.time_signature
     variation = settings.pop("variation", 0.0)
     return [SampleRequest(style, seed + i, time_signature=time_signature, key=key, primer=primer, **settings,
-                          **shape_fields(form, section_bars, variation, bars, seed + i, form_mix or {}))
+                          **shape_fields(form, section_bars, variation, bars, seed + i, form_mix or FormMix()))
             for i in range(n)]
 
 

@@ -9,13 +9,16 @@ it comes to rest (``musicgen.music.form.cadence_score``): on the tonic triad at 
 the tonic at the tune's end; where no candidate ends the tune on a held tonic, its last beat becomes
 one (``close_on_tonic``). A tune opens on a note, not on a pickup bar's rest. A loop's end is picked
 instead by how it leads back into the start (``seam_score``): a step or a small leap to the first
-note, and no full stop before it. The model, tokenizer and grammar are the ones plain sampling uses:
+note, and no full stop before it. Inside its new sections, a tune with ``copies`` (``--form auto``
+draws those of a melody of the style with the same form) repeats bars as that melody did
+(``musicgen.sampling.copies``). The model, tokenizer and grammar are the ones plain sampling uses:
 any melody model can sample a form.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 
@@ -24,7 +27,16 @@ import torch
 import torch.nn as nn
 
 from musicgen.config import DEFAULT_BARS, DEFAULT_SECTION_BARS
-from musicgen.music.form import THROUGH_COMPOSED, cadence_score, close_on_tonic, parse_form, seam_score, section_slice
+from musicgen.music.form import (
+    THROUGH_COMPOSED,
+    Copies,
+    FormMix,
+    cadence_score,
+    close_on_tonic,
+    parse_form,
+    seam_score,
+    section_slice,
+)
 from musicgen.music.melody import Melody
 from musicgen.sampling.sampler import MAX_BARS, SampleRequest, requested_bars, sample_tokens
 from musicgen.tokenizers.base import Tokenizer
@@ -46,29 +58,47 @@ def is_auto(form: str | None) -> bool:
 
 
 def shape_fields(form: str | None, section_bars: int | None, variation: float, bars: int | None, seed: int,
-                 mix: dict[str, int]) -> dict:
+                 mix: FormMix) -> dict:
     """The ``SampleRequest`` fields that give one melody its shape, as generate, Serve and the bulk job
-    ask: its form (``AUTO`` drawn for this seed from ``mix``), bars a section and variation where it
-    has a form, and its length (``bars`` when given, else the form's, else ``DEFAULT_BARS``)."""
-    drawn, drawn_bars = resolve_form(form, section_bars, seed, mix, MAX_BARS)
+    ask: its form (``AUTO`` drawn for this seed from ``mix``, with the bars that repeat an earlier bar
+    in one of the style's melodies of that form), bars a section and variation where it has a form,
+    and its length (``bars`` when given, else the form's, else ``DEFAULT_BARS``)."""
+    drawn, drawn_bars = resolve_form(form, section_bars, seed, mix.forms, MAX_BARS)
     if drawn is None:
         return {"bars": requested_bars(bars, None)}
-    return {"bars": requested_bars(bars, drawn, drawn_bars), "form": drawn, "section_bars": drawn_bars,
-            "variation": variation}
+    fields = {"bars": requested_bars(bars, drawn, drawn_bars), "form": drawn, "section_bars": drawn_bars,
+              "variation": variation}
+    if is_auto(form):
+        fields["copies"] = draw_copies(mix.copies.get(_label(drawn, drawn_bars)) or [], seed, fields["bars"])
+    return fields
 
 
-def resolve_form(form: str | None, section_bars: int | None, seed: int, mix: dict[str, int],
+def _label(form: str, section_bars: int) -> str:
+    """The ``form_label`` a drawn form came from (one section: a through-composed tune)."""
+    return THROUGH_COMPOSED if len(form) == 1 else f"{form}:{section_bars}"
+
+
+def draw_copies(copies: Sequence[Copies], seed: int, bars: int) -> Copies:
+    """The repeated bars of one of the style's melodies of the drawn form (``FormMix.copies``), the same
+    for the same seed: the bars of the tune that repeat an earlier bar, within its ``bars``."""
+    if not copies:
+        return ()
+    drawn = copies[int(np.random.default_rng(derived_seed(seed, -2, 0)).integers(len(copies)))]
+    return tuple((bar, source) for bar, source in drawn if bar < bars)
+
+
+def resolve_form(form: str | None, section_bars: int | None, seed: int, forms: Mapping[str, int],
                  max_bars: int) -> tuple[str | None, int]:
     """(form, bars per section) for one melody: ``form`` as given (validated), or for ``AUTO`` a form
-    and section length drawn from the style's ``mix`` (``ArtifactMeta.form_mix``) in proportion to
-    how many of its melodies have them, the same draw for the same seed; a through-composed tune is
-    drawn as one section of ``DEFAULT_BARS`` (``A``). Forms longer than ``max_bars`` or ``MAX_SECTIONS``
+    and section length drawn from the style's ``forms`` (``FormMix.forms``) in proportion to how many
+    of its melodies have them, the same draw for the same seed; a through-composed tune is drawn as
+    one section of ``DEFAULT_BARS`` (``A``). Forms longer than ``max_bars`` or ``MAX_SECTIONS``
     sections are not drawn."""
     if not is_auto(form):
         return (parse_form(form) if form is not None else None), section_bars or DEFAULT_SECTION_BARS
     choices: list[tuple[str | None, int]] = []
     weights: list[int] = []
-    for label, count in sorted(mix.items()):
+    for label, count in sorted(forms.items()):
         if label == THROUGH_COMPOSED:  # one section: its end is still chosen as a tune's end is
             choices.append(("A", DEFAULT_BARS))
         else:
@@ -77,7 +107,7 @@ def resolve_form(form: str | None, section_bars: int | None, seed: int, mix: dic
                 choice = (parse_form(letters), int(bars))
             except ValueError:
                 continue
-            if len(choice[0]) * choice[1] > max_bars:
+            if len(choice[0]) * choice[1] > max_bars or len(choice[0]) < 2:
                 continue
             choices.append(choice)
         weights.append(count)
@@ -106,7 +136,7 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
     """For each job (row, tune so far, first new bar, end bar, ends the tune): the tune continued to
     its end bar by the best of ``CANDIDATES`` samples, all jobs' candidates in one ``sample_tokens`` call."""
     asks, counts = [], []
-    for row, tune, _, end_bar, final in jobs:
+    for row, tune, start_bar, end_bar, final in jobs:
         r = requests[row]
         meter = tune.time_signature if tune is not None else r.time_signature
         counts.append(FINAL_CANDIDATES if final else CANDIDATES)
@@ -114,7 +144,7 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
             asks.append(SampleRequest(
                 r.style, derived_seed(r.seed, section, k), bars=end_bar, temperature=r.temperature, top_k=r.top_k,
                 top_p=r.top_p, time_signature=meter, key=r.key if tune is None else None, primer=tune,
-                guidance=r.guidance))
+                guidance=r.guidance, copies=tuple((b, source) for b, source in r.copies if start_bar <= b < end_bar)))
     # the tune opens on a note: a pickup bar's rest would open every return of the first section (and,
     # in a loop, sound at every seam)
     sampled = sample_tokens(model, tokenizer, asks, device, open_on_a_note=[a.primer is None for a in asks])

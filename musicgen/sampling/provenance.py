@@ -107,5 +107,7 @@ def melody_meta(request: SampleRequest, program: int) -> dict:
         meta["form"] = request.form  # the ABC export writes its repeats
     if request.loop:
         meta["loop"] = True  # the MIDI export marks it, the WAV export cuts it to loop
+    if request.copies:
+        meta["copies"] = [list(pair) for pair in request.copies]  # bars repeating an earlier bar
     return meta
 

@@ -28,17 +28,17 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from musicgen.config import DEFAULT_BARS, DEFAULT_SECTION_BARS, DEFAULT_TOP_P
+from musicgen.config import DEFAULT_BARS, DEFAULT_SECTION_BARS, DEFAULT_TOP_P, MAX_BARS
 from musicgen.models import unwrap
 from musicgen.models.lstm import null_style_index
 from musicgen.music.form import parse_form
 from musicgen.music.melody import Melody, transpose_to_key
 from musicgen.music.performance import performance_for
+from musicgen.sampling.copies import BarCopies
 from musicgen.sampling.provenance import melody_meta
 from musicgen.tokenizers.base import STYLE_POSITION, Tokenizer
 from musicgen.tokenizers.grammar import select_rows
 
-MAX_BARS = 64
 MAX_GUIDANCE = 5.0
 COMPACT_FRACTION = 8  # compact the batch once 1/8 of its live rows have finished
 DRAWS_AHEAD = 64  # uniforms drawn per call, for this many steps
@@ -67,6 +67,7 @@ class SampleRequest:
     section_bars: int = DEFAULT_SECTION_BARS
     variation: float = 0.0  # share of a returning section's last bars sampled again (0: an exact repeat)
     loop: bool = False  # the end leads back into the start (a game's music loop), sampled as a form is
+    copies: tuple[tuple[int, int], ...] = ()  # (bar, earlier bar): bars that repeat one (musicgen.sampling.copies)
 
     def __post_init__(self):
         if not 1 <= self.bars <= MAX_BARS:
@@ -81,6 +82,8 @@ class SampleRequest:
             raise ValueError(f"the primer already fills {self.primer.n_bars} bars; ask for more than that")
         if self.form is not None:
             self._check_form()
+        if any(not 0 <= source < bar < self.bars for bar, source in self.copies):
+            raise ValueError(f"copies are (bar, an earlier bar) within the melody's {self.bars} bars")
 
     def _check_form(self) -> None:
         object.__setattr__(self, "form", parse_form(self.form))  # normalised: AABB
@@ -231,8 +234,12 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     prompt = np.full((len(prompts), int(lengths.max())), tokenizer.pad_id, dtype=np.int64)
     for row, ids in enumerate(prompts):
         prompt[row, : len(ids)] = ids
+    plans = [dict(r.copies) for r in requests]
+    copies = BarCopies(grammar, plans, [r.bars - 1 for r in requests]) if any(plans) else None
     for i in range(STYLE_POSITION + 1, common):  # the primer moves the grammar on
         grammar.advance(state, prompt[:, i])
+        if copies is not None:
+            copies.seen(state, prompt[:, i])
     forced = lengths - common  # prompt tokens each row still has to read, one a step
     max_new = grammar.max_new_tokens(bars, time_signatures) + int(forced.max())
 
@@ -256,9 +263,13 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
             draws = uniforms(seeds, t, DRAWS_AHEAD)
         tokens = pick_tokens(logits.float().cpu().numpy(), grammar.allowed(state), temperature, top_k, top_p,
                              draws[:, t % DRAWS_AHEAD], filtered)
+        if copies is not None:
+            copies.apply(tokens)
         if t < tail.shape[1]:
             tokens = np.where(forced > t, tail[:, t], tokens)
         grammar.advance(state, tokens)
+        if copies is not None:
+            copies.seen(state, tokens)
         if t == out.shape[1]:  # max_new is a loose bound: a buffer that wide would cost more than sampling
             out = np.concatenate([out, np.full_like(out, tokenizer.pad_id)], axis=1)
         out[active, t] = tokens
@@ -271,6 +282,8 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
                 x[keep] for x in (active, tokens, temperature, top_k, top_p, seeds, draws, forced, tail))
             state = select_rows(state, keep)
             step.keep(torch.from_numpy(keep).to(device))
+            if copies is not None:
+                copies.keep(keep)
         logits = step(torch.from_numpy(tokens[:, None]).to(device))
     sampled = [row[n - common :] for row, n in zip(out[:, : t + 1].tolist(), lengths)]
     return [p + row[: row.index(tokenizer.eos_id) + 1] if tokenizer.eos_id in row else p + row

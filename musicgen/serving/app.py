@@ -35,6 +35,7 @@ from ray.serve.handle import DeploymentHandle
 from musicgen import __version__, storage
 from musicgen.config import check_precision, from_dict
 from musicgen.music.export import to_abc_text, to_midi_bytes
+from musicgen.music.form import FormMix
 from musicgen.music.melody import TICKS_PER_BEAT
 from musicgen.pretrained import PRETRAINED, resolve_model
 from musicgen.sampling import GeneratedMelody, MelodyGenerator, SampleRequest
@@ -275,7 +276,7 @@ class MelodyAPI:
     """The HTTP front: checks auth and input, fans the melodies out to the style's deployment."""
 
     def __init__(self, styles: dict[str, DeploymentHandle], auth_token_env: str | None, guidable: bool,
-                 form_mixes: dict[str, dict[str, int]] | None = None):
+                 form_mixes: dict[str, FormMix] | None = None):
         self.styles, self.guidable = styles, guidable
         self.form_mixes = form_mixes or {}  # per style, what form "auto" draws from (ArtifactMeta.form_mix)
         # read in the replica, so the token never travels in the application's config
@@ -318,7 +319,7 @@ class MelodyAPI:
                 style=style, seed=seed + i, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
                 time_signature=meter, key=body.key, tempo=body.tempo, program=body.program, guidance=body.guidance,
                 loop=body.loop, **shape_fields(body.form, body.section_bars, body.variation, body.bars, seed + i,
-                                               self.form_mixes.get(style, {})))
+                                               self.form_mixes.get(style, FormMix())))
                 for i in range(body.n)]
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None

@@ -3,7 +3,7 @@
 Each tokenizer owns its grammar (``Tokenizer.grammar()``): the grammar is part of the token
 layout, like the ids and the prompt. Every grammar has the same interface, so a sampler never
 asks which tokenizer it has: ``start(bars, time_signatures, prompt_bar_lines, keys, open_on_a_note)``,
-``allowed``, ``advance`` and ``max_new_tokens(bars, time_signatures)``.
+``allowed``, ``advance``, ``bar_opened`` and ``max_new_tokens(bars, time_signatures)``.
 
 A sampler asks ``allowed(state) -> bool[B, V]`` before each step and calls
 ``advance(state, tokens)`` after it. Both are a handful of array operations
@@ -195,6 +195,13 @@ class EventGrammar:
         s.last_duration = np.where(d > 0, d, s.last_duration)
         s.done |= kind == EOS
 
+    def bar_opened(self, s: EventState, tokens: np.ndarray) -> np.ndarray:
+        """After ``advance(s, tokens)``: per row, the bar whose line a BAR token just marked where nothing
+        sounds across that line (so the bar's tokens, up to the next such line, are the whole bar and
+        can be copied elsewhere); -2 where a BAR came after a note held across its line; -1 elsewhere."""
+        line = s.next_bar - s.bar
+        return np.where(self.kind[tokens] == BAR, np.where(s.cursor == line, line // np.maximum(s.bar, 1), -2), -1)
+
     def max_new_tokens(self, bars: list[int], time_signatures: list[tuple[int, int] | None]) -> int:
         """An upper bound on the body length: every event is >= 2 tokens and >= 1 tick."""
         widest = max(bar_ticks(ts) if ts else max(bar_ticks(t) for t in TIME_SIGNATURES)
@@ -256,6 +263,11 @@ class AbcGrammar:
         s.closing = np.where(live & s.after_bar & (tokens == self.close_char), 2, s.closing)
         s.after_bar = is_bar
         s.left = s.left - 1
+
+    def bar_opened(self, s: AbcState, tokens: np.ndarray) -> np.ndarray:
+        """-1 for every row: ABC text marks bar lines, but not where its notes' lengths put them, so no
+        bar is known to be whole (see ``EventGrammar.bar_opened``)."""
+        return np.full(len(tokens), -1)
 
     def max_new_tokens(self, bars: list[int], time_signatures: list[tuple[int, int] | None] | None = None) -> int:
         return max(bars) * self.chars_per_bar + 32

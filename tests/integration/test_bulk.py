@@ -199,13 +199,13 @@ def test_a_catalog_with_auto_forms_draws_each_style_form_and_records_it(model, t
     from musicgen.sampling.form import resolve_form
 
     generator = MelodyGenerator.from_artifact(model, device="cpu")
-    assert any(label != "none" for label in generator.meta.form_mix("irish_folk"))
+    assert any(label != "none" for label in generator.meta.form_mix("irish_folk").forms)
     summary = run_bulk(BulkConfig(model=model, out=str(tmp_path), form="auto", **{**SETTINGS, "per_style": 4}))
     assert summary["accepted"] == dict.fromkeys(STYLES, 4)
     manifest = pq.read_table(tmp_path / "manifest.parquet").to_pylist()
     formed = 0
     for r in manifest:
-        form, section_bars = resolve_form("auto", None, r["seed"], generator.meta.form_mix(r["style"]), 64)
+        form, section_bars = resolve_form("auto", None, r["seed"], generator.meta.form_mix(r["style"]).forms, 64)
         assert (r["form"], r["section_bars"]) == (form, section_bars)
         melody = read_midi((tmp_path / r["mid_path"]).read_bytes())
         # sampled section by section (an untrained model's new sections may sound alike, so only

@@ -15,7 +15,7 @@ import pytest
 from musicgen import storage
 from musicgen.cli import main
 from musicgen.config import PreprocessConfig
-from musicgen.data.preprocess import run_preprocess
+from musicgen.data.preprocess import COPIES_PER_FORM, run_preprocess
 from musicgen.music.midi import write_midi
 from musicgen.tokenizers import tokenizer_from_dict
 from tests.conftest import random_melody
@@ -86,6 +86,11 @@ def test_local_job_on_real_corpus_with_notation_and_corrupt_files(ray_local, rea
     assert sum(sum(s["melodies"].values()) for s in saved["per_style"].values()) == table.num_rows
     # every kept melody is counted in its style's form mix (what `--form auto` draws from)
     assert all(sum(s["forms"].values()) == sum(s["melodies"].values()) for s in saved["per_style"].values())
+    # and up to COPIES_PER_FORM melodies of each form record which bars repeat which (what auto copies)
+    for s in saved["per_style"].values():
+        assert set(s["copies"]) == set(s["forms"])
+        assert all(len(maps) == min(s["forms"][form], COPIES_PER_FORM) for form, maps in s["copies"].items())
+        assert all(0 <= source < bar for maps in s["copies"].values() for pairs in maps for bar, source in pairs)
 
     # a rerun replaces the shards rather than appending to them
     again = run_preprocess(

@@ -10,14 +10,15 @@ import pytest
 
 from musicgen.catalog.generate import melody_id, row_request, shape_of
 from musicgen.config import BulkConfig
-from musicgen.music.form import THROUGH_COMPOSED, form_label
+from musicgen.music.form import THROUGH_COMPOSED, FormMix, form_and_copies, form_label
 from musicgen.music.melody import Melody, Note
 from musicgen.sampling.cli_generate import make_requests
-from musicgen.sampling.form import resolve_form
+from musicgen.sampling.form import draw_copies, resolve_form, shape_fields
 from musicgen.serving.schemas import MelodyRequest
 from tests.unit.test_form import BAR, tune
 
 MIX = {"AABB:8": 60, "AAB:4": 10, THROUGH_COMPOSED: 30, "ABCDEFGHA:4": 5, "AABB:20": 5}
+COPIES = {"AABB:8": [((2, 0), (9, 1)), ((20, 16),)], THROUGH_COMPOSED: [((2, 0), (17, 3))]}
 
 
 def test_a_tunes_label_is_its_form_and_median_section_length():
@@ -63,17 +64,17 @@ def test_a_given_form_passes_through_and_auto_without_a_mix_says_what_to_do():
 
 
 def test_generate_requests_with_auto_take_each_length_from_their_form():
-    requests = make_requests("irish_folk", 40, 7, form="auto", form_mix=MIX, variation=0.125)
+    requests = make_requests("irish_folk", 40, 7, form="auto", form_mix=FormMix(MIX), variation=0.125)
     assert {(r.form, r.section_bars) for r in requests} == {("AABB", 8), ("AAB", 4), ("A", 16)}
     for r in requests:
         assert r.bars == len(r.form) * r.section_bars and r.variation == 0.125
     with pytest.raises(ValueError, match="leave out --bars"):
-        make_requests("irish_folk", 1, 0, form="auto", bars=16, form_mix=MIX)
+        make_requests("irish_folk", 1, 0, form="auto", bars=16, form_mix=FormMix(MIX))
 
 
 class _Meta:
     def form_mix(self, style):
-        return MIX if style == "irish_folk" else {THROUGH_COMPOSED: 1}
+        return FormMix(MIX, COPIES) if style == "irish_folk" else FormMix({THROUGH_COMPOSED: 1})
 
 
 class _Generator:
@@ -112,7 +113,7 @@ def test_generate_with_form_auto_draws_from_the_shipped_models_mix_and_shows_eac
     from musicgen.cli import main
     from musicgen.sampling import MelodyGenerator
 
-    mix = MelodyGenerator.from_artifact("pretrained", device="cpu").meta.form_mix("irish_folk")
+    mix = MelodyGenerator.from_artifact("pretrained", device="cpu").meta.form_mix("irish_folk").forms
     assert mix.get("AABB:8", 0) > mix.get(THROUGH_COMPOSED, 0)  # the commonest written form of the style
     assert main(["generate", "--style", "irish_folk", "--form", "auto", "--n", "3", "--seed", "1",
                  "--format", "json", "--out", str(tmp_path)]) == 0
@@ -123,3 +124,23 @@ def test_generate_with_form_auto_draws_from_the_shipped_models_mix_and_shows_eac
         assert (data["meta"]["form"], data["meta"]["section_bars"], data["bars"]) == (
             form, section_bars, len(form) * section_bars)
         assert f"irish_folk-{seed}" in table and f"{form} x {section_bars}" in table
+
+
+
+def test_preprocessing_reads_a_tunes_form_and_repeated_bars_from_one_comparison():
+    label, copies = form_and_copies(tune("AABB", section_bars=4))
+    assert label == "AABB:4" and copies == tuple((bar, bar - 4) for bar in (*range(4, 8), *range(12, 16)))
+    assert form_and_copies(tune("ABCD", section_bars=4))[1] == ()
+
+
+def test_auto_draws_the_repeated_bars_of_a_melody_of_its_form():
+    mix = FormMix(MIX, COPIES)
+    for seed in range(60):
+        fields = shape_fields("auto", None, 0.0, None, seed, mix)
+        options = {"AABB": set(COPIES["AABB:8"]), "A": {((2, 0),), ()}, "AAB": {()}}[fields["form"]]
+        assert fields["copies"] in options  # AAB:4 records none; A:16 keeps the bars within 16
+    assert [shape_fields("auto", None, 0.0, None, s, mix)["copies"] for s in range(20)] == [
+        shape_fields("auto", None, 0.0, None, s, mix)["copies"] for s in range(20)]
+    assert len({draw_copies(COPIES["AABB:8"], s, 32) for s in range(40)}) == 2
+    assert draw_copies([], 0, 16) == ()
+    assert "copies" not in shape_fields("AABB", 8, 0.0, None, 0, mix)  # a form asked for copies nothing

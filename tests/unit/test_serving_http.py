@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ray import serve
 
+from musicgen.music.form import FormMix
 from musicgen.serving import app as serving
 from musicgen.serving.schemas import MAX_BODY_BYTES, MelodyOut, StyleInfo
 
@@ -137,7 +138,7 @@ def test_a_form_sets_the_length_and_reaches_the_style(ingress):
 def test_form_auto_draws_each_melody_a_form_of_the_style(ingress, monkeypatch):
     status, body, _ = post({"n": 2, "form": "auto"})
     assert status == 422 and "records none" in json.loads(body)["detail"], body  # no form mix for this model
-    monkeypatch.setattr(ingress, "form_mixes", {"irish_folk": {"AABB:8": 3, "AB:4": 1, "none": 1}})
+    monkeypatch.setattr(ingress, "form_mixes", {"irish_folk": FormMix({"AABB:8": 3, "AB:4": 1, "none": 1})})
     status, body, _ = post({"n": 12, "seed": 3, "form": "Auto"})
     assert status == 200, body
     assert {m["bars"] for m in json.loads(body)["melodies"]} == {32, 8, 16}

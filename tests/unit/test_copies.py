@@ -1,0 +1,58 @@
+"""Bars sampled as copies of earlier bars (``SampleRequest.copies``, ``musicgen.sampling.copies``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from musicgen.music.form import repeated_bars
+from musicgen.music.metrics import bar_self_similarity
+from musicgen.sampling import MelodyGenerator, SampleRequest
+
+PLAN = ((2, 0), (3, 1), (6, 2), (9, 4))
+
+
+@pytest.fixture(scope="module")
+def generator() -> MelodyGenerator:
+    """The shipped model: an untrained one holds nearly every note across a bar line, so no bar is whole."""
+    return MelodyGenerator.from_artifact("pretrained", device="cpu", precision="fp32")
+
+
+def _crossed(melody, line: int) -> bool:
+    """Whether a note sounds across bar line ``line``."""
+    tick = line * melody.bar_ticks
+    return any(n.onset < tick < n.onset + n.duration for n in melody.notes)
+
+
+def test_a_planned_bar_repeats_its_source_wherever_both_are_whole_bars(generator):
+    made = 0
+    for seed in range(12):
+        melody = generator.generate([SampleRequest("irish_folk", seed, bars=12, copies=PLAN)])[0].melody
+        pairs = set(repeated_bars(bar_self_similarity(melody)))
+        for bar, source in PLAN:
+            whole = not any(_crossed(melody, line) for line in (source, source + 1, bar))
+            if whole:
+                assert (bar, source) in pairs or any(b == bar for b, _ in pairs), (seed, bar, source)
+                made += 1
+    assert made >= 24  # the trained model's bars are mostly whole
+
+
+def test_copies_depend_on_the_row_alone_not_on_its_batch(generator):
+    target = SampleRequest("german_folk", 5, bars=10, copies=PLAN)
+    alone = generator.generate([target])[0]
+    assert set(PLAN) & set(repeated_bars(bar_self_similarity(alone.melody)))  # it did copy
+    others = [SampleRequest("irish_folk", s, bars=b) for s, b in ((1, 4), (2, 12), (3, 7))]
+    batched = generator.generate([others[0], target, *others[1:]])[1]
+    assert batched.tokens == alone.tokens
+
+
+def test_the_last_bar_is_never_a_copy_and_bad_copies_are_refused(generator):
+    whole = 0
+    for seed in range(6):
+        melody = generator.generate([SampleRequest("irish_folk", seed, bars=4, copies=((3, 0),))])[0].melody
+        if not any(_crossed(melody, line) for line in (1, 3)):
+            assert bar_self_similarity(melody)[3, 0] < 1.0
+            whole += 1
+    assert whole
+    for copies in (((2, 2),), ((1, 3),), ((5, 0),), ((-1, 0),)):
+        with pytest.raises(ValueError, match="copies"):
+            SampleRequest("irish_folk", 0, bars=4, copies=copies)
