@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from musicgen.evaluation.novelty import IntervalIndex
+from musicgen.music.form import format_copies
 from musicgen.music.melody import TICKS_PER_BEAT, Melody, interval_fingerprints
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def shape_of(request) -> str:
     (whose id is unchanged since before forms)."""
     if request.form is None and not request.loop:
         return ""
-    copies = "".join(f":{bar}<{source}" for bar, source in request.copies)  # the bars auto repeats
+    copies = f":{format_copies(request.copies)}" if request.copies else ""  # the bars auto repeats
     return f":{request.form}:{request.section_bars}:{request.variation:g}:{int(request.loop)}{copies}"
 
 

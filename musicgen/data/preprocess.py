@@ -42,7 +42,7 @@ from musicgen.config import MAX_BARS, PreprocessConfig
 from musicgen.data import shards
 from musicgen.data.shards import ERRORS_SCHEMA, SPLITS
 from musicgen.data.splits import assign_splits, piece_of
-from musicgen.music.form import form_and_copies
+from musicgen.music.form import form_and_copies, format_copies
 from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES, NOTATION_SUFFIXES
 from musicgen.music.melody import Melody, MelodyBatch, RawMelody, interval_fingerprints_many, quantise_many
 from musicgen.music.midi import UnusableInput, parse_midi
@@ -188,7 +188,7 @@ def parse_files(
         return [values[i] for i in usable]
 
     tokens = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int16()))
-    shapes = [form_and_copies(melodies.melody(i)) for i in usable]
+    shapes = [form_and_copies(melodies.melody(i), MAX_BARS) for i in usable]
     rows = pa.table(
         {
             "melody_id": [hashlib.blake2b(w.encode(), digest_size=8).hexdigest() for w in pick(where)],
@@ -377,7 +377,7 @@ def _stats(config, melodies: pa.Table, splits, duplicates, errors: pa.Table, n_f
         entry["forms"][form] += 1
         kept = entry["copies"].setdefault(form, [])
         if len(kept) < COPIES_PER_FORM:  # ids are hashes: these are a fair sample of the form's melodies
-            kept.append([[bar, source] for bar, source in zip(copies[::2], copies[1::2]) if bar < MAX_BARS])
+            kept.append(format_copies(tuple(zip(copies[::2], copies[1::2]))))
     for entry in per_style.values():  # the style's form mix, the most common first, and its forms' copies
         entry["forms"] = dict(entry["forms"].most_common())
         entry["copies"] = {form: entry["copies"][form] for form in entry["forms"]}

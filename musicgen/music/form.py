@@ -131,7 +131,8 @@ Copies = tuple[tuple[int, int], ...]  # (bar, the earlier bar it repeats), 0-bas
 class FormMix:
     """What ``--form auto`` draws a style's tunes from: how many training melodies have each
     ``form_label`` (``forms``), and for each label the bars that repeat an earlier bar in some of
-    those melodies (``copies``: a list of ``Copies`` a label), as preprocessing recorded them."""
+    those melodies (``copies``: a list of ``Copies`` a label), as preprocessing recorded them
+    (``format_copies``)."""
 
     forms: Mapping[str, int] = field(default_factory=dict)
     copies: Mapping[str, Sequence[Copies]] = field(default_factory=dict)
@@ -144,11 +145,25 @@ def repeated_bars(similarity: np.ndarray) -> Copies:
                  if (similarity[i, :i] == 1.0).any())
 
 
-def form_and_copies(melody: Melody) -> tuple[str, Copies]:
-    """A corpus melody's ``form_label`` and ``repeated_bars``, from one bar-similarity matrix: what
-    preprocessing records per style and form, and what ``--form auto`` draws a tune's shape from."""
-    similarity = bar_self_similarity(melody)
-    return form_label(melody, similarity), repeated_bars(similarity)
+def format_copies(copies: Copies) -> str:
+    """``Copies`` as text, ``"4<0 5<1"`` (bar 4 repeats bar 0...): how stats.json and a model's metadata keep them."""
+    return " ".join(f"{bar}<{source}" for bar, source in copies)
+
+
+def parse_copies(text: str) -> Copies:
+    """The ``Copies`` that ``format_copies`` wrote."""
+    return tuple(tuple(map(int, pair.split("<"))) for pair in text.split())
+
+
+def form_and_copies(melody: Melody, max_bars: int) -> tuple[str, Copies]:
+    """A corpus melody's ``form_label`` and its ``repeated_bars`` among its first ``max_bars`` (the
+    longest tune a request may ask for), from one bar-similarity matrix where the melody is no longer:
+    what preprocessing records per style and form, and what ``--form auto`` draws a tune's shape from."""
+    if melody.n_bars <= max_bars:
+        similarity = bar_self_similarity(melody)
+        return form_label(melody, similarity), repeated_bars(similarity)
+    head = replace(melody, notes=tuple(n for n in melody.notes if n.onset < max_bars * melody.bar_ticks))
+    return form_label(melody), repeated_bars(bar_self_similarity(head))
 
 
 def form_adherence(melody: Melody, form: str, section_bars: int, varied_bars: int = 0) -> bool:

@@ -105,17 +105,22 @@ def groove_consistency(melody: Melody) -> float:
 
 
 def bar_self_similarity(melody: Melody) -> np.ndarray:
-    """[bars, bars] Jaccard similarity of the (position in bar, pitch) sets of every pair of bars."""
-    bar = melody.bar_ticks
-    contents: list[set[tuple[int, int]]] = [set() for _ in range(max(melody.n_bars, 1))]
-    for n in melody.notes:
-        contents[n.onset // bar].add((n.onset % bar, n.pitch))
-    k = len(contents)
-    sim = np.eye(k)
-    for i in range(k):
-        for j in range(i + 1, k):
-            union = contents[i] | contents[j]
-            sim[i, j] = sim[j, i] = len(contents[i] & contents[j]) / len(union) if union else 1.0
+    """[bars, bars] Jaccard similarity of the (position in bar, pitch) sets of every pair of bars
+    (two empty bars are alike). One matrix product of the bars' incidence over the melody's own
+    (position, pitch) pairs: preprocessing runs it on every corpus melody."""
+    bar, k = melody.bar_ticks, max(melody.n_bars, 1)
+    if not melody.notes:
+        return np.ones((k, k))
+    onsets = np.array([n.onset for n in melody.notes])
+    pitches = np.array([n.pitch for n in melody.notes])
+    _, feature = np.unique((onsets % bar) * 128 + pitches, return_inverse=True)
+    incidence = np.zeros((k, feature.max() + 1))
+    incidence[onsets // bar, feature] = 1.0  # a set: a repeated (position, pitch) counts once
+    shared = incidence @ incidence.T
+    sizes = np.diag(shared)
+    union = sizes[:, None] + sizes[None, :] - shared
+    sim = np.divide(shared, union, out=np.ones((k, k)), where=union > 0)
+    np.fill_diagonal(sim, 1.0)
     return sim
 
 

@@ -131,6 +131,22 @@ def _ends_tune(request: SampleRequest, section: int) -> bool:
         letter == request.form[-1] and request.form.index(letter) == section and varied_bars(request) == 0)
 
 
+def section_copies(request: SampleRequest, start_bar: int, end_bar: int) -> Copies:
+    """The request's ``copies`` into bars [start_bar, end_bar) of one sampling step, with fewer than half
+    a section's bars taken from sections of other letters: more would make a new section the same
+    material as an earlier one (``form_adherence``), against the form it was drawn with."""
+    letter, kept, borrowed = request.form[start_bar // request.section_bars], [], 0
+    for bar, source in request.copies:
+        if not start_bar <= bar < end_bar:
+            continue
+        if request.form[source // request.section_bars] != letter:
+            if 2 * (borrowed + 1) >= request.section_bars:
+                continue
+            borrowed += 1
+        kept.append((bar, source))
+    return tuple(kept)
+
+
 def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melody | None, int, int, bool]],
               requests: list[SampleRequest], section: int, device: torch.device) -> dict[int, Melody]:
     """For each job (row, tune so far, first new bar, end bar, ends the tune): the tune continued to
@@ -144,7 +160,7 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
             asks.append(SampleRequest(
                 r.style, derived_seed(r.seed, section, k), bars=end_bar, temperature=r.temperature, top_k=r.top_k,
                 top_p=r.top_p, time_signature=meter, key=r.key if tune is None else None, primer=tune,
-                guidance=r.guidance, copies=tuple((b, source) for b, source in r.copies if start_bar <= b < end_bar)))
+                guidance=r.guidance, copies=section_copies(r, start_bar, end_bar)))
     # the tune opens on a note: a pickup bar's rest would open every return of the first section (and,
     # in a loop, sound at every seam)
     sampled = sample_tokens(model, tokenizer, asks, device, open_on_a_note=[a.primer is None for a in asks])

@@ -16,6 +16,7 @@ from musicgen import storage
 from musicgen.cli import main
 from musicgen.config import PreprocessConfig
 from musicgen.data.preprocess import COPIES_PER_FORM, run_preprocess
+from musicgen.music.form import parse_copies
 from musicgen.music.midi import write_midi
 from musicgen.tokenizers import tokenizer_from_dict
 from tests.conftest import random_melody
@@ -90,7 +91,8 @@ def test_local_job_on_real_corpus_with_notation_and_corrupt_files(ray_local, rea
     for s in saved["per_style"].values():
         assert set(s["copies"]) == set(s["forms"])
         assert all(len(maps) == min(s["forms"][form], COPIES_PER_FORM) for form, maps in s["copies"].items())
-        assert all(0 <= source < bar for maps in s["copies"].values() for pairs in maps for bar, source in pairs)
+        assert all(0 <= source < bar for texts in s["copies"].values() for text in texts
+                   for bar, source in parse_copies(text))
 
     # a rerun replaces the shards rather than appending to them
     again = run_preprocess(

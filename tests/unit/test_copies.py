@@ -56,3 +56,14 @@ def test_the_last_bar_is_never_a_copy_and_bad_copies_are_refused(generator):
     for copies in (((2, 2),), ((1, 3),), ((5, 0),), ((-1, 0),)):
         with pytest.raises(ValueError, match="copies"):
             SampleRequest("irish_folk", 0, bars=4, copies=copies)
+
+
+def test_a_new_section_borrows_fewer_than_half_its_bars_from_other_letters():
+    from musicgen.sampling.form import section_copies
+
+    request = SampleRequest("irish_folk", 0, form="AABB", section_bars=8, bars=32,
+                            copies=((3, 1), (17, 1), (18, 2), (19, 3), (20, 4), (21, 17), (26, 2)))
+    assert section_copies(request, 0, 8) == ((3, 1),)
+    # B (bars 16-23) takes three bars from A, not a fourth, and any from itself
+    assert section_copies(request, 16, 24) == ((17, 1), (18, 2), (19, 3), (21, 17))
+    assert section_copies(request, 24, 32) == ((26, 2),)  # a varied return's bars (fewer than half borrowed)

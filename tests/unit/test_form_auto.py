@@ -10,7 +10,7 @@ import pytest
 
 from musicgen.catalog.generate import melody_id, row_request, shape_of
 from musicgen.config import BulkConfig
-from musicgen.music.form import THROUGH_COMPOSED, FormMix, form_and_copies, form_label
+from musicgen.music.form import THROUGH_COMPOSED, FormMix, form_and_copies, form_label, format_copies, parse_copies
 from musicgen.music.melody import Melody, Note
 from musicgen.sampling.cli_generate import make_requests
 from musicgen.sampling.form import draw_copies, resolve_form, shape_fields
@@ -128,9 +128,13 @@ def test_generate_with_form_auto_draws_from_the_shipped_models_mix_and_shows_eac
 
 
 def test_preprocessing_reads_a_tunes_form_and_repeated_bars_from_one_comparison():
-    label, copies = form_and_copies(tune("AABB", section_bars=4))
+    label, copies = form_and_copies(tune("AABB", section_bars=4), max_bars=64)
     assert label == "AABB:4" and copies == tuple((bar, bar - 4) for bar in (*range(4, 8), *range(12, 16)))
-    assert form_and_copies(tune("ABCD", section_bars=4))[1] == ()
+    assert form_and_copies(tune("ABCD", section_bars=4), max_bars=64)[1] == ()
+    # a melody longer than a request may be: its copies within the bars one may ask for
+    assert form_and_copies(tune("AABB", section_bars=4), max_bars=10) == ("AABB:4", ((4, 0), (5, 1), (6, 2), (7, 3)))
+    assert format_copies(copies[:2]) == "4<0 5<1" and parse_copies(format_copies(copies)) == copies
+    assert parse_copies("") == ()
 
 
 def test_auto_draws_the_repeated_bars_of_a_melody_of_its_form():
