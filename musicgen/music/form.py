@@ -270,15 +270,19 @@ def seam_interval(melody: Melody, end_tick: int | None = None) -> int | None:
     return melody.notes[0].pitch - last.pitch if last is not None else None
 
 
-def seam_score(melody: Melody, end_tick: int) -> int:
+def seam_score(melody: Melody, end_tick: int, target: int | None = None) -> int:
     """How well a loop ending at ``end_tick`` leads back into its start: 3 for a step (up to 2
-    semitones) to the first note, 2 up to a fourth, 1 up to a fifth, plus 2 unless the last note is
-    a held tonic (a full stop the loop would stumble over). (A loop's opening is no candidate's
-    choice: the sampler makes it open on a note.)"""
+    semitones) to the first note, 2 up to a fourth, 1 up to a fifth, or, with a ``target`` interval
+    (semitones, signed as ``seam_interval``), 3 less how far the seam is from it (at least 0); plus 2
+    unless the last note is a held tonic (a full stop the loop would stumble over). (A loop's opening
+    is no candidate's choice: the sampler makes it open on a note.)"""
     last = last_note(melody, end_tick)
     if last is None:
         return 0
-    leap = abs(melody.notes[0].pitch - last.pitch)
-    smooth = 3 if leap <= 2 else 2 if leap <= 5 else 1 if leap <= 7 else 0
+    interval = melody.notes[0].pitch - last.pitch
+    if target is not None:
+        smooth = 3 - min(3, abs(interval - target))
+    else:
+        smooth = 3 if abs(interval) <= 2 else 2 if abs(interval) <= 5 else 1 if abs(interval) <= 7 else 0
     full_stop = scale_degree(last.pitch, melody.key) == 1 and held(last, melody)
     return smooth + 2 * (not full_stop)

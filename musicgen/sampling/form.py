@@ -8,11 +8,11 @@ ending is picked from ``CANDIDATES`` continuations (``FINAL_CANDIDATES`` for the
 it comes to rest (``musicgen.music.form.cadence_score``): on the tonic triad at a section's end, on
 the tonic at the tune's end; where no candidate ends the tune on a held tonic, its last beat becomes
 one (``close_on_tonic``). A tune opens on a note, not on a pickup bar's rest. A loop's end is picked
-instead by how it leads back into the start (``seam_score``): a step or a small leap to the first
-note, and no full stop before it. Inside its new sections, a tune with ``copies`` (``--form auto``
-draws those of a melody of the style with the same form) repeats bars as that melody did
-(``musicgen.sampling.copies``). The model, tokenizer and grammar are the ones plain sampling uses:
-any melody model can sample a form.
+instead by how it leads back into the start (``seam_score``): an interval to the first note that
+the style's lines take (drawn from the candidates' own, ``seam_target``), and no full stop before
+it. Inside its new sections, a tune with ``copies`` (``--form auto`` draws those of a melody of the
+style with the same form) repeats bars as that melody did (``musicgen.sampling.copies``). The
+model, tokenizer and grammar are the ones plain sampling uses: any melody model can sample a form.
 """
 
 from __future__ import annotations
@@ -147,6 +147,16 @@ def section_copies(request: SampleRequest, start_bar: int, end_bar: int) -> Copi
     return tuple(kept)
 
 
+def seam_target(candidates: list[Melody], seed: int) -> int | None:
+    """The interval a loop's seam aims at: one of the melodic intervals its candidates take, drawn for
+    the seed, so that seams step, repeat and leap as often as the style's own lines do (a seam that
+    always steps is a seam one hears)."""
+    intervals = [b.pitch - a.pitch for c in candidates for a, b in zip(c.notes, c.notes[1:])]
+    if not intervals:
+        return None
+    return intervals[int(np.random.default_rng(derived_seed(seed, -3, 0)).integers(len(intervals)))]
+
+
 def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melody | None, int, int, bool]],
               requests: list[SampleRequest], section: int, device: torch.device) -> dict[int, Melody]:
     """For each job (row, tune so far, first new bar, end bar, ends the tune): the tune continued to
@@ -169,7 +179,10 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
         candidates = [tokenizer.decode(tokens)[0] for tokens in sampled[first : first + count]]
         first += count
         loop = final and requests[row].loop
-        score = seam_score if loop else partial(cadence_score, final=final)
+        if loop:
+            score = partial(seam_score, target=seam_target(candidates, requests[row].seed))
+        else:
+            score = partial(cadence_score, final=final)
         best = max(candidates, key=lambda c: score(c, end_bar * c.bar_ticks))  # the first of equals
         start = start_bar * best.bar_ticks
         kept = tune.notes if tune is not None else ()

@@ -199,19 +199,24 @@ def test_abc_writes_a_returning_section_once_between_repeat_signs(shipped, form,
 
 
 def test_a_loop_leads_back_into_its_start_better_than_a_tune_does(shipped):
-    from musicgen.music.form import seam_interval, seam_score
+    from musicgen.music.form import held, scale_degree, seam_interval
 
     seeds = range(8)
     loops = shipped.generate([SampleRequest("irish_folk", s, bars=8, loop=True) for s in seeds])
     tunes = shipped.generate([SampleRequest("irish_folk", s, bars=8) for s in seeds])
     assert any(t.melody.notes[0].onset > 0 for t in tunes), "a plain tune may open with a pickup"
+    own = 0
     for out in loops:
         melody = out.melody
         assert melody.end == 8 * melody.bar_ticks and melody.meta["loop"] is True  # whole bars, marked
         assert melody.notes[0].onset == 0  # it opens on a note: no silence at the seam
-        assert abs(seam_interval(melody)) <= 7, melody.notes[-1]
-    mean = lambda outs: sum(seam_score(o.melody, o.melody.end) for o in outs) / len(outs)  # noqa: E731
-    assert mean(loops) > mean(tunes)
+        assert abs(seam_interval(melody)) <= 12, melody.notes[-1]
+        own += seam_interval(melody) in {b.pitch - a.pitch for a, b in zip(melody.notes, melody.notes[1:])}
+    assert own >= 6, "the seam takes an interval the line itself takes"
+    def full_stop(melody) -> bool:
+        return scale_degree(melody.notes[-1].pitch, melody.key) == 1 and held(melody.notes[-1], melody)
+
+    assert sum(full_stop(o.melody) for o in loops) < max(1, sum(full_stop(o.melody) for o in tunes))
 
 
 def test_a_loop_is_marked_in_midi_and_its_wav_is_exactly_its_bars(tmp_path):
@@ -246,3 +251,20 @@ def test_a_tune_with_a_pickup_keeps_its_form_and_its_section_ends_before_each_pi
     assert profile.forms == {"AABB": 1}
     ends = [max((n for n in notes if n.onset < t), key=lambda n: n.onset) for t in melody.sections[1:]]
     assert profile.section_end_long == sum(2 * n.duration >= 12 for n in ends) / 3
+
+
+def test_a_seam_aims_at_an_interval_its_lines_take():
+    from musicgen.music.form import seam_score
+    from musicgen.sampling.form import seam_target
+
+    def loop(last: int) -> Melody:  # C major, opens on E, its last note `last`, short (no full stop)
+        return Melody((Note(64, 0, BAR // 2), Note(62, BAR // 2, BAR // 4), Note(last, 3 * BAR // 4, BAR // 4)),
+                      (4, 4), "C major")
+
+    # a seam of a third down (G to E) scores highest when a third down is the target, a step when none is
+    assert seam_score(loop(67), BAR, target=-3) > seam_score(loop(65), BAR, target=-3)
+    assert seam_score(loop(65), BAR) > seam_score(loop(67), BAR)
+    lines = [loop(67), loop(60)]
+    drawn = [seam_target(lines, seed) for seed in range(400)]  # the lines' intervals: -2, +5, -2, -2
+    assert set(drawn) == {-2, 5} and 0.2 < drawn.count(5) / 400 < 0.3
+    assert seam_target(lines, 3) == seam_target(lines, 3) and seam_target([], 0) is None
