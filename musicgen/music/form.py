@@ -18,7 +18,7 @@ import numpy as np
 
 from musicgen.music.keys import MAJOR_SCALE, MINOR_SCALE, mode_family, parse_key
 from musicgen.music.melody import Melody, Note
-from musicgen.music.metrics import bar_self_similarity
+from musicgen.music.metrics import bar_self_similarity, repeated_bars
 from musicgen.music.performance import beat_ticks
 
 MAX_SECTIONS = 8
@@ -124,7 +124,7 @@ def form_label(melody: Melody, similarity: np.ndarray | None = None) -> str:
     return f"{form_letters(melody, ranges, similarity=similarity)}:{lengths[(len(lengths) - 1) // 2]}"
 
 
-Copies = tuple[tuple[int, int], ...]  # (bar, the earlier bar it repeats), 0-based bars of a melody
+Copies = tuple[tuple[int, int], ...]  # (bar, the earlier bar it repeats): what ``repeated_bars`` gives
 
 
 @dataclass(frozen=True)
@@ -136,13 +136,6 @@ class FormMix:
 
     forms: Mapping[str, int] = field(default_factory=dict)
     copies: Mapping[str, Sequence[Copies]] = field(default_factory=dict)
-
-
-def repeated_bars(similarity: np.ndarray) -> Copies:
-    """Each bar that repeats an earlier bar exactly, with the first bar it repeats, from a melody's
-    ``bar_self_similarity``: the bars ``repetition_ratio`` counts."""
-    return tuple((i, int(np.flatnonzero(similarity[i, :i] == 1.0)[0])) for i in range(1, len(similarity))
-                 if (similarity[i, :i] == 1.0).any())
 
 
 def format_copies(copies: Copies) -> str:

@@ -124,13 +124,20 @@ def bar_self_similarity(melody: Melody) -> np.ndarray:
     return sim
 
 
+def repeated_bars(similarity: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """Each bar that repeats an earlier bar exactly, with the first bar it repeats (0-based), from a
+    melody's ``bar_self_similarity``."""
+    return tuple((i, int(np.flatnonzero(similarity[i, :i] == 1.0)[0])) for i in range(1, len(similarity))
+                 if (similarity[i, :i] == 1.0).any())
+
+
 def repetition_ratio(melody: Melody) -> float:
-    """Share of bars (after the first) that repeat some earlier bar exactly: folk forms such as
-    AABB score high, through-composed lines and random notes near 0."""
+    """Share of bars (after the first) that repeat some earlier bar exactly (``repeated_bars``): folk
+    forms such as AABB score high, through-composed lines and random notes near 0."""
     sim = bar_self_similarity(melody)
     if len(sim) < 2:
         return 0.0
-    return float(np.mean([(sim[i, :i] == 1.0).any() for i in range(1, len(sim))]))
+    return len(repeated_bars(sim)) / (len(sim) - 1)
 
 
 # the scalar metrics compared between sets, with the range used for their histograms

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from musicgen.music.form import repeated_bars
-from musicgen.music.metrics import bar_self_similarity
+from musicgen.music.metrics import bar_self_similarity, repeated_bars
 from musicgen.sampling import MelodyGenerator, SampleRequest
 
 PLAN = ((2, 0), (3, 1), (6, 2), (9, 4))
