@@ -63,19 +63,15 @@ def shape_fields(form: str | None, section_bars: int | None, variation: float, b
     ask: its form (``AUTO`` drawn for this seed from ``mix``, with the bars that repeat an earlier bar
     in one of the style's melodies of that form), bars a section and variation where it has a form,
     and its length (``bars`` when given, else the form's, else ``DEFAULT_BARS``)."""
-    drawn, drawn_bars = resolve_form(form, section_bars, seed, mix.forms, MAX_BARS)
+    label = draw_label(mix.forms, seed, MAX_BARS) if is_auto(form) else None
+    drawn, drawn_bars = label_shape(label) if label else resolve_form(form, section_bars, seed, mix.forms, MAX_BARS)
     if drawn is None:
         return {"bars": requested_bars(bars, None)}
     fields = {"bars": requested_bars(bars, drawn, drawn_bars), "form": drawn, "section_bars": drawn_bars,
               "variation": variation}
-    if is_auto(form):
-        fields["copies"] = draw_copies(mix.copies.get(_label(drawn, drawn_bars)) or [], seed, fields["bars"])
+    if label:
+        fields["copies"] = draw_copies(mix.copies.get(label) or [], seed, fields["bars"])
     return fields
-
-
-def _label(form: str, section_bars: int) -> str:
-    """The ``form_label`` a drawn form came from (one section: a through-composed tune)."""
-    return THROUGH_COMPOSED if len(form) == 1 else f"{form}:{section_bars}"
 
 
 def draw_copies(copies: Sequence[Copies], seed: int, bars: int) -> Copies:
@@ -87,35 +83,44 @@ def draw_copies(copies: Sequence[Copies], seed: int, bars: int) -> Copies:
     return tuple((bar, source) for bar, source in drawn if bar < bars)
 
 
-def resolve_form(form: str | None, section_bars: int | None, seed: int, forms: Mapping[str, int],
-                 max_bars: int) -> tuple[str | None, int]:
-    """(form, bars per section) for one melody: ``form`` as given (validated), or for ``AUTO`` a form
-    and section length drawn from the style's ``forms`` (``FormMix.forms``) in proportion to how many
-    of its melodies have them, the same draw for the same seed; a through-composed tune is drawn as
-    one section of ``DEFAULT_BARS`` (``A``). Forms longer than ``max_bars`` or ``MAX_SECTIONS``
-    sections are not drawn."""
-    if not is_auto(form):
-        return (parse_form(form) if form is not None else None), section_bars or DEFAULT_SECTION_BARS
-    choices: list[tuple[str | None, int]] = []
+def label_shape(label: str) -> tuple[str, int] | None:
+    """(form, bars per section) that a ``form_label`` stands for, or None for one that cannot be
+    sampled; a through-composed tune is one section of ``DEFAULT_BARS`` (``A``), whose end is still
+    chosen as a tune's end is."""
+    if label == THROUGH_COMPOSED:
+        return "A", DEFAULT_BARS
+    letters, _, bars = label.partition(":")
+    try:
+        return parse_form(letters), int(bars)
+    except ValueError:
+        return None
+
+
+def draw_label(forms: Mapping[str, int], seed: int, max_bars: int) -> str:
+    """A ``form_label`` drawn for ``seed`` from the style's ``forms`` (``FormMix.forms``) in proportion to
+    how many of its melodies have it, the same for the same seed; labels that cannot be sampled, or
+    are longer than ``max_bars``, are not drawn."""
+    choices: list[str] = []
     weights: list[int] = []
     for label, count in sorted(forms.items()):
-        if label == THROUGH_COMPOSED:  # one section: its end is still chosen as a tune's end is
-            choices.append(("A", DEFAULT_BARS))
-        else:
-            letters, _, bars = label.partition(":")
-            try:
-                choice = (parse_form(letters), int(bars))
-            except ValueError:
-                continue
-            if len(choice[0]) * choice[1] > max_bars or len(choice[0]) < 2:
-                continue
-            choices.append(choice)
-        weights.append(count)
+        shape = label_shape(label)
+        if shape is not None and len(shape[0]) * shape[1] <= max_bars:
+            choices.append(label)
+            weights.append(count)
     if not choices:
         raise ValueError("--form auto draws from the forms the model's training melodies have, and this model "
                          "records none (its shards predate the count): give a form such as AABB")
     draw = np.random.default_rng(derived_seed(seed, -1, 0)).random() * sum(weights)
     return choices[min(int(np.searchsorted(np.cumsum(weights), draw, side="right")), len(choices) - 1)]
+
+
+def resolve_form(form: str | None, section_bars: int | None, seed: int, forms: Mapping[str, int],
+                 max_bars: int) -> tuple[str | None, int]:
+    """(form, bars per section) for one melody: ``form`` as given (validated), or for ``AUTO`` the shape
+    of a label drawn from the style's ``forms`` (``draw_label``, ``label_shape``)."""
+    if not is_auto(form):
+        return (parse_form(form) if form is not None else None), section_bars or DEFAULT_SECTION_BARS
+    return label_shape(draw_label(forms, seed, max_bars))
 
 
 def varied_bars(request: SampleRequest) -> int:
