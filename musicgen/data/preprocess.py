@@ -62,7 +62,7 @@ PARSED_SCHEMA = pa.schema(  # the shard columns, then those the job needs on the
         ("error_kind", pa.string()),
         ("error_message", pa.string()),
         ("form", pa.string()),  # ``form_label``: counted per style in stats.json
-        ("copies", pa.list_(pa.int32())),  # ``repeated_bars`` as bar, source, bar, source...: sampled per form
+        ("copies", pa.string()),  # its ``repeated_bars`` as ``format_copies`` writes them: sampled per form
     ]
 )
 COPIES_PER_FORM = 24  # melodies of each style and form whose repeated bars stats.json records
@@ -209,7 +209,7 @@ def parse_files(
             "error_kind": pa.nulls(len(usable), pa.string()),
             "error_message": pa.nulls(len(usable), pa.string()),
             "form": [form for form, _ in shapes],
-            "copies": [[bar for pair in copies for bar in pair] for _, copies in shapes],
+            "copies": [format_copies(copies) for _, copies in shapes],
         },
         schema=PARSED_SCHEMA,
     )
@@ -377,7 +377,7 @@ def _stats(config, melodies: pa.Table, splits, duplicates, errors: pa.Table, n_f
         entry["forms"][form] += 1
         kept = entry["copies"].setdefault(form, [])
         if len(kept) < COPIES_PER_FORM:  # ids are hashes: these are a fair sample of the form's melodies
-            kept.append(format_copies(tuple(zip(copies[::2], copies[1::2]))))
+            kept.append(copies)
     for entry in per_style.values():  # the style's form mix, the most common first, and its forms' copies
         entry["forms"] = dict(entry["forms"].most_common())
         entry["copies"] = {form: entry["copies"][form] for form in entry["forms"]}

@@ -175,6 +175,6 @@ def test_each_tune_is_labelled_with_its_written_form_for_the_styles_form_mix(tmp
                       tokenizer_config=tokenizer.to_dict(), file_info={str(path): ("reels", piece_of(str(path)))},
                       uri_prefix="", min_notes=8, head_notes=16).to_pylist()
     assert {r["title"]: r["form"] for r in out} == {"Two strains": "AABB:4", "Through": "none"}
-    # the strains' returns repeat their bars (as bar, source pairs, flat); the through-composed tune none
-    assert {r["title"]: r["copies"] for r in out} == {"Two strains": [4, 0, 5, 1, 6, 2, 7, 3, 12, 8, 13, 9, 14, 10,
-                                                                       15, 11], "Through": []}
+    # the strains' returns repeat their bars (bar<source); the through-composed tune none
+    assert {r["title"]: r["copies"] for r in out} == {"Two strains": "4<0 5<1 6<2 7<3 12<8 13<9 14<10 15<11",
+                                                      "Through": ""}
