@@ -41,6 +41,37 @@ def random_melody(
     return Melody(tuple(notes), time_signature, "C major", 100.0)
 
 
+def shard_rows(tok, melodies: list[Melody], split: str, style: str):
+    """``melodies`` of one style as rows of the shard schema, as preprocessing writes them."""
+    import pyarrow as pa
+
+    from musicgen.data import shards
+
+    tokens = [tok.encode(m, style) for m in melodies]
+    n = len(melodies)
+    return pa.table({
+        "melody_id": [f"{split}-{style}-{i}" for i in range(n)], "style": [style] * n,
+        "source_uri": [f"/corpus/{split}-{i}.mid" for i in range(n)], "piece_id": [f"{split}-{i}" for i in range(n)],
+        "title": [None] * n, "tokens": tokens, "n_tokens": [len(t) for t in tokens],
+        "n_notes": [len(m.notes) for m in melodies], "n_bars": [m.n_bars for m in melodies],
+        "key": [m.key for m in melodies], "time_signature": ["{}/{}".format(*m.time_signature) for m in melodies],
+        "tempo": [m.tempo for m in melodies], "sections": [[] for _ in melodies],
+    }, schema=shards.SHARD_SCHEMA)
+
+
+def write_shards(root: str, tok, melodies: dict[tuple[str, str], list[Melody]]) -> None:
+    """A shards folder (one part per split and style, and the vocabulary) of ``{(split, style): melodies}``."""
+    import pyarrow.fs as pafs
+
+    from musicgen import storage
+    from musicgen.data import shards
+
+    for (split, style), items in melodies.items():
+        shards.write_split_part(shard_rows(tok, items, split, style), pafs.LocalFileSystem(),
+                                storage.join(root, shards.MELODIES_FOLDER), split, f"part-{style}")
+    shards.write_vocab(root, tok.to_dict())
+
+
 def jig(rng: random.Random) -> Melody:
     """Stepwise running eighths in 6/8."""
     pitch, notes = rng.randint(62, 70), []

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "MUSICGEN_PRECISION_CACHE"
 REPEATS = 5  # best of this many sampling calls per precision and batch size (fewer once BUDGET_S is spent)
 BUDGET_S = 0.5  # per batch size, for all precisions together (at least two calls each)
+DROP = 3.0  # a precision this many times slower than the fastest in its warm-up call is timed no further
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -48,7 +49,7 @@ class PrecisionChoice:
     batch_sizes: tuple[int, ...] = ()
     threads: int = 0
     cpu: str = ""
-    ms_per_step: dict[str, list[float]] | None = None  # per precision, one figure per batch size
+    ms_per_step: dict[str, list[float | None]] | None = None  # per precision, one figure per batch size
 
     def as_dict(self) -> dict:
         """As JSON holds it (what the bulk summary, the manifest and /v1/styles report)."""
@@ -59,7 +60,8 @@ class PrecisionChoice:
         if not self.ms_per_step:
             how = "as asked" if self.source == "asked" else "the only one offered here"
             return f"precision {self.precision} ({how})"
-        timings = "; ".join(f"{p} " + ", ".join(f"{t:.3g}" for t in ms) for p, ms in self.ms_per_step.items())
+        timings = "; ".join(f"{p} " + ", ".join("–" if t is None else f"{t:.3g}" for t in ms)
+                            for p, ms in self.ms_per_step.items())
         return (f"precision {self.precision} (auto, {self.source} on {self.cpu}, {self.threads} thread(s); "
                 f"ms per sampling step at batch {', '.join(map(str, self.batch_sizes))}: {timings})")
 
@@ -125,20 +127,26 @@ def resolve_precision(precision: str, model: nn.Module, tokenizer: Tokenizer, de
     return choice
 
 
-def fastest(ms_per_step: dict[str, list[float]]) -> str:
+def fastest(ms_per_step: dict[str, list[float | None]]) -> str:
     """The precision whose worst slowdown against the best at any batch size is smallest (one
-    precision serves every batch size: a melody must not depend on the batch it was sampled in)."""
-    n = len(next(iter(ms_per_step.values())))
-    best = [min(ms[i] for ms in ms_per_step.values()) for i in range(n)]
-    return min(ms_per_step, key=lambda p: max(ms_per_step[p][i] / best[i] for i in range(n)))
+    precision serves every batch size: a melody must not depend on the batch it was sampled in).
+    A precision with a size left untimed (``None``: dropped by ``measure``) is out."""
+    timed = {p: ms for p, ms in ms_per_step.items() if None not in ms}
+    n = len(next(iter(timed.values())))
+    best = [min(ms[i] for ms in timed.values()) for i in range(n)]
+    return min(timed, key=lambda p: max(timed[p][i] / best[i] for i in range(n)))
 
 
 def measure(model: nn.Module, tokenizer: Tokenizer, precisions: tuple[str, ...], batch_sizes: tuple[int, ...],
-            threads: int) -> dict[str, list[float]]:
+            threads: int) -> dict[str, list[float | None]]:
     """Milliseconds per sampling step of each precision at each batch size: the sampler itself on
     one-bar melodies at the model's default guidance (a step timed alone in a loop flatters large
     weights, which the grammar's work between steps evicts from the caches), precisions interleaved
-    so a slow spell of a shared machine hits them alike, best of up to ``REPEATS``."""
+    so a slow spell of a shared machine hits them alike, best of up to ``REPEATS``.
+
+    A precision whose warm-up call is ``DROP`` times slower than the fastest one's is timed no
+    further: its warm-up figure stands for that size and ``None`` for the larger ones (where int8
+    has no VNNI it is several times slower, and timing it at a large batch took seconds)."""
     from musicgen.sampling.sampler import SampleRequest, sample_tokens
 
     models = {}
@@ -148,21 +156,29 @@ def measure(model: nn.Module, tokenizer: Tokenizer, precisions: tuple[str, ...],
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        out: dict[str, list[float]] = {p: [] for p in precisions}
+        out: dict[str, list[float | None]] = {p: [] for p in precisions}
+        alive = list(precisions)
         for b in batch_sizes:
             requests = [SampleRequest(tokenizer.styles[i % len(tokenizer.styles)], i, bars=1) for i in range(b)]
-            steps = {p: max(map(len, sample_tokens(m, tokenizer, requests))) - 2 for p, m in models.items()}  # warm-up
-            best = dict.fromkeys(precisions, float("inf"))
+            steps, warm_up = {}, {}
+            for p in alive:
+                t0 = time.perf_counter()
+                steps[p] = max(map(len, sample_tokens(models[p], tokenizer, requests))) - 2
+                warm_up[p] = (time.perf_counter() - t0) / steps[p]
+            dropped = [p for p in alive if warm_up[p] > DROP * min(warm_up.values())]
+            alive = [p for p in alive if p not in dropped]
+            best = dict.fromkeys(alive, float("inf"))
             started = time.perf_counter()
             for repeat in range(REPEATS):
                 if repeat >= 2 and time.perf_counter() - started > BUDGET_S:
                     break
-                for p, m in models.items():
+                for p in alive:
                     t0 = time.perf_counter()
-                    sample_tokens(m, tokenizer, requests)
+                    sample_tokens(models[p], tokenizer, requests)
                     best[p] = min(best[p], (time.perf_counter() - t0) / steps[p])
             for p in precisions:
-                out[p].append(round(1000 * best[p], 4))
+                seconds = best.get(p, warm_up.get(p))
+                out[p].append(None if seconds is None else round(1000 * seconds, 4))
         return out
     finally:
         torch.set_num_threads(previous)

@@ -151,8 +151,9 @@ class PrecisionChoiceOut(BaseModel):
     batch_sizes: list[int] = Field(description="batch sizes auto timed at: 1 and max_batch_size")
     threads: int = Field(description="torch threads it was timed with (0: not timed)")
     cpu: str = Field(description="the CPU model it was timed on")
-    ms_per_step: dict[str, list[float]] | None = Field(
-        description="milliseconds per sampling step of each precision offered, one per batch size")
+    ms_per_step: dict[str, list[float | None]] | None = Field(
+        description="milliseconds per sampling step of each precision offered, one per batch size (null: not timed "
+                    "there, being several times slower at a smaller size)")
 
 
 class StyleInfo(BaseModel):

@@ -71,6 +71,34 @@ def test_fastest_is_the_precision_with_the_smallest_worst_slowdown():
     # int8 is 3x slower at batch 1 but 1.25x faster at 16; fp32 loses at most 1.25x
     assert fastest({"fp32": [1.0, 5.0], "int8": [3.0, 4.0]}) == "fp32"
     assert fastest({"fp32": [1.0, 5.0], "int8": [1.1, 2.0]}) == "int8"
+    assert fastest({"fp32": [1.0, 2.0], "int8": [4.0, None]}) == "fp32", "a precision dropped at batch 1 is out"
+
+
+def test_a_precision_several_times_slower_in_its_warm_up_is_timed_no_further(monkeypatch, one_thread):
+    from musicgen.models.lstm_cells import Int8Cell
+    from musicgen.sampling import sampler
+    from musicgen.sampling.precision import measure
+
+    calls = {"fp32": [], "int8": []}
+    real = sampler.sample_tokens
+
+    def slow_int8(model, tokenizer, requests, **kwargs):
+        int8 = isinstance(model.cell, Int8Cell)
+        calls["int8" if int8 else "fp32"].append(len(requests))
+        started = time.perf_counter()
+        out = real(model, tokenizer, requests, **kwargs)
+        if int8:  # ten times the real call's time
+            time.sleep(9 * (time.perf_counter() - started))
+        return out
+
+    monkeypatch.setattr(sampler, "sample_tokens", slow_int8)
+    model = build_model("lstm", vocab_size=len(TOKENIZER), n_styles=len(STYLES), embed_dim=16, hidden_size=32,
+                        num_layers=1, style_dim=4).eval()
+    ms = measure(model, TOKENIZER, ("fp32", "int8"), (1, 8), threads=1)
+    assert calls["int8"] == [1], "only its warm-up call, at the first batch size"
+    assert calls["fp32"].count(1) >= 3 and calls["fp32"].count(8) >= 3
+    assert ms["int8"][0] > 3 * ms["fp32"][0] and ms["int8"][1] is None and None not in ms["fp32"]
+    assert fastest(ms) == "fp32"
 
 
 def test_the_choice_is_cached_per_artifact_and_batch_in_the_file_the_env_names(tmp_path, monkeypatch):

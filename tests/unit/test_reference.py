@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import random
 
-import pyarrow as pa
-import pyarrow.fs as pafs
 import pytest
 
-from musicgen import storage
 from musicgen.data import shards
 from musicgen.evaluation.novelty import IntervalIndex
 from musicgen.evaluation.reference import reference_index, reference_pitches, reference_splits, timed_reference_index
 from musicgen.tokenizers import AbcTokenizer, EventTokenizer
-from tests.conftest import STYLES, hymn, jig
-
-
-def _write(root: str, tok, melodies: dict) -> None:
-    for split, items in melodies.items():
-        n = len(items)
-        tokens = [tok.encode(m, STYLES[0]) for m in items]
-        rows = pa.table({
-            "melody_id": [f"{split}-{i}" for i in range(n)], "style": [STYLES[0]] * n,
-            "source_uri": [f"/c/{split}-{i}.mid" for i in range(n)], "piece_id": [f"{split}-{i}" for i in range(n)],
-            "title": [None] * n, "tokens": tokens, "n_tokens": [len(t) for t in tokens],
-            "n_notes": [len(m.notes) for m in items], "n_bars": [m.n_bars for m in items],
-            "key": [m.key for m in items], "time_signature": ["{}/{}".format(*m.time_signature) for m in items],
-            "tempo": [m.tempo for m in items], "sections": [[] for _ in items],
-        }, schema=shards.SHARD_SCHEMA)
-        shards.write_split_part(rows, pafs.LocalFileSystem(), storage.join(root, shards.MELODIES_FOLDER), split, "p")
-    shards.write_vocab(root, tok.to_dict())
+from tests.conftest import STYLES, hymn, jig, write_shards
 
 
 @pytest.mark.parametrize("tok", [EventTokenizer(STYLES), AbcTokenizer(STYLES)], ids=["events", "abc"])
@@ -38,7 +19,7 @@ def test_the_index_covers_every_split_and_reads_pitches_off_the_tokens(tmp_path,
     melodies = {"train": [jig(rng) for _ in range(8)], "val": [hymn(rng) for _ in range(3)],
                 "test": [jig(rng) for _ in range(3)]}
     root = str(tmp_path)
-    _write(root, tok, melodies)
+    write_shards(root, tok, {(split, STYLES[0]): items for split, items in melodies.items()})
     assert reference_splits(root) == list(shards.COPY_CHECK_SPLITS)
 
     table = shards.read_split(root, "train", ("tokens",))
@@ -50,7 +31,7 @@ def test_the_index_covers_every_split_and_reads_pitches_off_the_tokens(tmp_path,
     assert isinstance(reference_index(root, 8), IntervalIndex)
     copied = melodies["val"][1]  # a validation melody is as much a copy as a training one
     run = index.longest_shared_run(copied)
-    assert run.length == len(copied.notes) - 1 and run.id == "val-1"
+    assert run.length == len(copied.notes) - 1 and run.id == f"val-{STYLES[0]}-1"
 
 
 def test_no_shards_is_an_error_before_anything_is_built(tmp_path):

@@ -9,25 +9,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from musicgen import storage
 from musicgen.data import shards
 from musicgen.data.preprocess import INTERNAL_COLUMNS, PARSED_SCHEMA
 from musicgen.music.melody import interval_fingerprints
 from musicgen.tokenizers import EventTokenizer
-from tests.conftest import STYLES, hymn, jig
-
-
-def _rows(tok, melodies, split: str, style: str) -> pa.Table:
-    tokens = [tok.encode(m, style) for m in melodies]
-    n = len(melodies)
-    return pa.table({
-        "melody_id": [f"{split}-{style}-{i}" for i in range(n)], "style": [style] * n,
-        "source_uri": [f"/corpus/{split}-{i}.mid" for i in range(n)], "piece_id": [f"{split}-{i}" for i in range(n)],
-        "title": [None] * n, "tokens": tokens, "n_tokens": [len(t) for t in tokens],
-        "n_notes": [len(m.notes) for m in melodies], "n_bars": [m.n_bars for m in melodies],
-        "key": [m.key for m in melodies], "time_signature": ["{}/{}".format(*m.time_signature) for m in melodies],
-        "tempo": [m.tempo for m in melodies], "sections": [[] for _ in melodies],
-    }, schema=shards.SHARD_SCHEMA)
+from tests.conftest import STYLES, hymn, jig, write_shards
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +26,7 @@ def corpus(tmp_path_factory):
     for split, n in (("train", 30), ("val", 6), ("test", 12)):
         for style, make in (("irish_folk", jig), ("bach_chorale", hymn)):
             melodies[split, style] = [make(rng) for _ in range(n)]
-            shards.write_split_part(_rows(tok, melodies[split, style], split, style), pafs.LocalFileSystem(),
-                                    storage.join(root, shards.MELODIES_FOLDER), split, f"part-{style}")
-    shards.write_vocab(root, tok.to_dict())
+    write_shards(root, tok, melodies)
     return root, melodies
 
 
