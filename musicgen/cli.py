@@ -124,6 +124,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker, bf16 autocast")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="with --max-steps: train fewer steps where they would not fit this many minutes at the pace "
+                        "of the run's own first steps (the learning-rate schedule decays over the steps that fit)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-len", type=int, help="training window in tokens")
     p.add_argument("--lr", type=float)
@@ -157,6 +160,8 @@ def train_config_from_args(args: argparse.Namespace):
                  "max_len", "lr", "eval_every_steps", "init_from"):
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
+    if args.time_budget is not None:
+        values["time_budget_s"] = args.time_budget * 60
     model_config = dict(values.get("model_config") or {})
     for option in args.model_option:
         key, sep, value = option.partition("=")
@@ -175,7 +180,7 @@ def _run_train(args: argparse.Namespace) -> int:
     config = train_config_from_args(args)
     check_model_options(config)  # a bad -m key=value: exit 2 here, before Ray starts, not in every worker
     init_ray(args.num_cpus, *resource_needs(config))  # a local cluster gets the CPUs the workers need
-    summary = run_training(config, on_report=lambda m: print(format_report(m, config.max_steps), flush=True))
+    summary = run_training(config, on_report=lambda m: print(format_report(m), flush=True))
     print(format_training_summary(summary))
     return 0
 

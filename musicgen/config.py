@@ -74,6 +74,9 @@ class TrainConfig:
     cpus_per_worker: int = 1
     epochs: int = 10
     max_steps: int | None = None  # stops early when reached; with it, epochs is an upper bound
+    # with max_steps: fewer steps when max_steps would not fit this many seconds at the pace of the
+    # run's own first steps (the schedule then decays over the steps that fit)
+    time_budget_s: float | None = None
     batch_size: int = 32
     max_len: int = 256  # longer melodies are cut to a random window of this many tokens
     lr: float = 2e-3
@@ -98,6 +101,8 @@ class TrainConfig:
             raise ValueError("workers must be >= 1")
         if self.max_steps is None and self.epochs < 1:
             raise ValueError("give --epochs >= 1 or --max-steps")
+        if self.time_budget_s is not None and (self.max_steps is None or self.time_budget_s <= 0):
+            raise ValueError("a time budget needs --max-steps (the most steps it may fit) and a positive length")
 
 
 BULK_FORMATS = ("mid", "abc", "wav")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -27,6 +28,32 @@ def learning_rate(step: int, peak: float, warmup_steps: int, max_steps: int | No
         return peak
     progress = min(1.0, (step - warmup_steps) / (max_steps - warmup_steps))
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def steps_within(budget_s: float, seconds_per_step: float, most: int, multiple: int = 50) -> int:
+    """The most steps, up to ``most``, that fit ``budget_s`` seconds at ``seconds_per_step``, rounded
+    down to a ``multiple`` (at least one multiple: a run too slow for its budget still trains a little)."""
+    fit = int(budget_s / seconds_per_step) // multiple * multiple
+    return max(min(most, multiple), min(most, fit))
+
+
+class StepBudget:
+    """Fits a run's step count to a time budget by the pace of its own steps, timed where it trains:
+    CPUs differ by more than 2x in what a step costs, and a process timed alone flatters one that
+    shares its cores with Ray's. Call ``tick`` after each optimizer step; after ``skip`` steps (start-up,
+    the data pipeline filling) it times ``timed`` steps, then returns the step count that fits once."""
+
+    def __init__(self, budget_s: float, most: int, skip: int = 5, timed: int = 20, clock=time.perf_counter):
+        self.budget_s, self.most, self.skip, self.timed, self.clock = budget_s, most, skip, timed, clock
+        self.ticks, self.started = 0, None
+
+    def tick(self) -> int | None:
+        self.ticks += 1
+        if self.ticks == self.skip:
+            self.started = self.clock()
+        elif self.ticks == self.skip + self.timed:
+            return steps_within(self.budget_s, (self.clock() - self.started) / self.timed, self.most)
+        return None
 
 
 @torch.no_grad()

@@ -114,8 +114,10 @@ def resource_needs(config: TrainConfig) -> tuple[dict[str, float], str]:
                   "Ray Data to read the shards; fewer --workers need less)")
 
 
-def format_report(metrics: dict, max_steps: int | None) -> str:
-    """One line of progress per report: step, losses, validation bits/token beside the n-gram's."""
+def format_report(metrics: dict, max_steps: int | None = None) -> str:
+    """One line of progress per report: step (of the steps the run will take: its own record, which a
+    time budget may have lowered, else ``max_steps``), losses, validation bits/token beside the n-gram's."""
+    max_steps = metrics.get("max_steps") or max_steps
     of = f"/{max_steps}" if max_steps else ""
     parts = [f"step {metrics.get('step')}{of}"]
     for key, label in (("train_loss", "train loss"), ("val_loss", "val loss")):

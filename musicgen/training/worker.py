@@ -8,6 +8,8 @@ TorchTrainer; it runs in the worker processes, never on the driver:
 - parallelism: the LSTM and Transformer train through a DDP wrapper (``prepare_model``); the
   GAN, whose step has two losses and two optimizers, all-reduces its gradients itself after each
   backward; bf16 autocast on GPU;
+- time budget: with ``time_budget_s`` the run times its own first steps and keeps the step count
+  that fits (``StepBudget``; rank 0's count on every rank), saved with each checkpoint;
 - checkpoints: at each report rank 0 appends to ``metrics.jsonl``, redraws ``loss.png`` and
   writes a checkpoint (a model artifact plus ``trainer_state.pt``, the optimizer state); a
   restarted or rerun worker resumes from the latest one, a fine-tuning run without one starts
@@ -32,7 +34,7 @@ from musicgen.data.collate import Collate, windows
 from musicgen.data.shards import read_split
 from musicgen.models import build_model, copy_weights_for_finetuning, load_artifact, read_meta, safe_load, save_artifact
 from musicgen.tokenizers import tokenizer_from_dict
-from musicgen.training.loop import append_metrics, evaluate, learning_rate, plot_loss_curves
+from musicgen.training.loop import StepBudget, append_metrics, evaluate, learning_rate, plot_loss_curves
 
 TRAINER_STATE_FILE = "trainer_state.pt"
 
@@ -63,7 +65,7 @@ def train_worker(loop_config: dict) -> None:
     start_config = read_meta(config.init_from).config if config.init_from else None
     model = build_model(config.model, **model_kwargs(config, tokenizer, start_config))
     optimizers = model.configure_optimizers(config.lr, config.weight_decay)
-    step, epoch, resumed_from = 0, 0, None
+    step, epoch, resumed_from, planned = 0, 0, None, None
     checkpoint = ray.train.get_checkpoint()
     if config.init_from and not checkpoint:
         copy_weights_for_finetuning(model, load_artifact(config.init_from)[0])
@@ -76,7 +78,7 @@ def train_worker(loop_config: dict) -> None:
         for key, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][key])
         step, epoch = state["step"], state["epoch"]
-        resumed_from = step
+        resumed_from, planned = step, state.get("planned_steps")
     device = ray.train.torch.get_device()
     model.to(device)
     # DDP for the language models (gloo on CPU, NCCL on GPU); the GAN all-reduces its own gradients
@@ -89,10 +91,14 @@ def train_worker(loop_config: dict) -> None:
     val_batches = (_validation_batches(config, loop_config["tokenizer"], loop_config["data_vocab"], device)
                    if rank == 0 else [])
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # a time budget fits the step count once, by this run's own pace; a resumed run keeps what was fitted
+    max_steps = planned or config.max_steps
+    budget = StepBudget(config.time_budget_s, config.max_steps) if config.time_budget_s and not planned else None
 
     def report(train_losses: list[float], tokens: int, seconds: float, extra: dict) -> None:
         metrics = {"step": step, "epoch": epoch, "train_loss": sum(train_losses) / max(1, len(train_losses))}
-        metrics["lr"] = learning_rate(max(0, step - 1), config.lr, config.warmup_steps, config.max_steps)
+        metrics["lr"] = learning_rate(max(0, step - 1), config.lr, config.warmup_steps, max_steps)
+        metrics["max_steps"] = max_steps
         metrics["tokens_per_second_per_worker"] = tokens / seconds if seconds else 0.0
         metrics["tokens_per_second"] = metrics["tokens_per_second_per_worker"] * world
         metrics.update(extra)
@@ -107,14 +113,15 @@ def train_worker(loop_config: dict) -> None:
             with tempfile.TemporaryDirectory() as folder:
                 save_artifact(folder, model, config.model, step=step, epoch=epoch)
                 torch.save(
-                    {"optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "step": step, "epoch": epoch},
+                    {"optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "step": step, "epoch": epoch,
+                     "planned_steps": planned},
                     os.path.join(folder, TRAINER_STATE_FILE),
                 )
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
             ray.train.report(metrics, checkpoint=None)
 
-    done = config.max_steps is not None and step >= config.max_steps
+    done = max_steps is not None and step >= max_steps
     while not done and epoch < config.epochs:
         losses, extra, tokens, started = [], {}, 0, time.perf_counter()
         batches = train_shard.iter_torch_batches(
@@ -126,7 +133,7 @@ def train_worker(loop_config: dict) -> None:
         for batch in batches:
             batch = _to(batch, device)
             _maybe_fail(config, run_uri, rank, step)
-            lr = learning_rate(step, config.lr, config.warmup_steps, config.max_steps)
+            lr = learning_rate(step, config.lr, config.warmup_steps, max_steps)
             for optimizer in optimizers.values():
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -136,7 +143,11 @@ def train_worker(loop_config: dict) -> None:
             extra = {k: v for k, v in out.items() if k != "loss"}
             tokens += int((batch["tokens"][:, 1:] != 0).sum())
             step += 1
-            done = config.max_steps is not None and step >= config.max_steps
+            fitted = budget.tick() if budget is not None else None
+            if fitted is not None:
+                planned = max_steps = _same_on_every_rank(fitted, world, device)
+                budget = None
+            done = max_steps is not None and step >= max_steps
             if done or (config.eval_every_steps and step % config.eval_every_steps == 0):
                 report(losses, tokens, time.perf_counter() - started, extra)
                 losses, tokens, started = [], 0, time.perf_counter()
@@ -145,6 +156,17 @@ def train_worker(loop_config: dict) -> None:
         epoch += 1
         if losses and not done and not config.eval_every_steps:
             report(losses, tokens, time.perf_counter() - started, extra)
+
+
+def _same_on_every_rank(value: int, world: int, device) -> int:
+    """Rank 0's ``value`` on every rank (each timed its own steps; they must stop together)."""
+    if world < 2:
+        return value
+    import torch.distributed as dist
+
+    shared = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(shared, src=0)
+    return int(shared.item())
 
 
 def _validation_batches(config: TrainConfig, tokenizer_config: dict, data_vocab: dict, device) -> list[dict]:

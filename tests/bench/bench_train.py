@@ -17,17 +17,38 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import torch
 
 
 def bare_loop(data: str, model_name: str, steps: int, batch_size: int, max_len: int, threads: int) -> dict:
-    from musicgen.config import TrainConfig
-    from musicgen.training.pace import measure_pace
+    from musicgen import storage
+    from musicgen.data.collate import Collate
+    from musicgen.data.shards import read_split
+    from musicgen.models import build_model
+    from musicgen.tokenizers import tokenizer_from_dict
 
-    config = TrainConfig(data=data, name="bench", storage="", model=model_name, batch_size=batch_size,
-                         max_len=max_len, cpus_per_worker=threads)
-    return {"steps": steps, "tokens_per_second": measure_pace(config, steps=steps, warm_up=3).tokens_per_second}
+    torch.set_num_threads(threads)
+    vocab = storage.read_json(storage.join(data, "vocab.json"))
+    tokenizer = tokenizer_from_dict(vocab)
+    table = read_split(data, "train")
+    tokens, styles = table.column("tokens").to_pylist(), table.column("style").to_pylist()
+    collate = Collate(vocab, max_len, transpose=3, seed=0)
+    batches = [
+        collate.collate(tokens[i : i + batch_size], styles[i : i + batch_size])
+        for i in range(0, min(len(tokens), (steps + 5) * batch_size), batch_size)
+    ]
+    model = build_model(model_name, vocab_size=len(tokenizer), n_styles=len(tokenizer.styles))
+    optimizers = model.configure_optimizers(2e-3, 0.01)
+    for batch in batches[:3]:  # warm-up
+        model.training_step(batch["tokens"], batch["style"], optimizers, 0)
+    n_tokens, started = 0, time.perf_counter()
+    for step, batch in enumerate(batches[3 : 3 + steps]):
+        model.training_step(batch["tokens"], batch["style"], optimizers, step)
+        n_tokens += int((batch["tokens"][:, 1:] != 0).sum())
+    seconds = time.perf_counter() - started
+    return {"steps": steps, "tokens_per_second": n_tokens / seconds}
 
 
 def ray_path(data: str, model_name: str, steps: int, batch_size: int, max_len: int, workers: int, cpus: int) -> dict:

@@ -47,6 +47,9 @@ def test_train_settings_come_from_yaml_then_flags(tmp_path):
     config = train_config_from_args(args)
     assert config.model == "transformer" and config.lr == 0.002 and config.max_steps == 5
     assert config.model_config == {"n_layer": 2, "n_embd": 64}
+    budget = train_config_from_args(build_parser().parse_args(
+        ["train", "--data", "d", "--name", "n", "--storage", "s", "--max-steps", "500", "--time-budget", "2.5"]))
+    assert budget.time_budget_s == 150 and budget.max_steps == 500
 
 
 def test_bad_settings_are_clear_errors(tmp_path, capsys):
@@ -54,3 +57,5 @@ def test_bad_settings_are_clear_errors(tmp_path, capsys):
     config_file.write_text("learning_rate: 1\n")
     assert main(["train", "--data", "d", "--name", "n", "--storage", "s", "--config", str(config_file)]) == 2
     assert "unknown TrainConfig settings: learning_rate" in capsys.readouterr().err
+    assert main(["train", "--data", "d", "--name", "n", "--storage", "s", "--time-budget", "5"]) == 2
+    assert "a time budget needs --max-steps" in capsys.readouterr().err
