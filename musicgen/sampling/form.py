@@ -34,16 +34,18 @@ from musicgen.music.form import (
     cadence_score,
     close_on_tonic,
     parse_form,
+    seam_interval,
     seam_score,
     section_slice,
 )
-from musicgen.music.melody import Melody
+from musicgen.music.melody import Melody, Note
 from musicgen.sampling.sampler import MAX_BARS, SampleRequest, requested_bars, sample_tokens
 from musicgen.tokenizers.base import Tokenizer
 
 AUTO = "auto"  # a form drawn from the style's own mix
 CANDIDATES = 4  # continuations sampled for each new section; the one that comes to rest best is kept
 FINAL_CANDIDATES = 8  # for the ending that closes the tune
+SEAM_CANDIDATES = 16  # last bars sampled again for a loop whose seam missed the interval it aims at
 
 
 def derived_seed(seed: int, section: int, candidate: int) -> int:
@@ -61,7 +63,8 @@ def shape_fields(form: str | None, section_bars: int | None, variation: float, b
                  mix: FormMix) -> dict:
     """The ``SampleRequest`` fields that give one melody its shape, as generate, Serve and the bulk job
     ask: its form (``AUTO`` drawn for this seed from ``mix``, with the bars that repeat an earlier bar
-    in one of the style's melodies of that form), bars a section and variation where it has a form,
+    in one of the style's melodies of that form and at least the variation its returns had), bars a
+    section and variation where it has a form,
     and its length (``bars`` when given, else the form's, else ``DEFAULT_BARS``)."""
     label = draw_label(mix.forms, seed, MAX_BARS) if is_auto(form) else None
     drawn, drawn_bars = label_shape(label) if label else resolve_form(form, section_bars, seed, mix.forms, MAX_BARS)
@@ -69,9 +72,31 @@ def shape_fields(form: str | None, section_bars: int | None, variation: float, b
         return {"bars": requested_bars(bars, None)}
     fields = {"bars": requested_bars(bars, drawn, drawn_bars), "form": drawn, "section_bars": drawn_bars,
               "variation": variation}
-    if label:
-        fields["copies"] = draw_copies(mix.copies.get(label) or [], seed, fields["bars"])
+    if label and mix.copies.get(label):
+        fields["copies"] = draw_copies(mix.copies[label], seed, fields["bars"])
+        fields["variation"] = max(variation, drawn_variation(drawn, drawn_bars, fields["copies"]))
     return fields
+
+
+def drawn_variation(form: str, section_bars: int, copies: Copies) -> float:
+    """The ``variation`` a tune drawn with ``copies`` needs to repeat its sections as the melody they
+    come from did: the largest share of a returning section's last bars that differ from its first
+    section's (a second ending), 0 where every return was exact."""
+    first_equal = dict(copies)
+
+    def origin(bar: int) -> int:  # the first bar of the melody with the same notes
+        return first_equal.get(bar, bar)
+
+    varied = 0
+    for section, letter in enumerate(form):
+        first = form.index(letter)
+        if first == section:
+            continue
+        same = 0
+        while same < section_bars and origin(section * section_bars + same) == origin(first * section_bars + same):
+            same += 1
+        varied = max(varied, section_bars - same)
+    return varied / section_bars
 
 
 def draw_copies(copies: Sequence[Copies], seed: int, bars: int) -> Copies:
@@ -179,13 +204,14 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
     # the tune opens on a note: a pickup bar's rest would open every return of the first section (and,
     # in a loop, sound at every seam)
     sampled = sample_tokens(model, tokenizer, asks, device, open_on_a_note=[a.primer is None for a in asks])
-    out, first = {}, 0
+    out, first, targets = {}, 0, {}
     for (row, tune, start_bar, end_bar, final), count in zip(jobs, counts):
         candidates = [tokenizer.decode(tokens)[0] for tokens in sampled[first : first + count]]
         first += count
         loop = final and requests[row].loop
         if loop:
-            score = partial(seam_score, target=seam_target(candidates, requests[row].seed))
+            targets[row] = seam_target(candidates, requests[row].seed)
+            score = partial(seam_score, target=targets[row])
         else:
             score = partial(cadence_score, final=final)
         best = max(candidates, key=lambda c: score(c, end_bar * c.bar_ticks))  # the first of equals
@@ -193,7 +219,40 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
         kept = tune.notes if tune is not None else ()
         best = replace(best, notes=(*kept, *(n for n in best.notes if n.onset >= start)))
         out[row] = close_on_tonic(best) if final and not loop else best
+    missed = {row: (out[row], end_bar, targets[row]) for row, _, _, end_bar, _ in jobs
+              if row in targets and targets[row] is not None and end_bar >= 2
+              and seam_interval(out[row], end_bar * out[row].bar_ticks) != targets[row]}
+    return out | _aim_seams(model, tokenizer, missed, requests, device)
+
+
+def _aim_seams(model: nn.Module, tokenizer: Tokenizer, loops: dict[int, tuple[Melody, int, int]],
+               requests: list[SampleRequest], device: torch.device) -> dict[int, Melody]:
+    """Loops whose seam missed the interval it aims at (row: loop, its bars, the interval), with their
+    last bar sampled again ``SEAM_CANDIDATES`` times after the rest of the loop, all in one call: the
+    one whose seam scores best is kept, the loop as it was where none scores better."""
+    asks, rows = [], list(loops)
+    for row in rows:
+        melody, bars, _ = loops[row]
+        primer = replace(melody, notes=_cut(melody, (bars - 1) * melody.bar_ticks))
+        r = requests[row]
+        asks += [SampleRequest(r.style, derived_seed(r.seed, -4, k), bars=bars, temperature=r.temperature,
+                               top_k=r.top_k, top_p=r.top_p, time_signature=melody.time_signature, primer=primer,
+                               guidance=r.guidance) for k in range(SEAM_CANDIDATES)]
+    sampled = sample_tokens(model, tokenizer, asks, device) if asks else []
+    out = {}
+    for i, row in enumerate(rows):
+        melody, bars, target = loops[row]
+        end, cut = bars * melody.bar_ticks, (bars - 1) * melody.bar_ticks
+        candidates = [tokenizer.decode(t)[0] for t in sampled[i * SEAM_CANDIDATES : (i + 1) * SEAM_CANDIDATES]]
+        best = max(candidates, key=lambda c: seam_score(c, end, target))
+        if seam_score(best, end, target) > seam_score(melody, end, target):
+            out[row] = replace(melody, notes=(*_cut(melody, cut), *(n for n in best.notes if n.onset >= cut)))
     return out
+
+
+def _cut(melody: Melody, tick: int) -> tuple[Note, ...]:
+    """The notes before ``tick``, the last one ending there at the latest."""
+    return tuple(n._replace(duration=min(n.duration, tick - n.onset)) for n in melody.notes if n.onset < tick)
 
 
 def sample_form(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],

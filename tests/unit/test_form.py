@@ -219,6 +219,31 @@ def test_a_loop_leads_back_into_its_start_better_than_a_tune_does(shipped):
     assert sum(full_stop(o.melody) for o in loops) < max(1, sum(full_stop(o.melody) for o in tunes))
 
 
+def test_a_loop_whose_seam_missed_its_interval_samples_its_last_bar_again(shipped, monkeypatch):
+    from musicgen.music.form import seam_interval, seam_score
+    from musicgen.sampling import form
+
+    requests = [SampleRequest(style, s, bars=4, loop=True) for s in range(12)
+                for style in ("irish_folk", "german_folk")]
+    targets = []
+    draw = form.seam_target
+    monkeypatch.setattr(form, "seam_target", lambda candidates, seed: targets.append(draw(candidates, seed)) or
+                        targets[-1])
+    aimed = [o.melody for o in shipped.generate(requests)]
+    aimed_targets, targets[:] = list(targets), []
+    monkeypatch.setattr(form, "_aim_seams", lambda *args: {})
+    plain = [o.melody for o in shipped.generate(requests)]
+    assert targets == aimed_targets, "the same candidates, the same intervals aimed at"
+    for a, p, target in zip(aimed, plain, targets):
+        end, last_bar = 4 * a.bar_ticks, 3 * a.bar_ticks
+        assert a.end <= end and seam_score(a, end, target) >= seam_score(p, end, target)
+        if a != p:  # only the last bar was sampled again
+            assert [n for n in a.notes if n.onset < last_bar] == [
+                n._replace(duration=min(n.duration, last_bar - n.onset)) for n in p.notes if n.onset < last_bar]
+    hits = [sum(seam_interval(m) == t for m, t in zip(loops, targets)) for loops in (aimed, plain)]
+    assert hits[0] > hits[1], hits
+
+
 def test_a_loop_is_marked_in_midi_and_its_wav_is_exactly_its_bars(tmp_path):
     import io
     import wave

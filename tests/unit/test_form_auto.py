@@ -72,6 +72,23 @@ def test_generate_requests_with_auto_take_each_length_from_their_form():
         make_requests("irish_folk", 1, 0, form="auto", bars=16, form_mix=FormMix(MIX))
 
 
+def test_auto_returns_sections_as_the_drawn_melody_did():
+    from musicgen.sampling.form import drawn_variation
+
+    exact_b = ((12, 8), (13, 9), (14, 10), (15, 11))
+    # AABB:4 whose second A repeats the first but for its last bar (a second ending)
+    assert drawn_variation("AABB", 4, ((4, 0), (5, 1), (6, 2), *exact_b)) == 0.25
+    assert drawn_variation("AABB", 4, ((4, 0), (5, 1), (6, 2), (7, 3), *exact_b)) == 0
+    # a bar of the first A that repeats an earlier one: its return points at that earlier bar too
+    assert drawn_variation("AA", 4, ((1, 0), (4, 0), (5, 0), (6, 2), (7, 3))) == 0
+    assert drawn_variation("AB", 4, ()) == 0, "nothing returns"
+    assert drawn_variation("AA", 4, ()) == 1, "a return that repeats nothing is all new (sampling keeps its first bar)"
+    mix = FormMix({"AABB:4": 1}, {"AABB:4": [((4, 0), (5, 1), (6, 2), *exact_b)]})
+    assert shape_fields("auto", None, 0.0, None, 3, mix)["variation"] == 0.25
+    assert shape_fields("auto", None, 0.5, None, 3, mix)["variation"] == 0.5, "asked for more: more"
+    assert shape_fields("auto", None, 0.0, None, 3, FormMix({"AABB:4": 1}))["variation"] == 0, "no copies known"
+
+
 class _Meta:
     def form_mix(self, style):
         return FormMix(MIX, COPIES) if style == "irish_folk" else FormMix({THROUGH_COMPOSED: 1})
@@ -142,9 +159,9 @@ def test_auto_draws_the_repeated_bars_of_a_melody_of_its_form():
     for seed in range(60):
         fields = shape_fields("auto", None, 0.0, None, seed, mix)
         options = {"AABB": set(COPIES["AABB:8"]), "A": {((2, 0),), ()}, "AAB": {()}}[fields["form"]]
-        assert fields["copies"] in options  # AAB:4 records none; A:16 keeps the bars within 16
-    assert [shape_fields("auto", None, 0.0, None, s, mix)["copies"] for s in range(20)] == [
-        shape_fields("auto", None, 0.0, None, s, mix)["copies"] for s in range(20)]
+        assert fields.get("copies", ()) in options  # AAB:4 records none; A:16 keeps the bars within 16
+    assert [shape_fields("auto", None, 0.0, None, s, mix).get("copies") for s in range(20)] == [
+        shape_fields("auto", None, 0.0, None, s, mix).get("copies") for s in range(20)]
     assert len({draw_copies(COPIES["AABB:8"], s, 32) for s in range(40)}) == 2
     assert draw_copies([], 0, 16) == ()
     assert "copies" not in shape_fields("AABB", 8, 0.0, None, 0, mix)  # a form asked for copies nothing
