@@ -103,4 +103,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"catalog: {catalog_dir}/<style>/*.mid (+ .abc) — {listen}open the MIDI in any player, or read "
           f"{report_dir}/report.md with its piano rolls")
     return 0
-
