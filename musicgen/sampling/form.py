@@ -230,23 +230,21 @@ def _aim_seams(model: nn.Module, tokenizer: Tokenizer, loops: dict[int, tuple[Me
     """Loops whose seam missed the interval it aims at (row: loop, its bars, the interval), with their
     last bar sampled again ``SEAM_CANDIDATES`` times after the rest of the loop, all in one call: the
     one whose seam scores best is kept, the loop as it was where none scores better."""
-    asks, rows = [], list(loops)
-    for row in rows:
-        melody, bars, _ = loops[row]
-        primer = replace(melody, notes=_cut(melody, (bars - 1) * melody.bar_ticks))
+    asks, primers = [], {}
+    for row, (melody, bars, _) in loops.items():
+        primers[row] = replace(melody, notes=_cut(melody, (bars - 1) * melody.bar_ticks))
         r = requests[row]
         asks += [SampleRequest(r.style, derived_seed(r.seed, -4, k), bars=bars, temperature=r.temperature,
-                               top_k=r.top_k, top_p=r.top_p, time_signature=melody.time_signature, primer=primer,
-                               guidance=r.guidance) for k in range(SEAM_CANDIDATES)]
+                               top_k=r.top_k, top_p=r.top_p, time_signature=melody.time_signature,
+                               primer=primers[row], guidance=r.guidance) for k in range(SEAM_CANDIDATES)]
     sampled = sample_tokens(model, tokenizer, asks, device) if asks else []
     out = {}
-    for i, row in enumerate(rows):
-        melody, bars, target = loops[row]
+    for i, (row, (melody, bars, target)) in enumerate(loops.items()):
         end, cut = bars * melody.bar_ticks, (bars - 1) * melody.bar_ticks
         candidates = [tokenizer.decode(t)[0] for t in sampled[i * SEAM_CANDIDATES : (i + 1) * SEAM_CANDIDATES]]
         best = max(candidates, key=lambda c: seam_score(c, end, target))
         if seam_score(best, end, target) > seam_score(melody, end, target):
-            out[row] = replace(melody, notes=(*_cut(melody, cut), *(n for n in best.notes if n.onset >= cut)))
+            out[row] = replace(melody, notes=(*primers[row].notes, *(n for n in best.notes if n.onset >= cut)))
     return out
 
 
