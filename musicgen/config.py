@@ -79,6 +79,9 @@ class TrainConfig:
     time_budget_s: float | None = None
     batch_size: int = 32
     max_len: int = 256  # longer melodies are cut to a random window of this many tokens
+    # a corpus of up to this many tokens is read once into Ray's object store (int16: 2 bytes each),
+    # not again from Parquet each epoch on the CPUs the workers train on; 0: always stream it
+    cached_tokens: int = 50_000_000
     lr: float = 2e-3
     warmup_steps: int = 100  # linear warm-up, then cosine decay to lr/10 at max_steps (constant without it)
     weight_decay: float = 0.01

@@ -1,7 +1,8 @@
 """Ray Train adapter: runs the training loop on N workers (CPU or GPU), checkpoints to storage, resumes.
 
 - data: Ray Data reads the Parquet shards and streams an equal share of the
-  training split to each worker (``get_dataset_shard``);
+  training split to each worker (``get_dataset_shard``); a small corpus
+  (``TrainConfig.cached_tokens``) is read once into the object store, not again each epoch;
 - parallelism: over the process group TorchTrainer sets up (gloo on CPU, NCCL
   on GPU): the LSTM and Transformer train through a DDP wrapper
   (``prepare_model``); the GAN, whose step has two losses and two optimizers,
@@ -200,6 +201,8 @@ def run_training(config: TrainConfig, on_report=None) -> dict:
     ray.data.DataContext.get_current().enable_progress_bars = False
     fs, path = shards.split_dataset_path(config.data, "train")
     train_data = ray.data.read_parquet(path, filesystem=fs).select_columns(["tokens", "style"])
+    if data_stats.get("tokens", float("inf")) <= config.cached_tokens:
+        train_data = train_data.materialize()
     storage_fs, storage_path = storage.resolve(config.storage)
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}
     class Trainer(TorchTrainer):

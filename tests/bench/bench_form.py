@@ -14,26 +14,16 @@ per-round ratios is the figure.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import platform
 import statistics
-import subprocess
 import time
 
 import torch
+from machine import cpu_model  # tests/bench/machine.py, next to this script
 
 import musicgen.sampling.sampler as sampler
 from musicgen.sampling import MelodyGenerator
 from musicgen.sampling.cli_generate import make_requests
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(Exception):
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def per_length(model, tokenizer, requests, device="cpu", open_on_a_note=None):

@@ -65,9 +65,10 @@ def test_injected_failure_restarts_from_checkpoint_then_rerun_resumes(shards, tm
 
 def test_a_time_budget_fits_the_steps_by_the_runs_own_pace_and_a_restart_keeps_them(shards, tmp_path):
     # no step fits a millisecond: the run keeps the least a budget allows (50 of its 60), decided after 25
-    # steps; a restart from the step-30 checkpoint keeps 50 (timing again would end the run at step 55)
+    # steps; a restart from the step-30 checkpoint keeps 50 (timing again would end the run at step 55);
+    # the split streamed from Parquet each epoch, where the other runs here read it once (cached_tokens)
     summary = run_training(_config(shards, tmp_path, max_steps=60, time_budget_s=0.001, epochs=1000,
-                                   eval_every_steps=10, inject_failure_at_step=33))
+                                   eval_every_steps=10, inject_failure_at_step=33, cached_tokens=0))
     history = read_metrics(str(tmp_path / "run"))
     assert [m["step"] for m in history] == [10, 20, 30, 40, 50]
     assert [m["max_steps"] for m in history] == [60, 60, 50, 50, 50]
