@@ -5,8 +5,8 @@ strain repeats an earlier one). A request's ``copies`` say which bars repeat whi
 draws them from a melody of the style with the same form). When a row opens such a bar, its next
 tokens are the earlier bar's, token for token, and the model reads them as if it had sampled
 them, so the melody goes on from the repeated bar as from its own. A bar is copied only from bar
-line to bar line where no note sounds across either (the grammar's ``bar_opened``), and a
-melody's last bar is never copied: its ending is chosen, not repeated.
+line to bar line where no note sounds across either (the grammar's ``bar_opened``). A section's
+last bar is copied too: real strains often close on the cadence bar of an earlier one.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ class BarCopies:
     sampled, after the grammar's ``advance``), ``apply`` to the tokens about to be taken, ``keep``
     when the loop drops finished rows."""
 
-    def __init__(self, grammar, plans: list[dict[int, int]], last_bars: list[int]):
+    def __init__(self, grammar, plans: list[dict[int, int]]):
         self.grammar = grammar
         self.plans = plans  # per row: bar -> the earlier bar it repeats
-        self.last_bars = last_bars
         self.bars: list[dict[int, list[int]]] = [{} for _ in plans]  # per row: whole bars' tokens
         self.open: list[tuple[int, list[int]] | None] = [None] * len(plans)  # the bar being written, if whole so far
         self.queue: list[list[int]] = [[] for _ in plans]  # tokens still to copy
@@ -40,7 +39,7 @@ class BarCopies:
                 self.bars[row][self.open[row][0]] = self.open[row][1]
             self.open[row] = (bar, []) if bar >= 0 else None
             source = self.plans[row].get(bar)
-            if source in self.bars[row] and bar != self.last_bars[row]:
+            if source in self.bars[row]:
                 self.queue[row] = list(self.bars[row][source])
 
     def apply(self, tokens: np.ndarray) -> None:
@@ -51,6 +50,6 @@ class BarCopies:
 
     def keep(self, rows: np.ndarray) -> None:
         """Go on with only these rows."""
-        self.plans, self.last_bars, self.bars, self.open, self.queue = (
-            [values[i] for i in rows] for values in (self.plans, self.last_bars, self.bars, self.open, self.queue))
+        self.plans, self.bars, self.open, self.queue = (
+            [values[i] for i in rows] for values in (self.plans, self.bars, self.open, self.queue))
         self._rows = [row for row, plan in enumerate(self.plans) if plan]

@@ -235,7 +235,7 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     for row, ids in enumerate(prompts):
         prompt[row, : len(ids)] = ids
     plans = [dict(r.copies) for r in requests]
-    copies = BarCopies(grammar, plans, [r.bars - 1 for r in requests]) if any(plans) else None
+    copies = BarCopies(grammar, plans) if any(plans) else None
     for i in range(STYLE_POSITION + 1, common):  # the primer moves the grammar on
         grammar.advance(state, prompt[:, i])
         if copies is not None:
