@@ -263,6 +263,27 @@ def seam_interval(melody: Melody, end_tick: int | None = None) -> int | None:
     return melody.notes[0].pitch - last.pitch if last is not None else None
 
 
+def lead_into_start(melody: Melody, end_tick: int, target: int) -> Melody:
+    """``melody`` with its last note before ``end_tick`` moved so that the loop's seam takes the
+    ``target`` interval into the first note, where the moved note stays on the key's scale (or on a
+    pitch class the loop already uses), leaps from the note before it no further than the loop's own
+    largest leap, and is no full stop; else ``melody`` as it was. The last resort of a loop none of whose
+    sampled endings took the interval aimed at, as ``close_on_tonic`` is a tune's."""
+    ending = [i for i, n in enumerate(melody.notes) if n.onset < end_tick]
+    if len(ending) < 2 or seam_interval(melody, end_tick) == target:
+        return melody
+    i = ending[-1]
+    last, before = melody.notes[i], melody.notes[i - 1]
+    pitch = melody.notes[0].pitch - target
+    leaps = [abs(b.pitch - a.pitch) for a, b in zip(melody.notes[: i + 1], melody.notes[1 : i + 1])]
+    degree = scale_degree(pitch, melody.key)
+    on_scale = degree is not None or pitch % 12 in {n.pitch % 12 for n in melody.notes}
+    full_stop = degree == 1 and held(last, melody)
+    if not (0 <= pitch <= 127 and on_scale and abs(pitch - before.pitch) <= max(leaps) and not full_stop):
+        return melody
+    return replace(melody, notes=(*melody.notes[:i], last._replace(pitch=pitch), *melody.notes[i + 1 :]))
+
+
 def seam_score(melody: Melody, end_tick: int, target: int | None = None) -> int:
     """How well a loop ending at ``end_tick`` leads back into its start: 3 for a step (up to 2
     semitones) to the first note, 2 up to a fourth, 1 up to a fifth, or, with a ``target`` interval

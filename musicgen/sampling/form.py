@@ -10,7 +10,8 @@ the tonic at the tune's end; where no candidate ends the tune on a held tonic, i
 one (``close_on_tonic``). A tune opens on a note, not on a pickup bar's rest. A loop's end is picked
 instead by how it leads back into the start (``seam_score``): an interval to the first note that
 the style's lines take (drawn from the candidates' own, ``seam_target``), and no full stop before
-it. Inside its new sections, a tune with ``copies`` (``--form auto`` draws those of a melody of the
+it; where no sampled ending takes that interval, the last note moves to take it if it can
+(``lead_into_start``). Inside its new sections, a tune with ``copies`` (``--form auto`` draws those of a melody of the
 style with the same form) repeats bars as that melody did (``musicgen.sampling.copies``). The
 model, tokenizer and grammar are the ones plain sampling uses: any melody model can sample a form.
 """
@@ -33,6 +34,7 @@ from musicgen.music.form import (
     FormMix,
     cadence_score,
     close_on_tonic,
+    lead_into_start,
     parse_form,
     seam_interval,
     seam_score,
@@ -229,7 +231,8 @@ def _aim_seams(model: nn.Module, tokenizer: Tokenizer, loops: dict[int, tuple[Me
                requests: list[SampleRequest], device: torch.device) -> dict[int, Melody]:
     """Loops whose seam missed the interval it aims at (row: loop, its bars, the interval), with their
     last bar sampled again ``SEAM_CANDIDATES`` times after the rest of the loop, all in one call: the
-    one whose seam scores best is kept, the loop as it was where none scores better."""
+    one whose seam scores best is kept, the loop as it was where none scores better; where the kept
+    seam still misses, its last note moves to take the interval (``lead_into_start``) if it can."""
     asks, primers = [], {}
     for row, (melody, bars, _) in loops.items():
         primers[row] = replace(melody, notes=_cut(melody, (bars - 1) * melody.bar_ticks))
@@ -244,7 +247,8 @@ def _aim_seams(model: nn.Module, tokenizer: Tokenizer, loops: dict[int, tuple[Me
         candidates = [tokenizer.decode(t)[0] for t in sampled[i * SEAM_CANDIDATES : (i + 1) * SEAM_CANDIDATES]]
         best = max(candidates, key=lambda c: seam_score(c, end, target))
         if seam_score(best, end, target) > seam_score(melody, end, target):
-            out[row] = replace(melody, notes=(*primers[row].notes, *(n for n in best.notes if n.onset >= cut)))
+            melody = replace(melody, notes=(*primers[row].notes, *(n for n in best.notes if n.onset >= cut)))
+        out[row] = lead_into_start(melody, end, target)
     return out
 
 

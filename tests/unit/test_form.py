@@ -293,3 +293,24 @@ def test_a_seam_aims_at_an_interval_its_lines_take():
     drawn = [seam_target(lines, seed) for seed in range(400)]  # the lines' intervals: -2, +5, -2, -2
     assert set(drawn) == {-2, 5} and 0.2 < drawn.count(5) / 400 < 0.3
     assert seam_target(lines, 3) == seam_target(lines, 3) and seam_target([], 0) is None
+
+
+def test_a_loop_that_missed_its_seam_moves_its_last_note_only_where_the_line_allows():
+    from musicgen.music.form import lead_into_start, seam_interval
+
+    def loop(*pitches: int, last_duration: int = BAR // 4) -> Melody:  # C major, opens on the first pitch
+        step = (BAR - last_duration) // (len(pitches) - 1)
+        notes = [Note(p, i * step, step) for i, p in enumerate(pitches[:-1])]
+        return Melody((*notes, Note(pitches[-1], BAR - last_duration, last_duration)), (4, 4), "C major")
+
+    plain = loop(64, 67, 62, 65)  # E G D F: seam F to E, -1; largest leap a fourth (5)
+    moved = lead_into_start(plain, BAR, target=-3)  # a third down into E: from G
+    assert seam_interval(moved, BAR) == -3 and moved.notes[:-1] == plain.notes[:-1]
+    assert moved.notes[-1] == plain.notes[-1]._replace(pitch=67)
+    assert lead_into_start(plain, BAR, target=-1) == plain  # it already takes the interval
+    assert lead_into_start(plain, BAR, target=3) == plain  # C#: off the scale and not the loop's own
+    assert lead_into_start(plain, BAR, target=-8) == plain  # the C above: a 7th up from D, its largest leap a 4th
+    held_tonic = loop(64, 67, 62, 65, last_duration=BAR // 2)
+    assert lead_into_start(held_tonic, BAR, target=4) == held_tonic  # a held C: the full stop a loop avoids
+    assert seam_interval(lead_into_start(held_tonic, BAR, target=2), BAR) == 2  # a held D leads on
+    assert lead_into_start(Melody((Note(60, 0, BAR),), (4, 4), "C major"), BAR, target=2).notes[0].pitch == 60
