@@ -12,10 +12,12 @@ DEFAULT_WORKDIR = "artifacts/demo"
 # small enough to train for a few hundred steps within the demo's budget on two CPUs
 DEMO_LSTM = {"num_layers": 2, "hidden_size": 192, "embed_dim": 128, "style_dropout": 0.1}
 DEMO_TOKENIZER = "keyed"  # chosen by measurement: docs/quality.md, "Melody representation"
-DEMO_STEPS = 1000  # the fewest measured that beat the 5-gram on every style with the tonal metrics near the real ones
-# the other stages take about 5.5 minutes on two slow cores: the training steps fit beside them in 15
-# (on a slow spell of the AMD EPYC 16.5; 6.5 minutes held 15 but lost to the 5-gram on Palestrina)
-DEMO_TRAIN_MINUTES = 8.0
+DEMO_STEPS = 1000  # at most: where the CPU is fast enough for them in DEMO_TRAIN_MINUTES
+# a few hundred steps learn most at a high rate (the cosine decays it over the steps that fit):
+# docs/quality.md, "The demo's learning rate"
+DEMO_LR = 8e-3
+# the other stages take 5.5-6 minutes on two slow cores: the training steps fit beside them in 15
+DEMO_TRAIN_MINUTES = 7.0
 REPORTS_EVERY_STEPS = 200  # a line of progress, a validation and a checkpoint
 
 
@@ -80,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     train_config = TrainConfig(
         data=shards_dir, name="demo-lstm", storage=runs_dir, model="lstm", model_config=DEMO_LSTM,
-        cpus_per_worker=cores, max_steps=args.train_steps, time_budget_s=args.train_minutes * 60, epochs=1000,
-        eval_every_steps=REPORTS_EVERY_STEPS,
+        cpus_per_worker=cores, lr=DEMO_LR, max_steps=args.train_steps, time_budget_s=args.train_minutes * 60,
+        epochs=1000, eval_every_steps=REPORTS_EVERY_STEPS,
     )
     print(f"[3/5] training a small LSTM ({DEMO_LSTM}) with Ray Train into {runs_dir}/demo-lstm: up to "
           f"{args.train_steps} steps, as many as fit {args.train_minutes:g} minutes here")
