@@ -17,10 +17,15 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 DEADLINE_ENV = "MUSICGEN_STOP_DEADLINE_S"
 DEFAULT_DEADLINE_S = 8  # a stop that takes longer ends at once (os._exit) this long after the signal
+# Ray Data's executor threads (ray.data's StreamingExecutor names them so), and how long a stop waits
+# for them to see it: their own shutdown waits 2 s for them, and may give up first
+RAY_DATA_THREADS = "StreamingExecutor-"
+RAY_DATA_JOIN_S = 4.0
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _received: list[int] = []
 _deadlines: list[threading.Timer] = []
@@ -66,8 +71,20 @@ def _shut_down(signum: int) -> int:
     import ray
 
     if ray.is_initialized():
+        join_threads(RAY_DATA_THREADS, RAY_DATA_JOIN_S)
         ray.shutdown()
     return exit_code(signum)
+
+
+def join_threads(prefix: str, timeout: float) -> None:
+    """Wait, up to ``timeout`` seconds in all, for the other threads whose name starts with ``prefix``
+    to end. A Ray Data executor thread that calls into Ray after ``ray.shutdown()`` makes Ray's core
+    worker end the whole process with exit code 1 instead of the signal's; one that does not end in
+    time is left to the deadline, which exits with the signal's code."""
+    end = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name.startswith(prefix) and thread is not threading.current_thread():
+            thread.join(max(0.0, end - time.monotonic()))
 
 
 def received() -> int | None:
