@@ -87,6 +87,7 @@ def measure_model(model: str, real: dict[str, list[Melody]], forms: dict[str, st
         melodies = [t.melody for t in tunes]
         verdicts = generator.verdicts(melodies, [style] * len(melodies))
         seams = [seam_interval(t.melody) for t in loops]
+        every_interval, into_opening = real_intervals(real[style]), intervals_into_opening(real[style])
         formed = [t for t in tunes if t.request.form]
         rows.append({
             "style": style, "form": drawn(tunes) if form == "auto" else form, "section_bars": section_bars, "n": n,
@@ -100,10 +101,9 @@ def measure_model(model: str, real: dict[str, list[Melody]], forms: dict[str, st
             "tonic_end": float(np.mean([scale_degree(m.notes[-1].pitch, m.key) == 1 and held(m.notes[-1], m)
                                         for m in melodies])),
             "fidelity": float(np.mean([top == style for _, top in verdicts])) if verdicts[0][1] else None,
-            "seam_overlap": overlapping_area(seams, real_intervals(real[style]), *SEAM_BINS),
-            "seam_overlap_into_opening": overlapping_area(seams, intervals_into_opening(real[style]), *SEAM_BINS),
-            "real_into_opening_overlap": overlapping_area(intervals_into_opening(real[style]),
-                                                          real_intervals(real[style]), *SEAM_BINS),
+            "seam_overlap": overlapping_area(seams, every_interval, *SEAM_BINS),
+            "seam_overlap_into_opening": overlapping_area(seams, into_opening, *SEAM_BINS),
+            "real_into_opening_overlap": overlapping_area(into_opening, every_interval, *SEAM_BINS),
             "seam_within_fifth": float(np.mean([abs(s) <= 7 for s in seams])),
             "seconds": round(seconds, 1),
         })
