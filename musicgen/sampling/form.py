@@ -7,7 +7,9 @@ with ``variation`` samples its last bars again as a varied ending (a second endi
 ending is picked from ``CANDIDATES`` continuations (``FINAL_CANDIDATES`` for the tune's end) by how
 it comes to rest (``musicgen.music.form.cadence_score``): on the tonic triad at a section's end, on
 the tonic at the tune's end; where no candidate ends the tune on a held tonic, its last beat becomes
-one (``close_on_tonic``). A tune opens on a note, not on a pickup bar's rest. A loop's end is picked
+one (``close_on_tonic``). A tune of several sections, and a loop, opens on a note, not on a pickup
+bar's rest (``opens_on_a_note``); the meter and key of a new tune are drawn once, before its candidates
+(``_fix_headers``). A loop's end is picked
 instead by how it leads back into the start (``seam_score``): an interval to the first note that
 the style's lines take (drawn from the candidates' own, ``seam_target``), and no full stop before
 it; where no sampled ending takes that interval, the last note moves to take it if it can
@@ -179,6 +181,15 @@ def section_copies(request: SampleRequest, start_bar: int, end_bar: int) -> Copi
     return tuple(kept)
 
 
+def opens_on_a_note(request: SampleRequest) -> bool:
+    """Whether a tune must open on a note, not on a pickup bar's rest: a loop (the rest would sound at
+    every seam) and a tune of several sections (the rest would open every return of the first one,
+    and its sections, counted from the first bar line, would end a pickup's length before its phrases
+    do). A tune of one section opens as the model likes: most often with a pickup in the styles that
+    have one (three quarters of German and Irish tunes, 70 % of chorales)."""
+    return request.loop or len(request.form) > 1
+
+
 def seam_target(candidates: list[Melody], seed: int) -> int | None:
     """The interval a loop's seam aims at: one of the melodic intervals its candidates take, drawn for
     the seed, so that seams step, repeat and leap as often as the style's own lines do (a seam that
@@ -193,19 +204,18 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
               requests: list[SampleRequest], section: int, device: torch.device) -> dict[int, Melody]:
     """For each job (row, tune so far, first new bar, end bar, ends the tune): the tune continued to
     its end bar by the best of ``CANDIDATES`` samples, all jobs' candidates in one ``sample_tokens`` call."""
-    asks, counts = [], []
+    asks, counts, on_a_note = [], [], []
     for row, tune, start_bar, end_bar, final in jobs:
         r = requests[row]
         meter = tune.time_signature if tune is not None else r.time_signature
         counts.append(FINAL_CANDIDATES if final else CANDIDATES)
+        on_a_note += [tune is None and opens_on_a_note(r)] * counts[-1]
         for k in range(counts[-1]):
             asks.append(SampleRequest(
                 r.style, derived_seed(r.seed, section, k), bars=end_bar, temperature=r.temperature, top_k=r.top_k,
                 top_p=r.top_p, time_signature=meter, key=r.key if tune is None else None, primer=tune,
                 guidance=r.guidance, copies=section_copies(r, start_bar, end_bar)))
-    # the tune opens on a note: a pickup bar's rest would open every return of the first section (and,
-    # in a loop, sound at every seam)
-    sampled = sample_tokens(model, tokenizer, asks, device, open_on_a_note=[a.primer is None for a in asks])
+    sampled = sample_tokens(model, tokenizer, asks, device, open_on_a_note=on_a_note)
     out, first, targets = {}, 0, {}
     for (row, tune, start_bar, end_bar, final), count in zip(jobs, counts):
         candidates = [tokenizer.decode(tokens)[0] for tokens in sampled[first : first + count]]
@@ -252,6 +262,26 @@ def _aim_seams(model: nn.Module, tokenizer: Tokenizer, loops: dict[int, tuple[Me
     return out
 
 
+def _fix_headers(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
+                 device: torch.device) -> list[SampleRequest]:
+    """``requests`` with the meter and key the model chooses for each new tune drawn once, from one
+    sampled bar, before its candidates: picking the candidate that ends best must not pick its meter
+    too (endings come to rest more easily in some meters, and a style's mix of meters would drift
+    toward them). Tunes that continue a primer keep its meter and key."""
+    keyed = len(tokenizer.key_tokens()) > 0  # a vocabulary without KEY tokens has no key to draw
+    rows = [row for row, r in enumerate(requests)
+            if r.primer is None and (r.time_signature is None or (keyed and r.key is None))]
+    asks = [replace(requests[row], seed=derived_seed(requests[row].seed, -5, 0), bars=1, form=None, variation=0.0,
+                    copies=(), loop=False) for row in rows]
+    sampled = sample_tokens(model, tokenizer, asks, device) if asks else []
+    out = list(requests)
+    for row, tokens in zip(rows, sampled):
+        header = tokenizer.decode(tokens)[0]
+        out[row] = replace(out[row], time_signature=out[row].time_signature or header.time_signature,
+                           key=out[row].key or (header.key if keyed else None))
+    return out
+
+
 def _cut(melody: Melody, tick: int) -> tuple[Note, ...]:
     """The notes before ``tick``, the last one ending there at the latest."""
     return tuple(n._replace(duration=min(n.duration, tick - n.onset)) for n in melody.notes if n.onset < tick)
@@ -263,6 +293,7 @@ def sample_form(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleReq
     their endings were chosen in) and with their section starts (``Melody.sections``)."""
     device = torch.device(device)
     requests = [replace(r, form="A", section_bars=r.bars) if r.form is None else r for r in requests]  # loops
+    requests = _fix_headers(model, tokenizer, requests, device)
     tunes: list[Melody | None] = [r.primer for r in requests]
     for section in range(max((len(r.form) for r in requests), default=0)):
         jobs = []

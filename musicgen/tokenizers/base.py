@@ -97,6 +97,14 @@ class Tokenizer(ABC):
         """The sampling grammar of this vocabulary (``musicgen.tokenizers.grammar``), built once:
         its tables, and the masks it remembers, outlive a request."""
 
+    def key_tokens(self) -> np.ndarray:
+        """Ids of the KEY tokens, which a requested key forces (the grammar's ``start``): none unless a
+        vocabulary writes its melodies' keys as tokens."""
+        return np.array([], dtype=np.int64)
+
+    def key_token(self, key: str) -> int:
+        raise ValueError(f"the {self.name!r} tokenizer has no key tokens")
+
     def pitch_span(self, ids: np.ndarray) -> tuple[int, int] | None:
         """(lowest, highest) pitch a token sequence spells as ids that ``transpose`` can shift; None
         when it has none (a vocabulary such as ABC's spells pitches in context, not as shiftable ids)."""

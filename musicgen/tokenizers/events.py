@@ -100,13 +100,6 @@ class EventTokenizer(Tokenizer):
         counts = notes_before[offsets[1:]] - notes_before[offsets[:-1]]
         return np.split((values[is_note] - self.first_note_id).astype(np.int16), np.cumsum(counts)[:-1])
 
-    def key_tokens(self) -> np.ndarray:
-        """Ids of the KEY tokens (after the time signature, before the first bar): none here."""
-        return np.array([], dtype=np.int64)
-
-    def key_token(self, key: str) -> int:
-        raise ValueError(f"the {self.name!r} tokenizer has no key tokens")
-
     # -- token classes, used by samplers for grammar masks ----------------
     def is_note(self, i: int) -> bool:
         return self.first_note_id <= i < self.first_note_id + 128

@@ -314,3 +314,22 @@ def test_a_loop_that_missed_its_seam_moves_its_last_note_only_where_the_line_all
     assert lead_into_start(held_tonic, BAR, target=4) == held_tonic  # a held C: the full stop a loop avoids
     assert seam_interval(lead_into_start(held_tonic, BAR, target=2), BAR) == 2  # a held D leads on
     assert lead_into_start(Melody((Note(60, 0, BAR),), (4, 4), "C major"), BAR, target=2).notes[0].pitch == 60
+
+
+def test_choosing_an_ending_does_not_choose_the_meter_or_key(shipped, monkeypatch):
+    from musicgen.sampling import form
+
+    requests = [SampleRequest("german_folk", s, bars=4, form="A", section_bars=4) for s in range(12)]
+    drawn = [(o.melody.time_signature, o.melody.key) for o in shipped.generate(requests)]
+    assert len(set(drawn)) > 1
+    score = form.cadence_score  # an ending judge that likes one meter and one key above everything
+    monkeypatch.setattr(form, "cadence_score", lambda m, end, final: score(m, end, final)
+                        + 10 * (m.time_signature == (4, 4)) + 10 * (m.key == "C major"))
+    assert [(o.melody.time_signature, o.melody.key) for o in shipped.generate(requests)] == drawn
+
+
+def test_a_tune_of_one_section_may_open_with_a_pickup_and_one_of_several_does_not(shipped):
+    one = shipped.generate([SampleRequest("german_folk", s, bars=4, form="A", section_bars=4) for s in range(8)])
+    several = shipped.generate([SampleRequest("german_folk", s, bars=4, form="AB", section_bars=2) for s in range(8)])
+    assert any(o.melody.notes[0].onset > 0 for o in one), "German songs mostly open with a pickup"
+    assert all(o.melody.notes[0].onset == 0 for o in several)
