@@ -172,12 +172,17 @@ def _lines(start: str, bars: list[tuple[str, str]]) -> list[str]:
 def _with_repeats(bar_texts: list[str], melody: Melody) -> tuple[str, list[tuple[str, str]]]:
     """The bars of a tune with a form (``Melody.meta["form"]`` and its ``sections``), a section that
     comes again right away written once between repeat signs, with first and second endings where
-    only its last bars differ; (the opening bar line, [(bar text, bar line after it)])."""
+    only its last bars differ, and a pickup bar ahead of them; (the opening bar line, [(bar text, bar
+    line after it)])."""
     form, starts = melody.meta.get("form"), [round(t / melody.bar_ticks) for t in melody.sections]
     if not form or len(starts) != len(form) or starts[0] != 0:
         return "", [(text, "|") for text in bar_texts]
     ranges = list(zip(starts, [*starts[1:], len(bar_texts)]))
     start, out, i = "", [], 0
+    lengths = {b - a for a, b in ranges[1:]}
+    if melody.notes and melody.notes[0].onset > 0 and lengths == {ranges[0][1] - 1}:
+        out.append((bar_texts[0], "|"))  # a pickup bar ahead of whole sections: before the first repeat sign
+        ranges[0] = (1, ranges[0][1])
 
     def open_repeat() -> None:
         nonlocal start

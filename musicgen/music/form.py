@@ -54,9 +54,16 @@ def section_bar_ranges(melody: Melody) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(starts, [*starts[1:], n_bars]) if b > a]
 
 
-def fixed_bar_ranges(n_sections: int, section_bars: int) -> list[tuple[int, int]]:
-    """The sections of a tune made of ``n_sections`` sections of ``section_bars`` bars each."""
-    return [(i * section_bars, (i + 1) * section_bars) for i in range(n_sections)]
+def fixed_bar_ranges(n_sections: int, section_bars: int, pickup: int = 0) -> list[tuple[int, int]]:
+    """The sections of a tune made of ``n_sections`` sections of ``section_bars`` bars each, after
+    ``pickup`` bars (0 or 1) that belong to the first section."""
+    return [(0 if i == 0 else i * section_bars + pickup, (i + 1) * section_bars + pickup) for i in range(n_sections)]
+
+
+def pickup_bars(melody: Melody, section_bars: int) -> int:
+    """1 where ``melody`` opens with a pickup bar ahead of whole sections of ``section_bars`` (its first
+    note after the bar line, and one bar more than a whole number of sections), else 0."""
+    return int(bool(melody.notes) and melody.notes[0].onset > 0 and melody.n_bars % section_bars == 1)
 
 
 def section_similarity(similarity: np.ndarray, a: tuple[int, int], b: tuple[int, int]) -> float:
@@ -102,11 +109,10 @@ PHRASE_BARS = 4  # where no sections are written, a tune is read as phrases of t
 def phrase_bar_ranges(melody: Melody, phrase_bars: int = PHRASE_BARS) -> list[tuple[int, int]]:
     """A tune without written sections cut into phrases of ``phrase_bars`` (a pickup bar belongs to
     the first), or [] where its bars are not a whole number of phrases."""
-    pickup = int(bool(melody.notes) and melody.notes[0].onset > 0 and melody.n_bars % phrase_bars == 1)
+    pickup = pickup_bars(melody, phrase_bars)
     if (melody.n_bars - pickup) % phrase_bars or melody.n_bars - pickup < 2 * phrase_bars:
         return []
-    ranges = fixed_bar_ranges((melody.n_bars - pickup) // phrase_bars, phrase_bars)
-    return [(0 if i == 0 else a + pickup, b + pickup) for i, (a, b) in enumerate(ranges)]
+    return fixed_bar_ranges((melody.n_bars - pickup) // phrase_bars, phrase_bars, pickup)
 
 
 def form_label(melody: Melody, similarity: np.ndarray | None = None) -> str:
@@ -160,11 +166,12 @@ def form_and_copies(melody: Melody, max_bars: int) -> tuple[str, Copies]:
 
 
 def form_adherence(melody: Melody, form: str, section_bars: int, varied_bars: int = 0) -> bool:
-    """Whether ``melody`` keeps ``form`` in sections of ``section_bars``: every return of a letter
-    repeats the letter's first section exactly except its last ``varied_bars`` bars, and the first
-    sections of different letters are not the same material."""
-    ranges = fixed_bar_ranges(len(form), section_bars)
-    similarity = _padded_similarity(melody, len(form) * section_bars)
+    """Whether ``melody`` keeps ``form`` in sections of ``section_bars`` (after its pickup bar, if it
+    has one): every return of a letter repeats the letter's first section exactly except its last
+    ``varied_bars`` bars, and the first sections of different letters are not the same material."""
+    pickup = pickup_bars(melody, section_bars)
+    ranges = fixed_bar_ranges(len(form), section_bars, pickup)
+    similarity = _padded_similarity(melody, len(form) * section_bars + pickup)
     first_of: dict[str, tuple[int, int]] = {}
     for letter, section in zip(form, ranges):
         if letter not in first_of:
@@ -172,9 +179,9 @@ def form_adherence(melody: Melody, form: str, section_bars: int, varied_bars: in
                 return False
             first_of[letter] = section
             continue
-        first = first_of[letter]
+        start = first_of[letter][1] - section_bars  # the first section's pickup bar is not repeated
         kept = section_bars - varied_bars
-        if not all(similarity[first[0] + i, section[0] + i] == 1.0 for i in range(kept)):
+        if not all(similarity[start + i, section[0] + i] == 1.0 for i in range(kept)):
             return False
     return True
 

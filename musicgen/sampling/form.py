@@ -1,15 +1,16 @@
 """Tunes with form, sampled section by section with the tune so far as the model's context.
 
-A request with ``form="AABB"`` and ``section_bars=8`` becomes a 32-bar tune in four steps. A new
+A request with ``form="AABB"`` and ``section_bars=8`` becomes a 32-bar tune (and its pickup bar, if it
+opens with one) in four steps. A new
 letter is sampled as a continuation of everything before it (the model hears the earlier sections,
 so the new material still belongs to the tune); a returning letter copies its first section, and
 with ``variation`` samples its last bars again as a varied ending (a second ending). Each sampled
 ending is picked from ``CANDIDATES`` continuations (``FINAL_CANDIDATES`` for the tune's end) by how
 it comes to rest (``musicgen.music.form.cadence_score``): on the tonic triad at a section's end, on
 the tonic at the tune's end; where no candidate ends the tune on a held tonic, its last beat becomes
-one (``close_on_tonic``). A tune of several sections, and a loop, opens on a note, not on a pickup
-bar's rest (``opens_on_a_note``); the meter and key of a new tune are drawn once, before its candidates
-(``_fix_headers``). A loop's end is picked
+one (``close_on_tonic``). A new tune's meter, key and pickup bar, if it opens with one, are drawn
+once before its candidates (``_openings``); sections are whole bars after the pickup, and a tune or
+loop without one opens on a note. A loop's end is picked
 instead by how it leads back into the start (``seam_score``): an interval to the first note that
 the style's lines take (drawn from the candidates' own, ``seam_target``), and no full stop before
 it; where no sampled ending takes that interval, the last note moves to take it if it can
@@ -165,29 +166,25 @@ def _ends_tune(request: SampleRequest, section: int) -> bool:
         letter == request.form[-1] and request.form.index(letter) == section and varied_bars(request) == 0)
 
 
-def section_copies(request: SampleRequest, start_bar: int, end_bar: int) -> Copies:
-    """The request's ``copies`` into bars [start_bar, end_bar) of one sampling step, with fewer than half
-    a section's bars taken from sections of other letters: more would make a new section the same
-    material as an earlier one (``form_adherence``), against the form it was drawn with."""
-    letter, kept, borrowed = request.form[start_bar // request.section_bars], [], 0
+def section_copies(request: SampleRequest, start_bar: int, end_bar: int, pickup: int = 0) -> Copies:
+    """The request's ``copies`` into bars [start_bar, end_bar) of one sampling step of a tune with
+    ``pickup`` bars ahead of its sections, with fewer than half a section's bars taken from sections of
+    other letters: more would make a new section the same material as an earlier one
+    (``form_adherence``), against the form it was drawn with."""
+
+    def letter_of(bar: int) -> str:
+        return request.form[max(bar - pickup, 0) // request.section_bars]
+
+    letter, kept, borrowed = letter_of(start_bar), [], 0
     for bar, source in request.copies:
         if not start_bar <= bar < end_bar:
             continue
-        if request.form[source // request.section_bars] != letter:
+        if letter_of(source) != letter:
             if 2 * (borrowed + 1) >= request.section_bars:
                 continue
             borrowed += 1
         kept.append((bar, source))
     return tuple(kept)
-
-
-def opens_on_a_note(request: SampleRequest) -> bool:
-    """Whether a tune must open on a note, not on a pickup bar's rest: a loop (the rest would sound at
-    every seam) and a tune of several sections (the rest would open every return of the first one,
-    and its sections, counted from the first bar line, would end a pickup's length before its phrases
-    do). A tune of one section opens as the model likes: most often with a pickup in the styles that
-    have one (three quarters of German and Irish tunes, 70 % of chorales)."""
-    return request.loop or len(request.form) > 1
 
 
 def seam_target(candidates: list[Melody], seed: int) -> int | None:
@@ -200,24 +197,24 @@ def seam_target(candidates: list[Melody], seed: int) -> int | None:
     return intervals[int(np.random.default_rng(derived_seed(seed, -3, 0)).integers(len(intervals)))]
 
 
-def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melody | None, int, int, bool]],
+def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melody | None, int, int, bool, int]],
               requests: list[SampleRequest], section: int, device: torch.device) -> dict[int, Melody]:
-    """For each job (row, tune so far, first new bar, end bar, ends the tune): the tune continued to
+    """For each job (row, tune so far, first new bar, end bar, ends the tune, pickup bars): the tune continued to
     its end bar by the best of ``CANDIDATES`` samples, all jobs' candidates in one ``sample_tokens`` call."""
     asks, counts, on_a_note = [], [], []
-    for row, tune, start_bar, end_bar, final in jobs:
+    for row, tune, start_bar, end_bar, final, pickup in jobs:
         r = requests[row]
         meter = tune.time_signature if tune is not None else r.time_signature
         counts.append(FINAL_CANDIDATES if final else CANDIDATES)
-        on_a_note += [tune is None and opens_on_a_note(r)] * counts[-1]
+        on_a_note += [tune is None] * counts[-1]
         for k in range(counts[-1]):
             asks.append(SampleRequest(
                 r.style, derived_seed(r.seed, section, k), bars=end_bar, temperature=r.temperature, top_k=r.top_k,
                 top_p=r.top_p, time_signature=meter, key=r.key if tune is None else None, primer=tune,
-                guidance=r.guidance, copies=section_copies(r, start_bar, end_bar)))
+                guidance=r.guidance, copies=section_copies(r, start_bar, end_bar, pickup)))
     sampled = sample_tokens(model, tokenizer, asks, device, open_on_a_note=on_a_note)
     out, first, targets = {}, 0, {}
-    for (row, tune, start_bar, end_bar, final), count in zip(jobs, counts):
+    for (row, tune, start_bar, end_bar, final, _), count in zip(jobs, counts):
         candidates = [tokenizer.decode(tokens)[0] for tokens in sampled[first : first + count]]
         first += count
         loop = final and requests[row].loop
@@ -231,7 +228,7 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
         kept = tune.notes if tune is not None else ()
         best = replace(best, notes=(*kept, *(n for n in best.notes if n.onset >= start)))
         out[row] = close_on_tonic(best) if final and not loop else best
-    missed = {row: (out[row], end_bar, targets[row]) for row, _, _, end_bar, _ in jobs
+    missed = {row: (out[row], end_bar, targets[row]) for row, _, _, end_bar, _, _ in jobs
               if row in targets and targets[row] is not None and end_bar >= 2
               and seam_interval(out[row], end_bar * out[row].bar_ticks) != targets[row]}
     return out | _aim_seams(model, tokenizer, missed, requests, device)
@@ -262,24 +259,29 @@ def _aim_seams(model: nn.Module, tokenizer: Tokenizer, loops: dict[int, tuple[Me
     return out
 
 
-def _fix_headers(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
-                 device: torch.device) -> list[SampleRequest]:
-    """``requests`` with the meter and key the model chooses for each new tune drawn once, from one
-    sampled bar, before its candidates: picking the candidate that ends best must not pick its meter
-    too (endings come to rest more easily in some meters, and a style's mix of meters would drift
-    toward them). Tunes that continue a primer keep its meter and key."""
+def _openings(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
+              device: torch.device) -> tuple[list[SampleRequest], list[Melody | None]]:
+    """(``requests`` with the meter and key the model chooses for each new tune, the pickup bar each
+    opens with or None), both drawn once from one sampled first bar, before any candidate. Picking
+    the candidate that ends best must not pick its meter too: endings come to rest more easily in
+    some meters, and a style's mix of meters would drift toward them. A first bar that opens with a
+    rest is a pickup: the tune keeps it ahead of whole sections, as the corpus's tunes have theirs
+    (three quarters of German and Irish tunes, 70 % of chorales); a tune that has none, and a loop
+    (whose rest would sound at every seam), opens on a note. Tunes that continue a primer keep its
+    meter, key and opening."""
     keyed = len(tokenizer.key_tokens()) > 0  # a vocabulary without KEY tokens has no key to draw
-    rows = [row for row, r in enumerate(requests)
-            if r.primer is None and (r.time_signature is None or (keyed and r.key is None))]
+    rows = [row for row, r in enumerate(requests) if r.primer is None]
     asks = [replace(requests[row], seed=derived_seed(requests[row].seed, -5, 0), bars=1, form=None, variation=0.0,
                     copies=(), loop=False) for row in rows]
     sampled = sample_tokens(model, tokenizer, asks, device) if asks else []
-    out = list(requests)
+    out, pickups = list(requests), [None] * len(requests)
     for row, tokens in zip(rows, sampled):
-        header = tokenizer.decode(tokens)[0]
-        out[row] = replace(out[row], time_signature=out[row].time_signature or header.time_signature,
-                           key=out[row].key or (header.key if keyed else None))
-    return out
+        bar = tokenizer.decode(tokens)[0]
+        out[row] = replace(out[row], time_signature=out[row].time_signature or bar.time_signature,
+                           key=out[row].key or (bar.key if keyed else None))
+        if bar.notes and bar.notes[0].onset > 0 and not out[row].loop:
+            pickups[row] = bar
+    return out, pickups
 
 
 def _cut(melody: Melody, tick: int) -> tuple[Note, ...]:
@@ -290,28 +292,31 @@ def _cut(melody: Melody, tick: int) -> tuple[Note, ...]:
 def sample_form(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
                 device: torch.device | str = "cpu") -> list[Melody]:
     """The tunes ``requests`` ask for (each with a ``form``), in order, in the model's own key (the key
-    their endings were chosen in) and with their section starts (``Melody.sections``)."""
+    their endings were chosen in) and with their section starts (``Melody.sections``); a tune that opens
+    with a pickup bar has it ahead of its whole sections, in its first section (``_openings``)."""
     device = torch.device(device)
     requests = [replace(r, form="A", section_bars=r.bars) if r.form is None else r for r in requests]  # loops
-    requests = _fix_headers(model, tokenizer, requests, device)
-    tunes: list[Melody | None] = [r.primer for r in requests]
+    requests, openings = _openings(model, tokenizer, requests, device)
+    tunes: list[Melody | None] = [bar or r.primer for bar, r in zip(openings, requests)]
+    pickups = [int(bar is not None) for bar in openings]
     for section in range(max((len(r.form) for r in requests), default=0)):
         jobs = []
         for row, r in enumerate(requests):
             if section >= len(r.form):
                 continue
-            start_bar, end_bar = section * r.section_bars, (section + 1) * r.section_bars
-            first = r.form.index(r.form[section])
-            if first == section:  # a new letter: new material
-                jobs.append((row, tunes[row], start_bar, end_bar, _ends_tune(r, section)))
+            pickup = pickups[row]
+            start_bar, end_bar = pickup + section * r.section_bars, pickup + (section + 1) * r.section_bars
+            first = pickup + r.form.index(r.form[section]) * r.section_bars
+            if first == start_bar:  # a new letter: new material
+                jobs.append((row, tunes[row], start_bar, end_bar, _ends_tune(r, section), pickup))
                 continue
             tune, kept = tunes[row], r.section_bars - varied_bars(r)
-            copied = section_slice(tune, first * r.section_bars, first * r.section_bars + kept, start_bar)
-            tunes[row] = replace(tune, notes=(*tune.notes, *copied))
+            tunes[row] = replace(tune, notes=(*tune.notes, *section_slice(tune, first, first + kept, start_bar)))
             if kept < r.section_bars:  # a varied ending: the last bars sampled again
-                jobs.append((row, tunes[row], start_bar + kept, end_bar, section == len(r.form) - 1))
+                jobs.append((row, tunes[row], start_bar + kept, end_bar, section == len(r.form) - 1, pickup))
         if jobs:
             for row, tune in _continue(model, tokenizer, jobs, requests, section, device).items():
                 tunes[row] = tune
-    return [replace(tune, sections=tuple(i * r.section_bars * tune.bar_ticks for i in range(len(r.form))))
-            for tune, r in zip(tunes, requests)]
+    return [replace(tune, sections=tuple(0 if i == 0 else (pickup + i * r.section_bars) * tune.bar_ticks
+                                         for i in range(len(r.form))))
+            for tune, r, pickup in zip(tunes, requests, pickups)]

@@ -195,6 +195,7 @@ def test_a_catalog_with_auto_forms_draws_each_style_form_and_records_it(model, t
     shards hold ABC Irish tunes with repeats), sampled section by section; the manifest records it and
     a formed melody has its own id."""
     from musicgen.catalog.generate import row_request, shape_of
+    from musicgen.music.form import pickup_bars
     from musicgen.music.midi import read_midi
     from musicgen.sampling.form import resolve_form
 
@@ -210,8 +211,10 @@ def test_a_catalog_with_auto_forms_draws_each_style_form_and_records_it(model, t
         melody = read_midi((tmp_path / r["mid_path"]).read_bytes())
         # sampled section by section (an untrained model's new sections may sound alike, so only
         # the sections' places are checked here; test_form checks a trained model keeps its forms)
-        assert r["bars"] == len(form) * section_bars == melody.n_bars
-        assert melody.sections == tuple(i * section_bars * melody.bar_ticks for i in range(len(form)))
+        pickup = pickup_bars(melody, section_bars)  # a pickup bar, where it opens with one, before whole sections
+        assert r["bars"] == len(form) * section_bars + pickup == melody.n_bars
+        assert melody.sections == tuple((i * section_bars + pickup if i else 0) * melody.bar_ticks
+                                        for i in range(len(form)))
         request = row_request(generator, r["style"], r["seed"], {"form": "auto", "section_bars": 8})
         assert r["id"] == melody_id(generator.model_version, r["style"], r["seed"], shape_of(request))
         formed += len(form) > 1

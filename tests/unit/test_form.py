@@ -17,6 +17,7 @@ from musicgen.music.form import (
     form_adherence,
     form_letters,
     parse_form,
+    pickup_bars,
     scale_degree,
     section_bar_ranges,
     section_slice,
@@ -132,16 +133,22 @@ def shipped():
 def test_sampled_tunes_keep_their_form_and_close_on_a_held_tonic(shipped, form, section_bars, variation):
     requests = [SampleRequest(style, seed, bars=len(form) * section_bars, form=form, section_bars=section_bars,
                               variation=variation) for seed, style in enumerate(("irish_folk", "german_folk") * 3)]
+    pickups = 0
     for out in shipped.generate(requests):
         melody, request = out.melody, out.request
-        assert melody.n_bars == len(form) * section_bars
-        assert melody.notes[0].onset == 0  # no pickup bar's rest opening every return of A
+        pickup = pickup_bars(melody, section_bars)  # a pickup bar opens the tune ahead of whole sections
+        pickups += pickup
+        assert melody.n_bars == len(form) * section_bars + pickup
+        assert pickup or melody.notes[0].onset == 0  # otherwise it opens on a note
         assert form_adherence(melody, form, section_bars, varied_bars(request)), (form, request.seed)
-        assert form_letters(melody, fixed_bar_ranges(len(form), section_bars)) == form
+        whole = [(a + pickup, b + pickup) for a, b in fixed_bar_ranges(len(form), section_bars)]
+        assert form_letters(melody, whole) == form
         last = melody.notes[-1]
         assert scale_degree(last.pitch, melody.key) == 1 and 2 * last.duration >= beat_ticks(melody.time_signature)
-        assert melody.sections == tuple(i * section_bars * melody.bar_ticks for i in range(len(form)))
+        assert melody.sections == tuple((i * section_bars + pickup if i else 0) * melody.bar_ticks
+                                        for i in range(len(form)))
         assert melody.meta["style"] == request.style
+    assert 0 < pickups < len(requests)
 
 
 def test_a_formed_tune_is_the_same_whatever_its_batch(shipped):
@@ -170,7 +177,8 @@ def test_generate_writes_a_tune_in_the_asked_form_and_records_it(tmp_path, capsy
     assert main(["generate", "--style", "irish_folk", "--form", "aabb", "--section-bars", "4", "--variation",
                  "0.25", "--format", "mid,json", "--out", str(out)]) == 0
     data = json.loads((out / "irish_folk-0.json").read_text())
-    assert data["bars"] == 16
+    pickup = data["notes"][0]["onset_ticks"] > 0  # a pickup bar comes ahead of the 4 whole sections
+    assert data["bars"] == 16 + pickup
     assert {k: data["meta"][k] for k in ("form", "section_bars", "variation")} == {
         "form": "AABB", "section_bars": 4, "variation": 0.25}
     assert main(["generate", "--style", "irish_folk", "--variation", "0.5", "--out", str(tmp_path / "x")]) == 2
@@ -328,8 +336,15 @@ def test_choosing_an_ending_does_not_choose_the_meter_or_key(shipped, monkeypatc
     assert [(o.melody.time_signature, o.melody.key) for o in shipped.generate(requests)] == drawn
 
 
-def test_a_tune_of_one_section_may_open_with_a_pickup_and_one_of_several_does_not(shipped):
-    one = shipped.generate([SampleRequest("german_folk", s, bars=4, form="A", section_bars=4) for s in range(8)])
-    several = shipped.generate([SampleRequest("german_folk", s, bars=4, form="AB", section_bars=2) for s in range(8)])
-    assert any(o.melody.notes[0].onset > 0 for o in one), "German songs mostly open with a pickup"
-    assert all(o.melody.notes[0].onset == 0 for o in several)
+def test_a_pickup_bar_comes_before_whole_sections_and_before_the_first_repeat_sign(shipped):
+    from musicgen.music.abc import to_abc
+
+    tunes = shipped.generate([SampleRequest("german_folk", s, bars=8, form="AB", section_bars=4) for s in range(8)])
+    loops = shipped.generate([SampleRequest("german_folk", s, bars=4, loop=True) for s in range(8)])
+    assert sum(pickup_bars(o.melody, 4) for o in tunes) >= 4, "German songs mostly open with a pickup"
+    assert all(o.melody.notes[0].onset == 0 and o.melody.n_bars == 4 for o in loops)  # no rest at a seam
+    aa = next(o.melody for o in shipped.generate([SampleRequest("irish_folk", s, bars=8, form="AA", section_bars=4)
+                                                    for s in range(8)]) if pickup_bars(o.melody, 4))
+    body = to_abc(aa).split("K:", 1)[1].split("\n", 1)[1]
+    assert body.startswith("z") and body.count("|:") == 1 and body.index("|:") < body.index("|", 1) + 1
+    assert form_adherence(aa, "AA", 4)
