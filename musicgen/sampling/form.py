@@ -170,13 +170,18 @@ def section_copies(request: SampleRequest, start_bar: int, end_bar: int, pickup:
     """The request's ``copies`` into bars [start_bar, end_bar) of one sampling step of a tune with
     ``pickup`` bars ahead of its sections, with fewer than half a section's bars taken from sections of
     other letters: more would make a new section the same material as an earlier one
-    (``form_adherence``), against the form it was drawn with."""
+    (``form_adherence``), against the form it was drawn with. Copies drawn from a melody whose first
+    bar is whole (a later bar repeats it) move on by the pickup, so that they keep their places in
+    the sections and no bar copies the pickup's rest."""
 
     def letter_of(bar: int) -> str:
         return request.form[max(bar - pickup, 0) // request.section_bars]
 
+    copies = request.copies
+    if pickup and any(source == 0 for _, source in copies):
+        copies = tuple((bar + pickup, source + pickup) for bar, source in copies)
     letter, kept, borrowed = letter_of(start_bar), [], 0
-    for bar, source in request.copies:
+    for bar, source in copies:
         if not start_bar <= bar < end_bar:
             continue
         if letter_of(source) != letter:

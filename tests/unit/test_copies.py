@@ -67,3 +67,14 @@ def test_a_new_section_borrows_fewer_than_half_its_bars_from_other_letters():
     # B (bars 16-23) takes three bars from A, not a fourth, and any from itself
     assert section_copies(request, 16, 24) == ((17, 1), (18, 2), (19, 3), (21, 17))
     assert section_copies(request, 24, 32) == ((26, 2),)  # a varied return's bars (fewer than half borrowed)
+
+
+def test_after_a_pickup_bar_copies_keep_their_places_in_the_sections():
+    from musicgen.sampling.form import section_copies
+
+    whole_first_bar = SampleRequest("irish_folk", 0, form="AB", section_bars=4, bars=8, copies=((2, 0), (6, 4)))
+    assert section_copies(whole_first_bar, 0, 5, pickup=1) == ((3, 1),)  # not bar 0, the pickup's rest
+    assert section_copies(whole_first_bar, 5, 9, pickup=1) == ((7, 5),)
+    with_its_pickup = SampleRequest("irish_folk", 0, form="AB", section_bars=4, bars=8, copies=((3, 1), (7, 5)))
+    assert section_copies(with_its_pickup, 0, 5, pickup=1) == ((3, 1),)
+    assert section_copies(with_its_pickup, 5, 9, pickup=1) == ((7, 5),)
