@@ -38,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bars", type=int, help=f"length in bars, primer included, 1..64 (default: {DEFAULT_BARS}; "
                    "with --form, its sections times --section-bars)")
     p.add_argument("--form", help="sections as letters, up to 8, e.g. AABB or ABAC: a letter that returns repeats its "
-                   "first section, a new letter brings new material; the tune ends on the tonic. 'auto': each melody "
+                   "first section, a new letter brings new material; the tune ends on the tonic, and a pickup bar, "
+                   "where the model opens with one, comes ahead of whole sections. 'auto': each melody "
                    "draws a form and section length from those of the style's training melodies (default: none)")
     p.add_argument("--section-bars", type=int, default=DEFAULT_SECTION_BARS,
                    help=f"bars per section of --form (default: {DEFAULT_SECTION_BARS})")
