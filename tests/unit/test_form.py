@@ -348,3 +348,14 @@ def test_a_pickup_bar_comes_before_whole_sections_and_before_the_first_repeat_si
     body = to_abc(aa).split("K:", 1)[1].split("\n", 1)[1]
     assert body.startswith("z") and body.count("|:") == 1 and body.index("|:") < body.index("|", 1) + 1
     assert form_adherence(aa, "AA", 4)
+
+
+def test_a_tune_does_not_end_on_an_upbeat_after_a_rest():
+    from musicgen.music.form import after_a_rest, cadence_score
+
+    upbeat = Melody((Note(64, 0, 24), Note(67, 24, 12), Note(60, 42, 6)), (4, 4), "C major")  # E2 G z C
+    assert after_a_rest(upbeat, upbeat.notes[-1]) and cadence_score(upbeat, 48, final=True) == 1
+    arrival = Melody((Note(64, 0, 24), Note(67, 24, 12), Note(60, 36, 6)), (4, 4), "C major")
+    assert not after_a_rest(arrival, arrival.notes[-1]) and cadence_score(arrival, 48, final=True) == 3
+    closed = close_on_tonic(upbeat)  # the tonic takes the rest before the last beat too
+    assert closed.notes == (Note(64, 0, 24), Note(67, 24, 12), Note(72, 36, 12))  # the C nearest the G
