@@ -228,22 +228,29 @@ STABLE_DEGREES = (1, 3, 5)  # the tonic triad: where a phrase can come to rest
 
 def cadence_score(melody: Melody, end_tick: int, final: bool) -> int:
     """How well the phrase ending at ``end_tick`` comes to rest: 2 when its last note is the tonic
-    (``final``: the tune's end, where it must also not follow a rest: ``after_a_rest``) or on the
+    (``final``: the tune's end, where it must also not follow a rest: ``rest_before``) or on the
     tonic triad (a section's end), plus 1 when that note is ``held``; 0 without a note."""
     note = last_note(melody, end_tick)
     if note is None:
         return 0
     degree = scale_degree(note.pitch, melody.key)
-    rests = degree == 1 and not after_a_rest(melody, note) if final else degree in STABLE_DEGREES
+    rests = degree == 1 and rest_before(melody, note) is None if final else degree in STABLE_DEGREES
     return 2 * rests + held(note, melody)
 
 
-def after_a_rest(melody: Melody, note: Note) -> bool:
-    """Whether a rest comes before ``note`` in its bar: a note after a rest at a tune's end is an
-    upbeat into a phrase that never comes, not an arrival (1 % of the corpus's tunes end so)."""
+def rest_before(melody: Melody, note: Note) -> int | None:
+    """Where the last rest before ``note`` in its bar begins (None where the bar sounds up to it): notes
+    after a rest at a tune's end (``z2 FF |]``) are an upbeat into a phrase that never comes, not an
+    arrival (under 1 % of the corpus's tunes end so)."""
     bar_start = note.onset - note.onset % melody.bar_ticks
-    before = [n.onset + n.duration for n in melody.notes if bar_start <= n.onset < note.onset]
-    return max(before, default=bar_start) < note.onset
+    sounding, rest = bar_start, None  # the bar is covered by notes up to ``sounding``
+    for n in sorted(melody.notes, key=lambda n: n.onset):
+        if n.onset >= note.onset:
+            break
+        if n.onset + n.duration > bar_start:
+            rest = sounding if n.onset > sounding else rest
+            sounding = max(sounding, n.onset + n.duration)
+    return sounding if sounding < note.onset else rest
 
 
 def held(note: Note, melody: Melody) -> bool:
@@ -253,21 +260,19 @@ def held(note: Note, melody: Melody) -> bool:
 
 
 def close_on_tonic(melody: Melody) -> Melody:
-    """``melody`` ending on a held tonic: unless its last note is already the tonic, ``held`` and not
-    ``after_a_rest``, its last beat becomes one tonic note, the one nearest the note before it, that
-    also takes up any rest before that beat in its bar. The last resort of a tune that should end at
-    home when no sampled ending did."""
+    """``melody`` ending on a held tonic: unless its last note is already the tonic, ``held`` and after
+    no rest in its bar (``rest_before``), its last beat, or all from that rest on, becomes one tonic
+    note, the one nearest the note before it. The last resort of a tune that should end at home when
+    no sampled ending did."""
     if not melody.notes:
         return melody
     tonic, _ = parse_key(melody.key)
     last, beat, end = melody.notes[-1], beat_ticks(melody.time_signature), melody.end
-    if (last.pitch - tonic) % 12 == 0 and (held(last, melody) or last.duration >= end) \
-            and not after_a_rest(melody, last):
+    rest = rest_before(melody, last)
+    if (last.pitch - tonic) % 12 == 0 and (held(last, melody) or last.duration >= end) and rest is None:
         return melody
-    cut = max(end - beat, 0)
+    cut = max(min(end - beat, end if rest is None else rest), 0)
     kept = tuple(n._replace(duration=min(n.duration, cut - n.onset)) for n in melody.notes if n.onset < cut)
-    bar_start = (end - 1) // melody.bar_ticks * melody.bar_ticks
-    cut = max(min(cut, max((n.onset + n.duration for n in kept), default=0)), min(bar_start, cut))  # the rest too
     before = kept[-1].pitch if kept else last.pitch
     up = (tonic - before) % 12
     pitch = before + up if up <= 6 else before + up - 12  # the nearest tonic, down on a tritone's tie

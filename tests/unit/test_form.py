@@ -351,11 +351,25 @@ def test_a_pickup_bar_comes_before_whole_sections_and_before_the_first_repeat_si
 
 
 def test_a_tune_does_not_end_on_an_upbeat_after_a_rest():
-    from musicgen.music.form import after_a_rest, cadence_score
+    from musicgen.music.form import cadence_score, rest_before
 
     upbeat = Melody((Note(64, 0, 24), Note(67, 24, 12), Note(60, 42, 6)), (4, 4), "C major")  # E2 G z C
-    assert after_a_rest(upbeat, upbeat.notes[-1]) and cadence_score(upbeat, 48, final=True) == 1
+    assert rest_before(upbeat, upbeat.notes[-1]) == 36 and cadence_score(upbeat, 48, final=True) == 1
     arrival = Melody((Note(64, 0, 24), Note(67, 24, 12), Note(60, 36, 6)), (4, 4), "C major")
-    assert not after_a_rest(arrival, arrival.notes[-1]) and cadence_score(arrival, 48, final=True) == 3
+    assert rest_before(arrival, arrival.notes[-1]) is None and cadence_score(arrival, 48, final=True) == 3
     closed = close_on_tonic(upbeat)  # the tonic takes the rest before the last beat too
     assert closed.notes == (Note(64, 0, 24), Note(67, 24, 12), Note(72, 36, 12))  # the C nearest the G
+
+
+def test_an_upbeat_of_several_notes_after_a_rest_is_not_an_ending_either():
+    from musicgen.music.form import rest_before
+
+    # B2 G2 z2 FF in F major: the last F follows an F, but both come after the bar's rest
+    upbeat = Melody((Note(70, 0, 12), Note(67, 12, 12), Note(65, 36, 6), Note(65, 42, 6)), (4, 4), "F major")
+    assert rest_before(upbeat, upbeat.notes[-1]) == 24
+    assert close_on_tonic(upbeat).notes == (Note(70, 0, 12), Note(67, 12, 12), Note(65, 24, 24))
+    tied = Melody((Note(65, 0, 60), Note(65, 60, 12), Note(65, 72, 12), Note(65, 84, 12)), (4, 4), "F major")
+    assert rest_before(tied, tied.notes[-1]) is None  # a note held over the bar line is no rest
+    early = Melody((Note(67, 0, 12), Note(69, 24, 12), Note(65, 36, 12)), (4, 4), "F major")  # G2 z2 A2 F2
+    assert rest_before(early, early.notes[-1]) == 12
+    assert close_on_tonic(early).notes == (Note(67, 0, 12), Note(65, 12, 36))  # the tonic from the rest on
