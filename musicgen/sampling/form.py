@@ -1,22 +1,22 @@
 """Tunes with form, sampled section by section with the tune so far as the model's context.
 
-A request with ``form="AABB"`` and ``section_bars=8`` becomes a 32-bar tune (and its pickup bar, if it
-opens with one) in four steps. A new
-letter is sampled as a continuation of everything before it (the model hears the earlier sections,
-so the new material still belongs to the tune); a returning letter copies its first section, and
-with ``variation`` samples its last bars again as a varied ending (a second ending). Each sampled
-ending is picked from ``CANDIDATES`` continuations (``FINAL_CANDIDATES`` for the tune's end) by how
-it comes to rest (``musicgen.music.form.cadence_score``): on the tonic triad at a section's end, on
-the tonic at the tune's end; where no candidate ends the tune on a held tonic, its last beat becomes
-one (``close_on_tonic``). A new tune's meter, key and pickup bar, if it opens with one, are drawn
-once before its candidates (``_openings``); sections are whole bars after the pickup, and a tune or
-loop without one opens on a note. A loop's end is picked
-instead by how it leads back into the start (``seam_score``): an interval to the first note that
-the style's lines take (drawn from the candidates' own, ``seam_target``), and no full stop before
-it; where no sampled ending takes that interval, the last note moves to take it if it can
-(``lead_into_start``). Inside its new sections, a tune with ``copies`` (``--form auto`` draws those of a melody of the
-style with the same form) repeats bars as that melody did (``musicgen.sampling.copies``). The
-model, tokenizer and grammar are the ones plain sampling uses: any melody model can sample a form.
+A request with ``form="AABB"`` and ``section_bars=8`` becomes a 32-bar tune (and its pickup bar, if
+it opens with one) in four steps. A new letter is sampled as a continuation of everything before it
+(the model hears the earlier sections, so the new material still belongs to the tune); a returning
+letter copies its first section, and with ``variation`` samples its last bars again as a varied
+ending (a second ending). Each sampled ending is picked from ``CANDIDATES`` continuations
+(``FINAL_CANDIDATES`` for the tune's end) by how it comes to rest
+(``musicgen.music.form.cadence_score``): on the tonic triad at a section's end, on the tonic at the
+tune's end; where no candidate ends the tune on a held tonic, its last beat becomes one
+(``close_on_tonic``). A new tune's meter, key and pickup bar, if it opens with one, are drawn once
+before its candidates (``_openings``); sections are whole bars after the pickup, and a tune or loop
+without one opens on a note. A loop's end is picked instead by how it leads back into the start
+(``seam_score``): an interval to the first note that the style's lines take (drawn from the
+candidates' own, ``seam_target``), and no full stop before it; where no sampled ending takes that
+interval, the last note moves to take it if it can (``lead_into_start``). Inside its new sections,
+a tune with ``copies`` (``--form auto`` draws those of a melody of the style with the same form)
+repeats bars as that melody did (``musicgen.sampling.copies``). The model, tokenizer and grammar are
+the ones plain sampling uses: any melody model can sample a form.
 """
 
 from __future__ import annotations
@@ -204,8 +204,9 @@ def seam_target(candidates: list[Melody], seed: int) -> int | None:
 
 def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melody | None, int, int, bool, int]],
               requests: list[SampleRequest], section: int, device: torch.device) -> dict[int, Melody]:
-    """For each job (row, tune so far, first new bar, end bar, ends the tune, pickup bars): the tune continued to
-    its end bar by the best of ``CANDIDATES`` samples, all jobs' candidates in one ``sample_tokens`` call."""
+    """For each job (row, tune so far, first new bar, end bar, ends the tune, pickup bars): the tune
+    continued to its end bar by the best of ``CANDIDATES`` samples, all jobs' candidates in one
+    ``sample_tokens`` call."""
     asks, counts, on_a_note = [], [], []
     for row, tune, start_bar, end_bar, final, pickup in jobs:
         r = requests[row]
