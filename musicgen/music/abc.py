@@ -30,6 +30,7 @@ import math
 import re
 from fractions import Fraction
 
+from musicgen.music.form import pickup_bars
 from musicgen.music.keys import (
     ACCIDENTAL_ALTERATION,
     LETTER_FIFTHS,
@@ -179,8 +180,8 @@ def _with_repeats(bar_texts: list[str], melody: Melody) -> tuple[str, list[tuple
         return "", [(text, "|") for text in bar_texts]
     ranges = list(zip(starts, [*starts[1:], len(bar_texts)]))
     start, out, i = "", [], 0
-    lengths = {b - a for a, b in ranges[1:]}
-    if melody.notes and melody.notes[0].onset > 0 and lengths == {ranges[0][1] - 1}:
+    section_bars = ranges[0][1] - 1  # where the first section is a pickup bar and whole sections like the rest
+    if section_bars and pickup_bars(melody, section_bars) and {b - a for a, b in ranges[1:]} == {section_bars}:
         out.append((bar_texts[0], "|"))  # a pickup bar ahead of whole sections: before the first repeat sign
         ranges[0] = (1, ranges[0][1])
 
