@@ -2,6 +2,7 @@
 
     python tools/ship_pretrained.py --artifact RUNS/melody-lstm/model --data SHARDS
     python tools/ship_pretrained.py --add-style-classifier   # to the model shipped now; weights untouched
+    python tools/ship_pretrained.py --refresh-stats --data SHARDS   # the same, for the shards' stats
 
 Writes ``musicgen/pretrained/melody-lstm/``: the artifact (``weights.pt``, ``model.json`` with the
 training machine's paths replaced by names), the copy-check reference (every split's melody ids
@@ -36,8 +37,20 @@ def main() -> None:
     parser.add_argument("--out", default=str(PACKAGE))
     parser.add_argument("--add-style-classifier", action="store_true",
                         help="only fit and add the style classifier companion to the model at --out")
+    parser.add_argument("--refresh-stats", action="store_true",
+                        help="only replace the model's data stats (the styles' form mix) with those of --data, the "
+                             "shards it was trained on preprocessed again by a version that records more")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.refresh_stats:
+        if not args.data:
+            parser.error("--refresh-stats needs --data")
+        meta = ArtifactMeta.from_json(json.loads((out / META_FILE).read_text()))
+        meta = dataclasses.replace(meta, data_stats=shipped_stats(args.data)).validate()
+        (out / META_FILE).write_text(json.dumps(meta.to_json(), indent=1, sort_keys=True) + "\n")
+        write_checksums(out)
+        print(f"replaced the data stats of {out / META_FILE} with those of {args.data}")
+        return
     if args.add_style_classifier:
         info = add_style_classifier(out)
         write_checksums(out)
@@ -56,12 +69,8 @@ def main() -> None:
         if config.get(key):
             config[key] = Path(config[key]).name  # no paths of the machine it was trained on
     training = {**meta.training, "run": Path(meta.training["run"]).name}
-    # the stats of the shards given (the ones it was trained on, perhaps preprocessed again since by a
-    # version that counts more, such as the styles' form mix), with the paths reduced to names
-    stats = read_stats(args.data)
-    stats["config"] = {k: [Path(x).name for x in v] if k == "inputs" else Path(v).name if k in ("output", "style_from")
-                       and v else v for k, v in stats.get("config", {}).items()}
-    meta = dataclasses.replace(meta, train_config=config, training=training, data_stats=stats).validate()
+    meta = dataclasses.replace(meta, train_config=config, training=training,
+                               data_stats=shipped_stats(args.data)).validate()
     (out / META_FILE).write_text(json.dumps(meta.to_json(), indent=1, sort_keys=True) + "\n")
     shutil.copyfile(Path(args.data) / VOCAB_FILE, out / REFERENCE_FOLDER / VOCAB_FILE)
     for split in SPLITS:  # the shard layout, with only the columns the copy check reads
@@ -76,6 +85,15 @@ def main() -> None:
     print(f"shipped {args.artifact} to {out}:")
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         print(f"  {path.relative_to(out)}  {path.stat().st_size / 1e6:.2f} MB")
+
+
+def shipped_stats(data: str) -> dict:
+    """The stats of the shards given (the ones the model was trained on, perhaps preprocessed again since
+    by a version that counts more, such as the styles' form mix), with the paths reduced to names."""
+    stats = read_stats(data)
+    stats["config"] = {k: [Path(x).name for x in v] if k == "inputs" else Path(v).name if k in ("output", "style_from")
+                       and v else v for k, v in stats.get("config", {}).items()}
+    return stats
 
 
 def add_style_classifier(out: Path) -> dict:

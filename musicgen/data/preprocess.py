@@ -42,7 +42,7 @@ from musicgen.config import MAX_BARS, PreprocessConfig
 from musicgen.data import shards
 from musicgen.data.shards import ERRORS_SCHEMA, SPLITS
 from musicgen.data.splits import assign_splits, piece_of
-from musicgen.music.form import form_and_copies, format_copies
+from musicgen.music.form import form_and_copies, format_copies, whole_bars
 from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES, NOTATION_SUFFIXES
 from musicgen.music.melody import Melody, MelodyBatch, RawMelody, interval_fingerprints_many, quantise_many
 from musicgen.music.midi import UnusableInput, parse_midi
@@ -63,10 +63,11 @@ PARSED_SCHEMA = pa.schema(  # the shard columns, then those the job needs on the
         ("error_message", pa.string()),
         ("form", pa.string()),  # ``form_label``: counted per style in stats.json
         ("copies", pa.string()),  # its ``repeated_bars`` as ``format_copies`` writes them: sampled per form
+        ("whole_bars", pa.int32()),  # its bars after a pickup: sampled with its copies
     ]
 )
 COPIES_PER_FORM = 24  # melodies of each style and form whose repeated bars stats.json records
-INTERNAL_COLUMNS = ("fingerprint", "head_fingerprint", "error_kind", "error_message", "form", "copies")
+INTERNAL_COLUMNS = ("fingerprint", "head_fingerprint", "error_kind", "error_message", "form", "copies", "whole_bars")
 
 
 def melodies_from_file(data: bytes, path: str, failed_tunes: list[UnusableInput]) -> list[RawMelody | Melody]:
@@ -188,7 +189,8 @@ def parse_files(
         return [values[i] for i in usable]
 
     tokens = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int16()))
-    shapes = [form_and_copies(melodies.melody(i), MAX_BARS) for i in usable]
+    tunes = [melodies.melody(i) for i in usable]
+    shapes = [form_and_copies(tune, MAX_BARS) for tune in tunes]
     rows = pa.table(
         {
             "melody_id": [hashlib.blake2b(w.encode(), digest_size=8).hexdigest() for w in pick(where)],
@@ -210,6 +212,7 @@ def parse_files(
             "error_message": pa.nulls(len(usable), pa.string()),
             "form": [form for form, _ in shapes],
             "copies": [format_copies(copies) for _, copies in shapes],
+            "whole_bars": [whole_bars(tune) for tune in tunes],
         },
         schema=PARSED_SCHEMA,
     )
@@ -321,7 +324,7 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
     log.info("parsed %d files in %.1f s", n_files, time.perf_counter() - started)
 
     index_columns = ["melody_id", "style", "piece_id", "source_uri", "n_tokens", "fingerprint", "head_fingerprint",
-                     "error_kind", "error_message", "form", "copies"]
+                     "error_kind", "error_message", "form", "copies", "whole_bars"]
     refs = parsed.to_arrow_refs()
     blocks = ray.get(refs)  # zero-copy
     index = pa.concat_tables([block.select(index_columns) for block in blocks])
@@ -366,21 +369,24 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
 
 def _stats(config, melodies: pa.Table, splits, duplicates, errors: pa.Table, n_files: int, seconds: float) -> dict:
     per_style: dict[str, dict] = {}
-    columns = [melodies.column(c).to_pylist() for c in ("melody_id", "style", "n_tokens", "form", "copies")]
-    for melody_id, style, n_tokens, form, copies in sorted(zip(*columns)):  # by id: the same copies on a rerun
+    names = ("melody_id", "style", "n_tokens", "form", "copies", "whole_bars")
+    columns = [melodies.column(c).to_pylist() for c in names]
+    for melody_id, style, n_tokens, form, copies, bars in sorted(zip(*columns)):  # by id: the same copies on a rerun
         if melody_id not in splits:
             continue
         entry = per_style.setdefault(style, {"melodies": dict.fromkeys(SPLITS, 0), "tokens": dict.fromkeys(SPLITS, 0),
-                                             "forms": Counter(), "copies": {}})
+                                             "forms": Counter(), "copies": {}, "lengths": {}})
         entry["melodies"][splits[melody_id]] += 1
         entry["tokens"][splits[melody_id]] += n_tokens
         entry["forms"][form] += 1
         kept = entry["copies"].setdefault(form, [])
         if len(kept) < COPIES_PER_FORM:  # ids are hashes: these are a fair sample of the form's melodies
             kept.append(copies)
+            entry["lengths"].setdefault(form, []).append(bars)
     for entry in per_style.values():  # the style's form mix, the most common first, and its forms' copies
         entry["forms"] = dict(entry["forms"].most_common())
         entry["copies"] = {form: entry["copies"][form] for form in entry["forms"]}
+        entry["lengths"] = {form: entry["lengths"][form] for form in entry["forms"]}
     failed_files = {uri.split("#", 1)[0] for uri in errors.column("source_uri").to_pylist()}
     return {
         "config": asdict(config),

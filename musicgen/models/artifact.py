@@ -91,10 +91,11 @@ class ArtifactMeta:
 
     def form_mix(self, style: str) -> FormMix:
         """How the style's training melodies are built (``form_label`` -> melodies, and per label some
-        melodies' repeated bars), as preprocessing recorded them; empty where the shards predate that."""
+        melodies' repeated bars and lengths), as preprocessing recorded them; empty where the shards
+        predate that."""
         entry = (self.data_stats or {}).get("per_style", {}).get(style, {})
         copies = {form: [parse_copies(text) for text in texts] for form, texts in (entry.get("copies") or {}).items()}
-        return FormMix(dict(entry.get("forms") or {}), copies)
+        return FormMix(dict(entry.get("forms") or {}), copies, dict(entry.get("lengths") or {}))
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> ArtifactMeta:

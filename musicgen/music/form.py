@@ -137,11 +137,13 @@ Copies = tuple[tuple[int, int], ...]  # (bar, the earlier bar it repeats): what 
 class FormMix:
     """What ``--form auto`` draws a style's tunes from: how many training melodies have each
     ``form_label`` (``forms``), and for each label the bars that repeat an earlier bar in some of
-    those melodies (``copies``: a list of ``Copies`` a label), as preprocessing recorded them
-    (``format_copies``)."""
+    those melodies (``copies``: a list of ``Copies`` a label, as ``format_copies`` recorded them) and
+    the same melodies' ``whole_bars``, in the same order (``lengths``: the length a through-composed
+    tune is drawn with), as preprocessing recorded them."""
 
     forms: Mapping[str, int] = field(default_factory=dict)
     copies: Mapping[str, Sequence[Copies]] = field(default_factory=dict)
+    lengths: Mapping[str, Sequence[int]] = field(default_factory=dict)
 
 
 def format_copies(copies: Copies) -> str:
@@ -152,6 +154,12 @@ def format_copies(copies: Copies) -> str:
 def parse_copies(text: str) -> Copies:
     """The ``Copies`` that ``format_copies`` wrote."""
     return tuple(tuple(map(int, pair.split("<"))) for pair in text.split())
+
+
+def whole_bars(melody: Melody) -> int:
+    """The bars of ``melody`` after its pickup bar, if it opens with one (its first note after the bar
+    line): the length a through-composed tune is sampled with, ahead of which its own pickup comes."""
+    return melody.n_bars - int(bool(melody.notes) and melody.notes[0].onset > 0)
 
 
 def form_and_copies(melody: Melody, max_bars: int) -> tuple[str, Copies]:

@@ -69,10 +69,10 @@ def shape_fields(form: str | None, section_bars: int | None, variation: float, b
     """The ``SampleRequest`` fields that give one melody its shape, as generate, Serve and the bulk job
     ask: its form (``AUTO`` drawn for this seed from ``mix``, with the bars that repeat an earlier bar
     in one of the style's melodies of that form and at least the variation its returns had), bars a
-    section and variation where it has a form,
-    and its length (``bars`` when given, else the form's, else ``DEFAULT_BARS``)."""
+    section and variation where it has a form, and its length (``bars`` when given, else the form's,
+    else ``DEFAULT_BARS``)."""
     label = draw_label(mix.forms, seed, MAX_BARS) if is_auto(form) else None
-    drawn, drawn_bars = label_shape(label) if label else resolve_form(form, section_bars, seed, mix.forms, MAX_BARS)
+    drawn, drawn_bars = resolve_form(form, section_bars, seed, mix, MAX_BARS)
     if drawn is None:
         return {"bars": requested_bars(bars, None)}
     fields = {"bars": requested_bars(bars, drawn, drawn_bars), "form": drawn, "section_bars": drawn_bars,
@@ -109,16 +109,29 @@ def draw_copies(copies: Sequence[Copies], seed: int, bars: int) -> Copies:
     for the same seed: the bars of the tune that repeat an earlier bar, within its ``bars``."""
     if not copies:
         return ()
-    drawn = copies[int(np.random.default_rng(derived_seed(seed, -2, 0)).integers(len(copies)))]
-    return tuple((bar, source) for bar, source in drawn if bar < bars)
+    return tuple((bar, source) for bar, source in copies[drawn_melody(len(copies), seed)] if bar < bars)
 
 
-def label_shape(label: str) -> tuple[str, int] | None:
+def drawn_melody(count: int, seed: int) -> int:
+    """Which of the ``count`` melodies recorded for a drawn form (``FormMix.copies`` and ``lengths``)
+    a tune takes its repeated bars and length from, the same for the same seed."""
+    return int(np.random.default_rng(derived_seed(seed, -2, 0)).integers(count))
+
+
+def drawn_length(mix: FormMix, label: str, seed: int) -> int | None:
+    """The whole bars of the melody a tune drawn with ``label`` takes after (``drawn_melody``), at most
+    ``MAX_BARS``; None where the mix records no lengths (shards that predate them)."""
+    lengths = mix.lengths.get(label)
+    return min(max(lengths[drawn_melody(len(lengths), seed)], 1), MAX_BARS) if lengths else None
+
+
+def label_shape(label: str, length: int | None = None) -> tuple[str, int] | None:
     """(form, bars per section) that a ``form_label`` stands for, or None for one that cannot be
-    sampled; a through-composed tune is one section of ``DEFAULT_BARS`` (``A``), whose end is still
-    chosen as a tune's end is."""
+    sampled; a through-composed tune is one section (``A``) of ``length`` bars (the drawn melody's,
+    ``drawn_length``; ``DEFAULT_BARS`` where none is known), whose end is still chosen as a tune's
+    end is."""
     if label == THROUGH_COMPOSED:
-        return "A", DEFAULT_BARS
+        return "A", length or DEFAULT_BARS
     letters, _, bars = label.partition(":")
     try:
         return parse_form(letters), int(bars)
@@ -144,13 +157,14 @@ def draw_label(forms: Mapping[str, int], seed: int, max_bars: int) -> str:
     return choices[min(int(np.searchsorted(np.cumsum(weights), draw, side="right")), len(choices) - 1)]
 
 
-def resolve_form(form: str | None, section_bars: int | None, seed: int, forms: Mapping[str, int],
+def resolve_form(form: str | None, section_bars: int | None, seed: int, mix: FormMix,
                  max_bars: int) -> tuple[str | None, int]:
     """(form, bars per section) for one melody: ``form`` as given (validated), or for ``AUTO`` the shape
-    of a label drawn from the style's ``forms`` (``draw_label``, ``label_shape``)."""
+    of a label drawn from the style's ``mix`` (``draw_label``, ``label_shape``, ``drawn_length``)."""
     if not is_auto(form):
         return (parse_form(form) if form is not None else None), section_bars or DEFAULT_SECTION_BARS
-    return label_shape(draw_label(forms, seed, max_bars))
+    label = draw_label(mix.forms, seed, max_bars)
+    return label_shape(label, drawn_length(mix, label, seed))
 
 
 def varied_bars(request: SampleRequest) -> int:

@@ -206,7 +206,7 @@ def test_a_catalog_with_auto_forms_draws_each_style_form_and_records_it(model, t
     manifest = pq.read_table(tmp_path / "manifest.parquet").to_pylist()
     formed = 0
     for r in manifest:
-        form, section_bars = resolve_form("auto", None, r["seed"], generator.meta.form_mix(r["style"]).forms, 64)
+        form, section_bars = resolve_form("auto", None, r["seed"], generator.meta.form_mix(r["style"]), 64)
         assert (r["form"], r["section_bars"]) == (form, section_bars)
         melody = read_midi((tmp_path / r["mid_path"]).read_bytes())
         # sampled section by section (an untrained model's new sections may sound alike, so only

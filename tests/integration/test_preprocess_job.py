@@ -93,6 +93,9 @@ def test_local_job_on_real_corpus_with_notation_and_corrupt_files(ray_local, rea
         assert all(len(maps) == min(s["forms"][form], COPIES_PER_FORM) for form, maps in s["copies"].items())
         assert all(0 <= source < bar for texts in s["copies"].values() for text in texts
                    for bar, source in parse_copies(text))
+        # with the same melodies' lengths, in the same order (what a through-composed tune is drawn with)
+        assert {form: len(bars) for form, bars in s["lengths"].items()} == {f: len(t) for f, t in s["copies"].items()}
+        assert all(bars > 0 for lengths in s["lengths"].values() for bars in lengths)
 
     # a rerun replaces the shards rather than appending to them
     again = run_preprocess(

@@ -44,23 +44,24 @@ def test_a_tune_without_written_sections_is_read_as_four_bar_phrases():
 
 
 def test_auto_draws_each_form_in_proportion_and_the_same_for_the_same_seed():
-    draws = Counter(resolve_form("auto", None, seed, MIX, max_bars=64) for seed in range(3000))
+    draws = Counter(resolve_form("auto", None, seed, FormMix(MIX), max_bars=64) for seed in range(3000))
     # nine sections or 80 bars cannot be sampled, so they are never drawn
     assert set(draws) == {("AABB", 8), ("AAB", 4), ("A", 16)}  # a through-composed tune: one section
     total = sum(draws.values())
     assert draws[("AABB", 8)] / total == pytest.approx(0.6, abs=0.04)
     assert draws[("A", 16)] / total == pytest.approx(0.3, abs=0.04)
-    assert [resolve_form("AUTO", 4, s, MIX, 64) for s in range(50)] == [resolve_form("auto", 8, s, MIX, 64)
+    mix = FormMix(MIX)
+    assert [resolve_form("AUTO", 4, s, mix, 64) for s in range(50)] == [resolve_form("auto", 8, s, mix, 64)
                                                                        for s in range(50)]
 
 
 def test_a_given_form_passes_through_and_auto_without_a_mix_says_what_to_do():
-    assert resolve_form("aabb", 4, 0, {}, 64) == ("AABB", 4)
-    assert resolve_form(None, None, 0, {}, 64) == (None, 8)
+    assert resolve_form("aabb", 4, 0, FormMix(), 64) == ("AABB", 4)
+    assert resolve_form(None, None, 0, FormMix(), 64) == (None, 8)
     with pytest.raises(ValueError, match="give a form such as AABB"):
-        resolve_form("auto", 8, 0, {}, 64)
+        resolve_form("auto", 8, 0, FormMix(), 64)
     with pytest.raises(ValueError, match="give a form such as AABB"):
-        resolve_form("auto", 8, 0, {"AABB:20": 3}, 64)
+        resolve_form("auto", 8, 0, FormMix({"AABB:20": 3}), 64)
 
 
 def test_generate_requests_with_auto_take_each_length_from_their_form():
@@ -130,8 +131,8 @@ def test_generate_with_form_auto_draws_from_the_shipped_models_mix_and_shows_eac
     from musicgen.cli import main
     from musicgen.sampling import MelodyGenerator
 
-    mix = MelodyGenerator.from_artifact("pretrained", device="cpu").meta.form_mix("irish_folk").forms
-    assert mix.get("AABB:8", 0) > mix.get(THROUGH_COMPOSED, 0)  # the commonest written form of the style
+    mix = MelodyGenerator.from_artifact("pretrained", device="cpu").meta.form_mix("irish_folk")
+    assert mix.forms.get("AABB:8", 0) > mix.forms.get(THROUGH_COMPOSED, 0)  # the commonest written form of the style
     assert main(["generate", "--style", "irish_folk", "--form", "auto", "--n", "3", "--seed", "1",
                  "--format", "json", "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
@@ -166,3 +167,21 @@ def test_auto_draws_the_repeated_bars_of_a_melody_of_its_form():
     assert len({draw_copies(COPIES["AABB:8"], s, 32) for s in range(40)}) == 2
     assert draw_copies([], 0, 16) == ()
     assert "copies" not in shape_fields("AABB", 8, 0.0, None, 0, mix)  # a form asked for copies nothing
+
+
+def test_a_through_composed_tune_is_as_long_as_the_melody_its_copies_come_from():
+    """The style's through-composed melodies vary in length (Chinese songs 9 to 41 bars): a tune drawn
+    with them takes the length of the melody whose repeated bars it takes, and its copies fit in it."""
+    copies = [((2, 0),), ((9, 1), (30, 3)), ()]
+    mix = FormMix({THROUGH_COMPOSED: 3}, {THROUGH_COMPOSED: copies}, {THROUGH_COMPOSED: [12, 40, 90]})
+    by_length = {}
+    for seed in range(60):
+        fields = shape_fields("auto", None, 0.0, None, seed, mix)
+        assert fields["form"] == "A" and fields["bars"] == fields["section_bars"]
+        by_length.setdefault(fields["bars"], set()).add(fields.get("copies", ()))
+    # 90 bars is more than a request may ask for: the longest one may
+    assert by_length == {12: {((2, 0),)}, 40: {((9, 1), (30, 3))}, 64: {()}}
+    assert resolve_form("auto", None, 5, mix, 64) == ("A", shape_fields("auto", None, 0.0, None, 5, mix)["bars"])
+    # a model whose shards predate the lengths: 16 bars, as before
+    assert shape_fields("auto", None, 0.0, None, 5, FormMix({THROUGH_COMPOSED: 3}, {THROUGH_COMPOSED: copies}))[
+        "bars"] == 16

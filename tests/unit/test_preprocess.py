@@ -178,3 +178,11 @@ def test_each_tune_is_labelled_with_its_written_form_for_the_styles_form_mix(tmp
     # the strains' returns repeat their bars (bar<source); the through-composed tune none
     assert {r["title"]: r["copies"] for r in out} == {"Two strains": "4<0 5<1 6<2 7<3 12<8 13<9 14<10 15<11",
                                                       "Through": ""}
+    # their lengths after a pickup, drawn with their copies: 16 bars repeats expanded, and 4
+    assert {r["title"]: r["whole_bars"] for r in out} == {"Two strains": 16, "Through": 4}
+    upbeat = abc.replace("K:G\nGABc dedB|", "K:G\nz4 dedB|")  # the same tune with its first half-bar a rest
+    path.write_text(upbeat)
+    out = parse_files(pa.table({"path": [str(path)]}), filesystem=pafs.LocalFileSystem(),
+                      tokenizer_config=tokenizer.to_dict(), file_info={str(path): ("reels", piece_of(str(path)))},
+                      uri_prefix="", min_notes=8, head_notes=16).to_pylist()
+    assert {r["title"]: r["whole_bars"] for r in out}["Through"] == 3
