@@ -286,8 +286,9 @@ def _openings(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleReque
     the candidate that ends best must not pick its meter too: endings come to rest more easily in
     some meters, and a style's mix of meters would drift toward them. A first bar that opens with a
     rest is a pickup: the tune keeps it ahead of whole sections, as the corpus's tunes have theirs
-    (three quarters of German and Irish tunes, 70 % of chorales); a tune that has none, and a loop
-    (whose rest would sound at every seam), opens on a note. Tunes that continue a primer keep its
+    (three quarters of German and Irish tunes, 70 % of chorales); a tune that has none, a loop
+    (whose rest would sound at every seam) and a tune of ``MAX_BARS`` already (no request is
+    longer) open on a note. Tunes that continue a primer keep its
     meter, key and opening."""
     keyed = len(tokenizer.key_tokens()) > 0  # a vocabulary without KEY tokens has no key to draw
     rows = [row for row, r in enumerate(requests) if r.primer is None]
@@ -299,7 +300,7 @@ def _openings(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleReque
         bar = tokenizer.decode(tokens)[0]
         out[row] = replace(out[row], time_signature=out[row].time_signature or bar.time_signature,
                            key=out[row].key or (bar.key if keyed else None))
-        if bar.notes and bar.notes[0].onset > 0 and not out[row].loop:
+        if bar.notes and bar.notes[0].onset > 0 and not out[row].loop and out[row].bars < MAX_BARS:
             pickups[row] = bar
     return out, pickups
 

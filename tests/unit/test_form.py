@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -348,6 +349,18 @@ def test_a_pickup_bar_comes_before_whole_sections_and_before_the_first_repeat_si
     body = to_abc(aa).split("K:", 1)[1].split("\n", 1)[1]
     assert body.startswith("z") and body.count("|:") == 1 and body.index("|") == body.index("|:")  # after the pickup
     assert form_adherence(aa, "AA", 4)
+
+
+def test_a_tune_as_long_as_a_request_may_be_opens_on_a_note(shipped):
+    """A pickup bar ahead of 64 bars of sections would make a tune longer than any request may ask for
+    (and its last new section a request of 65 bars): such a tune opens on a note instead."""
+    from musicgen.sampling.sampler import MAX_BARS
+
+    asks = [SampleRequest("german_folk", s, bars=MAX_BARS, form="AB", section_bars=MAX_BARS // 2) for s in range(3)]
+    assert sum(pickup_bars(o.melody, 4) for o in shipped.generate(
+        [replace(r, bars=8, section_bars=4) for r in asks])) >= 1, "these seeds open with a pickup otherwise"
+    for out in shipped.generate(asks):
+        assert out.melody.n_bars == MAX_BARS and out.melody.notes[0].onset == 0
 
 
 def test_a_tune_does_not_end_on_an_upbeat_after_a_rest():
