@@ -173,6 +173,11 @@ def form_and_copies(melody: Melody, max_bars: int) -> tuple[str, Copies]:
     return form_label(melody), repeated_bars(bar_self_similarity(head))
 
 
+def repeats_in(melody: Melody, start_bar: int, end_bar: int) -> int:
+    """How many of the bars [start_bar, end_bar) of ``melody`` repeat an earlier bar exactly (``repeated_bars``)."""
+    return sum(start_bar <= bar < end_bar for bar, _ in repeated_bars(bar_self_similarity(melody)))
+
+
 def form_adherence(melody: Melody, form: str, section_bars: int, varied_bars: int = 0) -> bool:
     """Whether ``melody`` keeps ``form`` in sections of ``section_bars`` (after its pickup bar, if it
     has one): every return of a letter repeats the letter's first section exactly except its last

@@ -4,8 +4,9 @@ A request with ``form="AABB"`` and ``section_bars=8`` becomes a 32-bar tune (and
 it opens with one) in four steps. A new letter is sampled as a continuation of everything before it
 (the model hears the earlier sections, so the new material still belongs to the tune); a returning
 letter copies its first section, and with ``variation`` samples its last bars again as a varied
-ending (a second ending). Each sampled ending is picked from ``CANDIDATES`` continuations
-(``FINAL_CANDIDATES`` for the tune's end) by how it comes to rest
+ending (a second ending). Each sampled section is picked from ``CANDIDATES`` continuations
+(``FINAL_CANDIDATES`` for the tune's end), half of which make the bars it plans to repeat
+(``copies``), by how near its repeated bars come to that plan, then by how it comes to rest
 (``musicgen.music.form.cadence_score``): on the tonic triad at a section's end, on the tonic at the
 tune's end; where no candidate ends the tune on a held tonic, its last beat becomes one
 (``close_on_tonic``). A new tune's meter, key and pickup bar, if it opens with one, are drawn once
@@ -24,7 +25,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from functools import partial
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from musicgen.music.form import (
     close_on_tonic,
     lead_into_start,
     parse_form,
+    repeats_in,
     seam_interval,
     seam_score,
     section_slice,
@@ -220,30 +221,36 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
               requests: list[SampleRequest], section: int, device: torch.device) -> dict[int, Melody]:
     """For each job (row, tune so far, first new bar, end bar, ends the tune, pickup bars): the tune
     continued to its end bar by the best of ``CANDIDATES`` samples, all jobs' candidates in one
-    ``sample_tokens`` call."""
-    asks, counts, on_a_note = [], [], []
+    ``sample_tokens`` call. Half the candidates make the section's planned copies and half do not:
+    the plan is how many bars repeat, and where the model repeats bars of its own (long lines of
+    long notes do), a candidate without the copies comes nearer to it (``_ending_and_repeats``)."""
+    asks, counts, on_a_note, planned = [], [], [], []
     for row, tune, start_bar, end_bar, final, pickup in jobs:
         r = requests[row]
         meter = tune.time_signature if tune is not None else r.time_signature
         counts.append(FINAL_CANDIDATES if final else CANDIDATES)
         on_a_note += [tune is None] * counts[-1]
+        planned.append(section_copies(r, start_bar, end_bar, pickup))
         for k in range(counts[-1]):
             asks.append(SampleRequest(
                 r.style, derived_seed(r.seed, section, k), bars=end_bar, temperature=r.temperature, top_k=r.top_k,
                 top_p=r.top_p, time_signature=meter, key=r.key if tune is None else None, primer=tune,
-                guidance=r.guidance, copies=section_copies(r, start_bar, end_bar, pickup)))
+                guidance=r.guidance, copies=planned[-1] if k % 2 == 0 else ()))
     sampled = sample_tokens(model, tokenizer, asks, device, open_on_a_note=on_a_note)
     out, first, targets = {}, 0, {}
-    for (row, tune, start_bar, end_bar, final, _), count in zip(jobs, counts):
+    for (row, tune, start_bar, end_bar, final, _), count, copies in zip(jobs, counts, planned):
         candidates = [tokenizer.decode(tokens)[0] for tokens in sampled[first : first + count]]
+        made = [bool(a.copies) for a in asks[first : first + count]]
         first += count
         loop = final and requests[row].loop
+        end = end_bar * candidates[0].bar_ticks
         if loop:
             targets[row] = seam_target(candidates, requests[row].seed)
-            score = partial(seam_score, target=targets[row])
+            ranks = [seam_score(c, end, targets[row]) for c in candidates]
         else:
-            score = partial(cadence_score, final=final)
-        best = max(candidates, key=lambda c: score(c, end_bar * c.bar_ticks))  # the first of equals
+            ranks = [_ending_and_repeats(c, end, final, (start_bar, end_bar), copies, m)
+                     for c, m in zip(candidates, made)]
+        best = candidates[ranks.index(max(ranks))]  # the first of equals
         start = start_bar * best.bar_ticks
         kept = tune.notes if tune is not None else ()
         best = replace(best, notes=(*kept, *(n for n in best.notes if n.onset >= start)))
@@ -252,6 +259,15 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
               if row in targets and targets[row] is not None and end_bar >= 2
               and seam_interval(out[row], end_bar * out[row].bar_ticks) != targets[row]}
     return out | _aim_seams(model, tokenizer, missed, requests, device)
+
+
+def _ending_and_repeats(melody: Melody, end_tick: int, final: bool, bars: tuple[int, int],
+                        planned: Copies, made: bool) -> tuple[int, bool, int]:
+    """A candidate section's rank: how near the number of its bars that repeat an earlier bar comes to
+    the ``planned`` copies (the model repeats bars of its own too: in long lines, more often than the
+    style does), then whether it ``made`` them (a candidate that did not is kept only where it comes
+    nearer), then its ``cadence_score``."""
+    return -abs(repeats_in(melody, *bars) - len(planned)), made, cadence_score(melody, end_tick, final)
 
 
 def _aim_seams(model: nn.Module, tokenizer: Tokenizer, loops: dict[int, tuple[Melody, int, int]],

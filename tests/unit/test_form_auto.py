@@ -185,3 +185,54 @@ def test_a_through_composed_tune_is_as_long_as_the_melody_its_copies_come_from()
     # a model whose shards predate the lengths: 16 bars, as before
     assert shape_fields("auto", None, 0.0, None, 5, FormMix({THROUGH_COMPOSED: 3}, {THROUGH_COMPOSED: copies}))[
         "bars"] == 16
+
+
+def test_a_section_keeps_the_candidate_whose_repeated_bars_come_nearest_the_plan():
+    """Among candidates that come to rest alike, the one whose number of repeated bars is nearest the
+    planned copies is kept: Palestrina's long lines repeat bars of their own on top of the copies."""
+    from musicgen.music.form import repeats_in
+    from musicgen.sampling.form import _ending_and_repeats
+    from tests.unit.test_form import BAR
+
+    exact = tune("AABB", section_bars=4)  # bars 4-7 repeat 0-3, bars 12-15 repeat 8-11
+    assert repeats_in(exact, 0, 16) == 8 and repeats_in(exact, 8, 16) == 4 and repeats_in(exact, 0, 4) == 0
+    varied = replace(exact, notes=tuple(n._replace(pitch=n.pitch + 1) if 12 * BAR <= n.onset < 13 * BAR else n
+                                        for n in exact.notes))  # the second B's first bar is new
+    assert repeats_in(varied, 8, 16) == 3
+    end = 16 * BAR
+
+    def kept(planned: int, made: tuple[bool, bool] = (True, True)) -> Melody:
+        plan = tuple((bar, bar - 4) for bar in range(12, 12 + planned))
+        return max(zip([exact, varied], made), key=lambda c: _ending_and_repeats(c[0], end, True, (8, 16), plan,
+                                                                                c[1]))[0]
+
+    assert kept(4) is exact and kept(3) is varied and kept(0) is varied
+    # where both come as near, the one that made the planned copies
+    assert kept(4, made=(False, True)) is exact and kept(3, made=(True, False)) is varied
+    tie = replace(exact, notes=tuple(n._replace(pitch=n.pitch + 1) if 4 * BAR <= n.onset < 5 * BAR else n
+                                     for n in exact.notes))  # a bar of the first A is new: 4 repeats in 8-16 still
+    assert repeats_in(tie, 8, 16) == 4
+    assert max(zip([exact, tie], (False, True)), key=lambda c: _ending_and_repeats(
+        c[0], end, True, (8, 16), tuple((b, b - 4) for b in range(12, 16)), c[1]))[0] is tie
+
+
+def test_half_of_a_sections_candidates_make_its_planned_copies(monkeypatch):
+    from musicgen.sampling import MelodyGenerator, SampleRequest
+    from musicgen.sampling import form as form_sampling
+
+    asked = []
+    real = form_sampling.sample_tokens
+
+    def spy(model, tokenizer, asks, device, **kwargs):
+        asked.append(asks)
+        return real(model, tokenizer, asks, device, **kwargs)
+
+    monkeypatch.setattr(form_sampling, "sample_tokens", spy)
+    generator = MelodyGenerator.from_artifact("pretrained", device="cpu", precision="fp32")
+    plan = ((4, 0), (5, 1))
+    generator.generate([SampleRequest("german_folk", 3, bars=8, form="A", section_bars=8, copies=plan)])
+    section = asked[-1]  # after the opening bar: the one section's candidates
+    assert len(section) == form_sampling.FINAL_CANDIDATES
+    # the plan (moved on by a pickup bar where the tune opens with one) in every other candidate
+    assert {a.copies for a in section[::2]} in ({plan}, {tuple((b + 1, s + 1) for b, s in plan)})
+    assert {a.copies for a in section[1::2]} == {()}
