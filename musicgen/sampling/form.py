@@ -5,8 +5,8 @@ it opens with one) in four steps. A new letter is sampled as a continuation of e
 (the model hears the earlier sections, so the new material still belongs to the tune); a returning
 letter copies its first section, and with ``variation`` samples its last bars again as a varied
 ending (a second ending). Each sampled section is picked from ``CANDIDATES`` continuations
-(``FINAL_CANDIDATES`` for the tune's end), half of which make the bars it plans to repeat
-(``copies``), by how near its repeated bars come to that plan, then by how it comes to rest
+(``FINAL_CANDIDATES`` for the tune's end), in a tune with ``copies`` half of which make the bars
+it plans to repeat, by how near its repeated bars come to that plan, then by how it comes to rest
 (``musicgen.music.form.cadence_score``): on the tonic triad at a section's end, on the tonic at the
 tune's end; where no candidate ends the tune on a held tonic, its last beat becomes one
 (``close_on_tonic``). A new tune's meter, key and pickup bar, if it opens with one, are drawn once
@@ -221,9 +221,11 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
               requests: list[SampleRequest], section: int, device: torch.device) -> dict[int, Melody]:
     """For each job (row, tune so far, first new bar, end bar, ends the tune, pickup bars): the tune
     continued to its end bar by the best of ``CANDIDATES`` samples, all jobs' candidates in one
-    ``sample_tokens`` call. Half the candidates make the section's planned copies and half do not:
-    the plan is how many bars repeat, and where the model repeats bars of its own (long lines of
-    long notes do), a candidate without the copies comes nearer to it (``_ending_and_repeats``)."""
+    ``sample_tokens`` call. In a tune with ``copies``, half the candidates make the section's planned
+    copies and half do not: the plan is how many bars repeat, and where the model repeats bars of its
+    own (long lines of long notes do), a candidate without the copies comes nearer to it
+    (``_ending_and_repeats``). A tune without (a form asked for) keeps the candidate that comes to
+    rest best, its own repeated bars as the model made them."""
     asks, counts, on_a_note, planned = [], [], [], []
     for row, tune, start_bar, end_bar, final, pickup in jobs:
         r = requests[row]
@@ -247,9 +249,11 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
         if loop:
             targets[row] = seam_target(candidates, requests[row].seed)
             ranks = [seam_score(c, end, targets[row]) for c in candidates]
-        else:
+        elif requests[row].copies:  # a tune that repeats bars as a melody of its style did
             ranks = [_ending_and_repeats(c, end, final, (start_bar, end_bar), copies, m)
                      for c, m in zip(candidates, made)]
+        else:
+            ranks = [cadence_score(c, end, final) for c in candidates]
         best = candidates[ranks.index(max(ranks))]  # the first of equals
         start = start_bar * best.bar_ticks
         kept = tune.notes if tune is not None else ()

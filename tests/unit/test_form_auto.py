@@ -236,3 +236,19 @@ def test_half_of_a_sections_candidates_make_its_planned_copies(monkeypatch):
     # the plan (moved on by a pickup bar where the tune opens with one) in every other candidate
     assert {a.copies for a in section[::2]} in ({plan}, {tuple((b + 1, s + 1) for b, s in plan)})
     assert {a.copies for a in section[1::2]} == {()}
+
+
+def test_a_form_asked_for_keeps_the_best_ending_whatever_it_repeats(monkeypatch):
+    """Only a tune that repeats bars as a melody of its style did (``copies``) ranks its candidates by
+    their repeats; one with a form asked for keeps its model's own repeated bars, as before."""
+    from musicgen.sampling import MelodyGenerator, SampleRequest
+    from musicgen.sampling import form as form_sampling
+
+    ranked = []
+    rank = form_sampling._ending_and_repeats
+    monkeypatch.setattr(form_sampling, "_ending_and_repeats", lambda *args: ranked.append(args) or rank(*args))
+    generator = MelodyGenerator.from_artifact("pretrained", device="cpu", precision="fp32")
+    generator.generate([SampleRequest("irish_folk", 0, bars=8, form="AB", section_bars=4)])
+    assert ranked == []
+    generator.generate([SampleRequest("irish_folk", 0, bars=8, form="AB", section_bars=4, copies=((6, 5),))])
+    assert ranked
