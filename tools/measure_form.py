@@ -6,7 +6,9 @@ that repeat, and how sections and tunes end.
 
 Sampled (``--model``, ``--n`` per style, each style with its form from ``--forms``): form adherence
 (every returning section repeats its first, new sections differ), the bar-repetition overlap with the
-real style, how endings come to rest, the style classifier's verdict (the model's companion), and for
+real style, how endings come to rest, style fidelity by two classifiers (the model's companion, and
+the one ``musicgen evaluate`` fits on the shards' train split, beside the share of the style's real
+test melodies that one calls right), and for
 ``--n`` loops per style the overlap of their seam intervals with the style's own melodic intervals: all
 of them, and those arriving on the pitch class a melody opens on (as a seam arrives on the loop's first
 note; the real style's own two overlap only so much, the last column).
@@ -28,7 +30,9 @@ from collections import Counter
 
 import numpy as np
 
+from musicgen.evaluation.classifier import StyleClassifier
 from musicgen.evaluation.form import corpus_by_style, form_profile, format_profiles
+from musicgen.evaluation.report import corpus_melodies, fit_style_classifier
 from musicgen.music.form import form_adherence, held, scale_degree, seam_interval
 from musicgen.music.melody import Melody
 from musicgen.music.metrics import MAX_INTERVAL, overlapping_area, repetition_ratio
@@ -69,7 +73,7 @@ def drawn(tunes: list) -> str:
 
 
 def measure_model(model: str, real: dict[str, list[Melody]], forms: dict[str, str], default_section_bars: int,
-                  n: int, loop_bars: int) -> list[dict]:
+                  n: int, loop_bars: int, judge: StyleClassifier, real_test: dict[str, list[Melody]]) -> list[dict]:
     from musicgen.sampling import MelodyGenerator
     from musicgen.sampling.cli_generate import make_requests
     from musicgen.sampling.form import varied_bars
@@ -101,6 +105,9 @@ def measure_model(model: str, real: dict[str, list[Melody]], forms: dict[str, st
             "tonic_end": float(np.mean([scale_degree(m.notes[-1].pitch, m.key) == 1 and held(m.notes[-1], m)
                                         for m in melodies])),
             "fidelity": float(np.mean([top == style for _, top in verdicts])) if verdicts[0][1] else None,
+            "fidelity_evaluate": float(np.mean([top == style for top in judge.predict(melodies)])),
+            "real_fidelity_evaluate": float(np.mean([top == style for top in judge.predict(real_test[style])]))
+            if real_test.get(style) else None,
             "seam_overlap": overlapping_area(seams, every_interval, *SEAM_BINS),
             "seam_overlap_into_opening": overlapping_area(seams, into_opening, *SEAM_BINS),
             "real_into_opening_overlap": overlapping_area(into_opening, every_interval, *SEAM_BINS),
@@ -113,11 +120,13 @@ def measure_model(model: str, real: dict[str, list[Melody]], forms: dict[str, st
 
 def format_model_rows(rows: list[dict]) -> str:
     lines = ["| style | form (bars a section) | n | form adherence | bars repeated (real) | repetition overlap "
-             "| ends on a held tonic | style fidelity | loop seam overlap: all intervals, into the opening (real: "
-             "the two) | seams within a fifth |",
+             "| ends on a held tonic | style fidelity: companion, evaluate's (real test melodies) | loop seam "
+             "overlap: all intervals, into the opening (real: the two) | seams within a fifth |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        fidelity = "–" if r["fidelity"] is None else f"{r['fidelity']:.0%}"
+        real_right = "–" if r["real_fidelity_evaluate"] is None else f"{r['real_fidelity_evaluate']:.0%}"
+        fidelity = ("–" if r["fidelity"] is None else f"{r['fidelity']:.0%}") + (
+            f", {r['fidelity_evaluate']:.0%} ({real_right})")
         adherence = "–" if r["adherence"] is None else f"{r['adherence']:.0%}"
         lines.append(f"| {r['style']} | {r['form']} ({r['section_bars']}) | {r['n']} | {adherence} | "
                      f"{r['repetition']:.2f} ({r['real_repetition']:.2f}) | {r['repetition_overlap']:.2f} | "
@@ -144,7 +153,11 @@ def main() -> None:
     rows = []
     if args.model:
         forms = {style: "AABB" for style in real} | dict(f.split("=", 1) for f in args.forms)
-        rows = measure_model(args.model, real, forms, args.section_bars, args.n, args.loop_bars)
+        judge, _ = fit_style_classifier(corpus_melodies(args.data, "train"))
+        real_test = {}
+        for x in corpus_melodies(args.data, "test"):
+            real_test.setdefault(x.style, []).append(x.melody)
+        rows = measure_model(args.model, real, forms, args.section_bars, args.n, args.loop_bars, judge, real_test)
         print(format_model_rows(rows))
     print(f"\n{args.data}, every split; {platform.node()}, {platform.processor() or platform.machine()}")
     if args.out:

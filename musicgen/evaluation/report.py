@@ -263,16 +263,23 @@ def confusion_png(matrix: np.ndarray, styles: Sequence[str], title: str) -> byte
     return _png(fig)
 
 
+def fit_style_classifier(train: Sequence[Labelled]) -> tuple[StyleClassifier, list[Labelled]]:
+    """The classifier style fidelity is judged by, fitted on up to ``MAX_CLASSIFIER_TRAIN`` melodies of
+    the train split (the same ones on every run), and those melodies: what ``evaluate`` and the form
+    measurement (``tools/measure_form.py``) both judge by."""
+    rng = np.random.default_rng(0)
+    fit_on = [train[i] for i in sorted(rng.permutation(len(train))[:MAX_CLASSIFIER_TRAIN])]
+    log.info("training the style classifier on %d melodies", len(fit_on))
+    return StyleClassifier.fit([x.melody for x in fit_on], [x.style for x in fit_on]), fit_on
+
+
 def run_evaluation(config: EvaluateConfig) -> dict:
     from musicgen.music.export import to_png_bytes, to_wav_bytes, wav_available
 
     corpus = read_corpus(config.data)  # the shards, read once
     train, test = corpus["train"][1], corpus["test"][1]
     styles = sorted({x.style for x in train})
-    rng = np.random.default_rng(0)
-    fit_on = [train[i] for i in sorted(rng.permutation(len(train))[:MAX_CLASSIFIER_TRAIN])]
-    log.info("training the style classifier on %d melodies", len(fit_on))
-    classifier = StyleClassifier.fit([x.melody for x in fit_on], [x.style for x in fit_on])
+    classifier, fit_on = fit_style_classifier(train)
     storage.write_json(storage.join(config.out, "classifier.json"), classifier.to_dict())
     real_fidelity = fidelity([x.style for x in test], classifier.predict([x.melody for x in test]))
 
