@@ -7,8 +7,8 @@ that repeat, and how sections and tunes end.
 Sampled (``--model``, ``--n`` per style, each style with its form from ``--forms``): form adherence
 (every returning section repeats its first, new sections differ), the bar-repetition overlap with the
 real style, how endings come to rest, style fidelity by two classifiers (the model's companion, and
-the one ``musicgen evaluate`` fits on the shards' train split, beside the share of the style's real
-test melodies that one calls right), and for
+the one ``musicgen evaluate`` fits on the shards' train split), each beside the share of the style's
+real test melodies it calls right, and for
 ``--n`` loops per style the overlap of their seam intervals with the style's own melodic intervals: all
 of them, and those arriving on the pitch class a melody opens on (as a seam arrives on the loop's first
 note; the real style's own two overlap only so much, the last column).
@@ -105,6 +105,9 @@ def measure_model(model: str, real: dict[str, list[Melody]], forms: dict[str, st
             "tonic_end": float(np.mean([scale_degree(m.notes[-1].pitch, m.key) == 1 and held(m.notes[-1], m)
                                         for m in melodies])),
             "fidelity": float(np.mean([top == style for _, top in verdicts])) if verdicts[0][1] else None,
+            "real_fidelity": float(np.mean([top == style for _, top in generator.verdicts(
+                real_test[style], [style] * len(real_test[style]))])) if real_test.get(style) and verdicts[0][1]
+            else None,
             "fidelity_evaluate": float(np.mean([top == style for top in judge.predict(melodies)])),
             "real_fidelity_evaluate": float(np.mean([top == style for top in judge.predict(real_test[style])]))
             if real_test.get(style) else None,
@@ -120,13 +123,15 @@ def measure_model(model: str, real: dict[str, list[Melody]], forms: dict[str, st
 
 def format_model_rows(rows: list[dict]) -> str:
     lines = ["| style | form (bars a section) | n | form adherence | bars repeated (real) | repetition overlap "
-             "| ends on a held tonic | style fidelity: companion, evaluate's (real test melodies) | loop seam "
+             "| ends on a held tonic | style fidelity (real test melodies): companion, evaluate's | loop seam "
              "overlap: all intervals, into the opening (real: the two) | seams within a fifth |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        real_right = "–" if r["real_fidelity_evaluate"] is None else f"{r['real_fidelity_evaluate']:.0%}"
-        fidelity = ("–" if r["fidelity"] is None else f"{r['fidelity']:.0%}") + (
-            f", {r['fidelity_evaluate']:.0%} ({real_right})")
+        def share(value: float | None) -> str:
+            return "–" if value is None else f"{value:.0%}"
+
+        fidelity = (f"{share(r['fidelity'])} ({share(r['real_fidelity'])}), "
+                    f"{share(r['fidelity_evaluate'])} ({share(r['real_fidelity_evaluate'])})")
         adherence = "–" if r["adherence"] is None else f"{r['adherence']:.0%}"
         lines.append(f"| {r['style']} | {r['form']} ({r['section_bars']}) | {r['n']} | {adherence} | "
                      f"{r['repetition']:.2f} ({r['real_repetition']:.2f}) | {r['repetition_overlap']:.2f} | "
