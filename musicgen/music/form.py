@@ -48,7 +48,7 @@ def section_bar_ranges(melody: Melody) -> list[tuple[int, int]]:
     the nearest bar line, and the pickup bar of a tune belongs to its first section."""
     bar, n_bars = melody.bar_ticks, melody.n_bars
     starts = {int(round(t / bar)) for t in melody.sections}
-    if min(starts, default=0) == 1 and melody.notes and melody.notes[0].onset > 0:
+    if min(starts, default=0) == 1 and opens_after_bar_line(melody):
         starts.discard(1)  # the first section starts with its pickup in bar 0, not with a section of its own
     starts = sorted(s for s in starts | {0} if 0 <= s < n_bars)
     return [(a, b) for a, b in zip(starts, [*starts[1:], n_bars]) if b > a]
@@ -60,10 +60,15 @@ def fixed_bar_ranges(n_sections: int, section_bars: int, pickup: int = 0) -> lis
     return [(0 if i == 0 else i * section_bars + pickup, (i + 1) * section_bars + pickup) for i in range(n_sections)]
 
 
+def opens_after_bar_line(melody: Melody) -> bool:
+    """Whether ``melody``'s first note comes after its first bar line: a rest, then a pickup."""
+    return bool(melody.notes) and melody.notes[0].onset > 0
+
+
 def pickup_bars(melody: Melody, section_bars: int) -> int:
     """1 where ``melody`` opens with a pickup bar ahead of whole sections of ``section_bars`` (its first
     note after the bar line, and one bar more than a whole number of sections), else 0."""
-    return int(bool(melody.notes) and melody.notes[0].onset > 0 and melody.n_bars % section_bars == 1)
+    return int(opens_after_bar_line(melody) and melody.n_bars % section_bars == 1)
 
 
 def section_similarity(similarity: np.ndarray, a: tuple[int, int], b: tuple[int, int]) -> float:
@@ -159,7 +164,7 @@ def parse_copies(text: str) -> Copies:
 def whole_bars(melody: Melody) -> int:
     """The bars of ``melody`` after its pickup bar, if it opens with one (its first note after the bar
     line): the length a through-composed tune is sampled with, ahead of which its own pickup comes."""
-    return melody.n_bars - int(bool(melody.notes) and melody.notes[0].onset > 0)
+    return melody.n_bars - int(opens_after_bar_line(melody))
 
 
 def form_and_copies(melody: Melody, max_bars: int) -> tuple[str, Copies]:

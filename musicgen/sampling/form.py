@@ -38,6 +38,7 @@ from musicgen.music.form import (
     cadence_score,
     close_on_tonic,
     lead_into_start,
+    opens_after_bar_line,
     parse_form,
     repeats_in,
     seam_interval,
@@ -73,7 +74,8 @@ def shape_fields(form: str | None, section_bars: int | None, variation: float, b
     section and variation where it has a form, and its length (``bars`` when given, else the form's,
     else ``DEFAULT_BARS``)."""
     label = draw_label(mix.forms, seed, MAX_BARS) if is_auto(form) else None
-    drawn, drawn_bars = resolve_form(form, section_bars, seed, mix, MAX_BARS)
+    drawn, drawn_bars = (label_shape(label, drawn_length(mix, label, seed)) if label
+                         else resolve_form(form, section_bars, seed, mix, MAX_BARS))
     if drawn is None:
         return {"bars": requested_bars(bars, None)}
     fields = {"bars": requested_bars(bars, drawn, drawn_bars), "form": drawn, "section_bars": drawn_bars,
@@ -320,7 +322,7 @@ def _openings(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleReque
         bar = tokenizer.decode(tokens)[0]
         out[row] = replace(out[row], time_signature=out[row].time_signature or bar.time_signature,
                            key=out[row].key or (bar.key if keyed else None))
-        if bar.notes and bar.notes[0].onset > 0 and not out[row].loop and out[row].bars < MAX_BARS:
+        if opens_after_bar_line(bar) and not out[row].loop and out[row].bars < MAX_BARS:
             pickups[row] = bar
     return out, pickups
 
