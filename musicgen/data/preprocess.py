@@ -42,7 +42,7 @@ from musicgen.config import MAX_BARS, PreprocessConfig
 from musicgen.data import shards
 from musicgen.data.shards import ERRORS_SCHEMA, SPLITS
 from musicgen.data.splits import assign_splits, piece_of
-from musicgen.music.form import form_and_copies, format_copies, whole_bars
+from musicgen.music.form import FormMix, form_and_copies, format_copies, parse_copies, whole_bars
 from musicgen.music.formats import INPUT_SUFFIXES, MIDI_SUFFIXES, NOTATION_SUFFIXES
 from musicgen.music.melody import Melody, MelodyBatch, RawMelody, interval_fingerprints_many, quantise_many
 from musicgen.music.midi import UnusableInput, parse_midi
@@ -66,7 +66,6 @@ PARSED_SCHEMA = pa.schema(  # the shard columns, then those the job needs on the
         ("whole_bars", pa.int32()),  # its bars after a pickup: sampled with its copies
     ]
 )
-COPIES_PER_FORM = 24  # melodies of each style and form whose repeated bars stats.json records
 INTERNAL_COLUMNS = ("fingerprint", "head_fingerprint", "error_kind", "error_message", "form", "copies", "whole_bars")
 
 
@@ -369,24 +368,18 @@ def _run(config: PreprocessConfig, inputs, n_files: int, tokenizer, cpus: int, s
 
 def _stats(config, melodies: pa.Table, splits, duplicates, errors: pa.Table, n_files: int, seconds: float) -> dict:
     per_style: dict[str, dict] = {}
+    shapes: dict[str, list] = {}
     names = ("melody_id", "style", "n_tokens", "form", "copies", "whole_bars")
     columns = [melodies.column(c).to_pylist() for c in names]
     for melody_id, style, n_tokens, form, copies, bars in sorted(zip(*columns)):  # by id: the same copies on a rerun
         if melody_id not in splits:
             continue
-        entry = per_style.setdefault(style, {"melodies": dict.fromkeys(SPLITS, 0), "tokens": dict.fromkeys(SPLITS, 0),
-                                             "forms": Counter(), "copies": {}, "lengths": {}})
+        entry = per_style.setdefault(style, {"melodies": dict.fromkeys(SPLITS, 0), "tokens": dict.fromkeys(SPLITS, 0)})
         entry["melodies"][splits[melody_id]] += 1
         entry["tokens"][splits[melody_id]] += n_tokens
-        entry["forms"][form] += 1
-        kept = entry["copies"].setdefault(form, [])
-        if len(kept) < COPIES_PER_FORM:  # ids are hashes: these are a fair sample of the form's melodies
-            kept.append(copies)
-            entry["lengths"].setdefault(form, []).append(bars)
-    for entry in per_style.values():  # the style's form mix, the most common first, and its forms' copies
-        entry["forms"] = dict(entry["forms"].most_common())
-        entry["copies"] = {form: entry["copies"][form] for form in entry["forms"]}
-        entry["lengths"] = {form: entry["lengths"][form] for form in entry["forms"]}
+        shapes.setdefault(style, []).append((form, parse_copies(copies), bars))
+    for style, entry in per_style.items():  # the style's form mix (what --form auto draws from)
+        entry.update(FormMix.tally(shapes[style]).to_stats())
     failed_files = {uri.split("#", 1)[0] for uri in errors.column("source_uri").to_pylist()}
     return {
         "config": asdict(config),

@@ -31,7 +31,7 @@ import torch.nn as nn
 from musicgen import storage
 from musicgen.models.lstm import null_style_index
 from musicgen.models.registry import build_model, check_model_config, registered
-from musicgen.music.form import FormMix, parse_copies
+from musicgen.music.form import FormMix
 from musicgen.pretrained import resolve_model
 
 FORMAT_VERSION = 1
@@ -93,9 +93,7 @@ class ArtifactMeta:
         """How the style's training melodies are built (``form_label`` -> melodies, and per label some
         melodies' repeated bars and lengths), as preprocessing recorded them; empty where the shards
         predate that."""
-        entry = (self.data_stats or {}).get("per_style", {}).get(style, {})
-        copies = {form: [parse_copies(text) for text in texts] for form, texts in (entry.get("copies") or {}).items()}
-        return FormMix(dict(entry.get("forms") or {}), copies, dict(entry.get("lengths") or {}))
+        return FormMix.from_stats((self.data_stats or {}).get("per_style", {}).get(style, {}))
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> ArtifactMeta:

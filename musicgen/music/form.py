@@ -11,7 +11,8 @@ the tests share them.
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -138,17 +139,50 @@ def form_label(melody: Melody, similarity: np.ndarray | None = None) -> str:
 Copies = tuple[tuple[int, int], ...]  # (bar, the earlier bar it repeats): what ``repeated_bars`` gives
 
 
+COPIES_PER_FORM = 24  # melodies of each style and form whose repeated bars and lengths a form mix keeps
+
+
 @dataclass(frozen=True)
 class FormMix:
     """What ``--form auto`` draws a style's tunes from: how many training melodies have each
     ``form_label`` (``forms``), and for each label the bars that repeat an earlier bar in some of
-    those melodies (``copies``: a list of ``Copies`` a label, as ``format_copies`` recorded them) and
-    the same melodies' ``whole_bars``, in the same order (``lengths``: the length a through-composed
-    tune is drawn with), as preprocessing recorded them."""
+    those melodies (``copies``: a list of ``Copies`` a label) and the same melodies' ``whole_bars``, in
+    the same order (``lengths``: the length a through-composed tune is drawn with). Built from the
+    training melodies by ``tally``, kept in stats.json and a model's metadata as ``to_stats`` writes
+    it (the one place that layout is written and read)."""
 
     forms: Mapping[str, int] = field(default_factory=dict)
     copies: Mapping[str, Sequence[Copies]] = field(default_factory=dict)
     lengths: Mapping[str, Sequence[int]] = field(default_factory=dict)
+
+    @classmethod
+    def tally(cls, shapes: Iterable[tuple[str, Copies, int]]) -> FormMix:
+        """The mix of one style's melodies given as (``form_label``, ``repeated_bars``, ``whole_bars``),
+        in an order that does not favour any (preprocessing gives them by id, a hash): every label
+        counted, the first ``COPIES_PER_FORM`` of each kept; the most common label first."""
+        forms: Counter[str] = Counter()
+        copies: dict[str, list[Copies]] = {}
+        lengths: dict[str, list[int]] = {}
+        for label, repeated, bars in shapes:
+            forms[label] += 1
+            if forms[label] <= COPIES_PER_FORM:
+                copies.setdefault(label, []).append(repeated)
+                lengths.setdefault(label, []).append(bars)
+        order = [label for label, _ in forms.most_common()]
+        return cls({k: forms[k] for k in order}, {k: copies[k] for k in order}, {k: lengths[k] for k in order})
+
+    def to_stats(self) -> dict:
+        """The mix as one style's entry of stats.json keeps it (``forms``, ``copies`` as
+        ``format_copies`` text, ``lengths``)."""
+        return {"forms": dict(self.forms),
+                "copies": {label: [format_copies(c) for c in kept] for label, kept in self.copies.items()},
+                "lengths": {label: list(kept) for label, kept in self.lengths.items()}}
+
+    @classmethod
+    def from_stats(cls, entry: Mapping) -> FormMix:
+        """The mix ``to_stats`` wrote; empty parts where the stats predate them (no lengths, no copies)."""
+        copies = {label: [parse_copies(text) for text in texts] for label, texts in (entry.get("copies") or {}).items()}
+        return cls(dict(entry.get("forms") or {}), copies, dict(entry.get("lengths") or {}))
 
 
 def format_copies(copies: Copies) -> str:

@@ -15,8 +15,8 @@ import pytest
 from musicgen import storage
 from musicgen.cli import main
 from musicgen.config import PreprocessConfig
-from musicgen.data.preprocess import COPIES_PER_FORM, run_preprocess
-from musicgen.music.form import parse_copies
+from musicgen.data.preprocess import run_preprocess
+from musicgen.music.form import COPIES_PER_FORM, parse_copies
 from musicgen.music.midi import write_midi
 from musicgen.tokenizers import tokenizer_from_dict
 from tests.conftest import random_melody

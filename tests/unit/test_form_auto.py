@@ -3,6 +3,7 @@ corpus tune, the draw, and the request builders of generate, Serve and the bulk 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import replace
 
@@ -10,7 +11,15 @@ import pytest
 
 from musicgen.catalog.generate import melody_id, row_request, shape_of
 from musicgen.config import BulkConfig
-from musicgen.music.form import THROUGH_COMPOSED, FormMix, form_and_copies, form_label, format_copies, parse_copies
+from musicgen.music.form import (
+    COPIES_PER_FORM,
+    THROUGH_COMPOSED,
+    FormMix,
+    form_and_copies,
+    form_label,
+    format_copies,
+    parse_copies,
+)
 from musicgen.music.melody import Melody, Note
 from musicgen.sampling.cli_generate import make_requests
 from musicgen.sampling.form import draw_copies, resolve_form, shape_fields
@@ -154,6 +163,21 @@ def test_preprocessing_reads_a_tunes_form_and_repeated_bars_from_one_comparison(
     assert form_and_copies(tune("AABB", section_bars=4), max_bars=10) == ("AABB:4", ((4, 0), (5, 1), (6, 2), (7, 3)))
     assert format_copies(copies[:2]) == "4<0 5<1" and parse_copies(format_copies(copies)) == copies
     assert parse_copies("") == ()
+
+
+def test_a_form_mix_counts_every_melody_keeps_some_and_reads_back_as_it_was_written():
+    shapes = [("AABB:8", ((8, 0),), 16)] * (COPIES_PER_FORM + 5) + [(THROUGH_COMPOSED, (), 12), ("AB:4", ((5, 1),), 8)]
+    mix = FormMix.tally(shapes)
+    assert mix.forms == {"AABB:8": COPIES_PER_FORM + 5, THROUGH_COMPOSED: 1, "AB:4": 1}
+    assert list(mix.forms) == list(mix.copies) == list(mix.lengths)  # the most common first
+    kept = [COPIES_PER_FORM, 1, 1]
+    assert [len(mix.copies[k]) for k in mix.forms] == [len(mix.lengths[k]) for k in mix.forms] == kept
+    assert mix.copies["AB:4"] == [((5, 1),)] and mix.lengths[THROUGH_COMPOSED] == [12]
+    stats = json.loads(json.dumps(mix.to_stats()))  # as stats.json and a model's metadata keep it
+    assert stats["copies"]["AB:4"] == ["5<1"]
+    assert FormMix.from_stats(stats) == mix
+    # stats written before the lengths (and before the copies) still read
+    assert FormMix.from_stats({"forms": {"AB:4": 3}}) == FormMix({"AB:4": 3})
 
 
 def test_auto_draws_the_repeated_bars_of_a_melody_of_its_form():
