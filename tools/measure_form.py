@@ -33,7 +33,8 @@ import numpy as np
 from musicgen.evaluation.classifier import StyleClassifier
 from musicgen.evaluation.form import corpus_by_style, form_profile, format_profiles
 from musicgen.evaluation.report import corpus_melodies, fit_style_classifier
-from musicgen.music.form import form_adherence, held, scale_degree, seam_interval
+from musicgen.music.form import form_adherence, held, scale_degree
+from musicgen.music.loop import seam_interval
 from musicgen.music.melody import Melody
 from musicgen.music.metrics import MAX_INTERVAL, overlapping_area, repetition_ratio
 

@@ -13,8 +13,10 @@ tune's end; where no candidate ends the tune on a held tonic, its last beat beco
 before its candidates (``_openings``); sections are whole bars after the pickup, and a tune or loop
 without one opens on a note. A loop's end is picked instead by how it leads back into the start
 (``seam_score``): an interval to the first note that the style's lines take (drawn from the
-candidates' own, ``seam_target``), and no full stop before it; where no sampled ending takes that
-interval, the last note moves to take it if it can (``lead_into_start``). Inside its new sections,
+candidates' own, ``seam_target``), and no full stop before it; a loop sampled whole is tried
+starting at each of its phrases (``musicgen.music.loop.rotated``), so that its first note need not
+be the tonic it opened on; where no sampled ending takes that interval, the last note moves to take
+it if it can (``lead_into_start``). Inside its new sections,
 a tune with ``copies`` (``--form auto`` draws those of a melody of the style with the same form)
 repeats bars as that melody did (``musicgen.sampling.copies``). The model, tokenizer and grammar are
 the ones plain sampling uses: any melody model can sample a form.
@@ -37,14 +39,12 @@ from musicgen.music.form import (
     FormMix,
     cadence_score,
     close_on_tonic,
-    lead_into_start,
     opens_after_bar_line,
     parse_form,
     repeats_in,
-    seam_interval,
-    seam_score,
     section_slice,
 )
+from musicgen.music.loop import lead_into_start, loop_starts, rotated, seam_interval, seam_score
 from musicgen.music.melody import Melody, Note
 from musicgen.sampling.sampler import MAX_BARS, SampleRequest, requested_bars, sample_tokens
 from musicgen.tokenizers.base import Tokenizer
@@ -250,6 +250,8 @@ def _continue(model: nn.Module, tokenizer: Tokenizer, jobs: list[tuple[int, Melo
         end = end_bar * candidates[0].bar_ticks
         if loop:
             targets[row] = seam_target(candidates, requests[row].seed)
+            if tune is None:  # a loop sampled whole may start at any phrase of it that opens on a note
+                candidates = [rotated(c, bar, end) for c in candidates for bar in loop_starts(c, end_bar)]
             ranks = [seam_score(c, end, targets[row]) for c in candidates]
         elif requests[row].copies:  # a tune that repeats bars as a melody of its style did
             ranks = [_ending_and_repeats(c, end, final, (start_bar, end_bar), copies, m)

@@ -207,52 +207,6 @@ def test_abc_writes_a_returning_section_once_between_repeat_signs(shipped, form,
     assert [n.pitch.midi for n in played if n.tie is None or n.tie.type == "start"] == [n.pitch for n in melody.notes]
 
 
-def test_a_loop_leads_back_into_its_start_better_than_a_tune_does(shipped):
-    from musicgen.music.form import held, scale_degree, seam_interval
-
-    seeds = range(8)
-    loops = shipped.generate([SampleRequest("irish_folk", s, bars=8, loop=True) for s in seeds])
-    tunes = shipped.generate([SampleRequest("irish_folk", s, bars=8) for s in seeds])
-    assert any(t.melody.notes[0].onset > 0 for t in tunes), "a plain tune may open with a pickup"
-    own = 0
-    for out in loops:
-        melody = out.melody
-        assert melody.end == 8 * melody.bar_ticks and melody.meta["loop"] is True  # whole bars, marked
-        assert melody.notes[0].onset == 0  # it opens on a note: no silence at the seam
-        assert abs(seam_interval(melody)) <= 12, melody.notes[-1]
-        own += seam_interval(melody) in {b.pitch - a.pitch for a, b in zip(melody.notes, melody.notes[1:])}
-    assert own >= 6, "the seam takes an interval the line itself takes"
-    def full_stop(melody) -> bool:
-        return scale_degree(melody.notes[-1].pitch, melody.key) == 1 and held(melody.notes[-1], melody)
-
-    assert sum(full_stop(o.melody) for o in loops) < max(1, sum(full_stop(o.melody) for o in tunes))
-
-
-def test_a_loop_whose_seam_missed_its_interval_samples_its_last_bar_again(shipped, monkeypatch):
-    from musicgen.music.form import seam_interval, seam_score
-    from musicgen.sampling import form
-
-    requests = [SampleRequest(style, s, bars=4, loop=True) for s in range(12)
-                for style in ("irish_folk", "german_folk")]
-    targets = []
-    draw = form.seam_target
-    monkeypatch.setattr(form, "seam_target", lambda candidates, seed: targets.append(draw(candidates, seed)) or
-                        targets[-1])
-    aimed = [o.melody for o in shipped.generate(requests)]
-    aimed_targets, targets[:] = list(targets), []
-    monkeypatch.setattr(form, "_aim_seams", lambda *args: {})
-    plain = [o.melody for o in shipped.generate(requests)]
-    assert targets == aimed_targets, "the same candidates, the same intervals aimed at"
-    for a, p, target in zip(aimed, plain, targets):
-        end, last_bar = 4 * a.bar_ticks, 3 * a.bar_ticks
-        assert a.end <= end and seam_score(a, end, target) >= seam_score(p, end, target)
-        if a != p:  # only the last bar was sampled again
-            assert [n for n in a.notes if n.onset < last_bar] == [
-                n._replace(duration=min(n.duration, last_bar - n.onset)) for n in p.notes if n.onset < last_bar]
-    hits = [sum(seam_interval(m) == t for m, t in zip(loops, targets)) for loops in (aimed, plain)]
-    assert hits[0] > hits[1], hits
-
-
 def test_a_loop_is_marked_in_midi_and_its_wav_is_exactly_its_bars(tmp_path):
     import io
     import wave
@@ -285,44 +239,6 @@ def test_a_tune_with_a_pickup_keeps_its_form_and_its_section_ends_before_each_pi
     assert profile.forms == {"AABB": 1}
     ends = [max((n for n in notes if n.onset < t), key=lambda n: n.onset) for t in melody.sections[1:]]
     assert profile.section_end_long == sum(2 * n.duration >= 12 for n in ends) / 3
-
-
-def test_a_seam_aims_at_an_interval_its_lines_take():
-    from musicgen.music.form import seam_score
-    from musicgen.sampling.form import seam_target
-
-    def loop(last: int) -> Melody:  # C major, opens on E, its last note `last`, short (no full stop)
-        return Melody((Note(64, 0, BAR // 2), Note(62, BAR // 2, BAR // 4), Note(last, 3 * BAR // 4, BAR // 4)),
-                      (4, 4), "C major")
-
-    # a seam of a third down (G to E) scores highest when a third down is the target, a step when none is
-    assert seam_score(loop(67), BAR, target=-3) > seam_score(loop(65), BAR, target=-3)
-    assert seam_score(loop(65), BAR) > seam_score(loop(67), BAR)
-    lines = [loop(67), loop(60)]
-    drawn = [seam_target(lines, seed) for seed in range(400)]  # the lines' intervals: -2, +5, -2, -2
-    assert set(drawn) == {-2, 5} and 0.2 < drawn.count(5) / 400 < 0.3
-    assert seam_target(lines, 3) == seam_target(lines, 3) and seam_target([], 0) is None
-
-
-def test_a_loop_that_missed_its_seam_moves_its_last_note_only_where_the_line_allows():
-    from musicgen.music.form import lead_into_start, seam_interval
-
-    def loop(*pitches: int, last_duration: int = BAR // 4) -> Melody:  # C major, opens on the first pitch
-        step = (BAR - last_duration) // (len(pitches) - 1)
-        notes = [Note(p, i * step, step) for i, p in enumerate(pitches[:-1])]
-        return Melody((*notes, Note(pitches[-1], BAR - last_duration, last_duration)), (4, 4), "C major")
-
-    plain = loop(64, 67, 62, 65)  # E G D F: seam F to E, -1; largest leap a fourth (5)
-    moved = lead_into_start(plain, BAR, target=-3)  # a third down into E: from G
-    assert seam_interval(moved, BAR) == -3 and moved.notes[:-1] == plain.notes[:-1]
-    assert moved.notes[-1] == plain.notes[-1]._replace(pitch=67)
-    assert lead_into_start(plain, BAR, target=-1) == plain  # it already takes the interval
-    assert lead_into_start(plain, BAR, target=3) == plain  # C#: off the scale and not the loop's own
-    assert lead_into_start(plain, BAR, target=-8) == plain  # the C above: a 7th up from D, its largest leap a 4th
-    held_tonic = loop(64, 67, 62, 65, last_duration=BAR // 2)
-    assert lead_into_start(held_tonic, BAR, target=4) == held_tonic  # a held C: the full stop a loop avoids
-    assert seam_interval(lead_into_start(held_tonic, BAR, target=2), BAR) == 2  # a held D leads on
-    assert lead_into_start(Melody((Note(60, 0, BAR),), (4, 4), "C major"), BAR, target=2).notes[0].pitch == 60
 
 
 def test_choosing_an_ending_does_not_choose_the_meter_or_key(shipped, monkeypatch):
