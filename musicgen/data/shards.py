@@ -85,9 +85,13 @@ def present_splits(data_uri: str, splits: Iterable[str] = SPLITS) -> list[str]:
 
 
 def read_split(data_uri: str, split: str, columns: Sequence[str] = DEFAULT_COLUMNS) -> pa.Table:
-    """A whole split as a pyarrow Table (for the n-gram baseline, validation and evaluation)."""
+    """A whole split as a pyarrow Table (for the n-gram baseline, validation and evaluation), its
+    melodies in id order: the same rows in the same order however the preprocessing job's workers
+    happened to write its files, which a seeded choice of some of them (the style classifiers'
+    training melodies) relies on to be the same choice on every run."""
     fs, path = storage.resolve(split_uri(data_uri, split))
-    return pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=list(columns))
+    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=list({*columns, "melody_id"}))
+    return table.sort_by("melody_id").select(list(columns))
 
 
 def read_splits(data_uri: str, splits: Iterable[str] = SPLITS,

@@ -13,7 +13,7 @@ from musicgen.data import shards
 from musicgen.data.preprocess import INTERNAL_COLUMNS, PARSED_SCHEMA
 from musicgen.music.melody import interval_fingerprints
 from musicgen.tokenizers import EventTokenizer
-from tests.conftest import STYLES, hymn, jig, write_shards
+from tests.conftest import STYLES, hymn, jig, shard_rows, write_shards
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,22 @@ def test_read_splits_reads_what_was_written(corpus):
     assert {s: t.num_rows for s, t in tables.items()} == {"train": 60, "val": 12, "test": 24}
     assert tables["val"].schema.names == ["melody_id", "style"]
     assert shards.read_vocab(root)["name"] == "events"
+
+
+def test_a_split_reads_back_in_the_same_order_however_its_files_were_written(corpus, tmp_path):
+    root, melodies = corpus
+    # the job's workers finish in any order: the same melodies, their parts and rows the other way round
+    reversed_root, tok = str(tmp_path / "reversed"), EventTokenizer(STYLES)
+    for (split, style), items in reversed(melodies.items()):
+        rows = shard_rows(tok, items, split, style)
+        shards.write_split_part(rows.take(list(range(rows.num_rows))[::-1]), pafs.LocalFileSystem(),
+                                shards.melodies_uri(reversed_root), split, f"part-{style}")
+    for split in shards.SPLITS:
+        table = shards.read_split(root, split, ("tokens", "style"))
+        assert table.equals(shards.read_split(reversed_root, split, ("tokens", "style")))
+        assert table.schema.names == ["tokens", "style"]  # the id it is ordered by is not added
+        ids = shards.read_split(root, split, ("melody_id",)).column("melody_id").to_pylist()
+        assert ids == sorted(ids)
 
 
 def test_a_shard_part_must_have_the_shard_schema(tmp_path):
