@@ -8,7 +8,10 @@ model offers here, at the batch sizes it will serve, and keeps the fastest.
 The measurement takes well under a second for small models and is cached
 per CPU model, artifact, batch sizes, thread count and torch version
 (``MUSICGEN_PRECISION_CACHE``: the cache file, or ``off``), so a second
-start on the same kind of machine does not time again.
+start on the same kind of machine does not time again. The CPU is its model
+name and the flags that decide precision (``cpu_summary``): one name such as
+"AMD EPYC" covers chips with and without VNNI and bf16 units, on which the
+fastest precision differs.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def resolve_precision(precision: str, model: nn.Module, tokenizer: Tokenizer, de
         return PrecisionChoice(offered[0], precision, "only")
     threads = threads or torch.get_num_threads()
     batch_sizes = tuple(sorted(set(batch_sizes)))
-    key = "|".join([cpu_model(), artifact, ",".join(offered), ",".join(map(str, batch_sizes)), f"{threads} threads",
+    key = "|".join([cpu_summary(), artifact, ",".join(offered), ",".join(map(str, batch_sizes)), f"{threads} threads",
                     f"torch {torch.__version__}"])
     cached = _read_cache().get(key) if artifact else None
     if cached:

@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+import musicgen.sampling.precision as precision_module
 from musicgen.models import build_model
 from musicgen.sampling import MelodyGenerator, SampleRequest
 from musicgen.sampling.precision import CACHE_ENV, available_precisions, cache_path, fastest, resolve_precision
@@ -119,6 +120,12 @@ def test_the_choice_is_cached_per_artifact_and_batch_in_the_file_the_env_names(t
     )
     entries = json.loads(path.read_text())
     assert len(entries) == 3 and all(first.cpu in key and f"torch {torch.__version__}" in key for key in entries)
+    # one model name covers CPUs with and without the units that make int8 or bf16 fast
+    monkeypatch.setattr(precision_module, "cpu_summary", lambda: f"{first.cpu} (avx2)")
+    assert resolve_precision("auto", model, TOKENIZER, CPU, (4,), artifact="abc").source == "measured"
+    monkeypatch.setattr(precision_module, "cpu_summary", lambda: f"{first.cpu} (avx2 avx512f avx512_vnni)")
+    assert resolve_precision("auto", model, TOKENIZER, CPU, (4,), artifact="abc").source == "measured"
+    assert resolve_precision("auto", model, TOKENIZER, CPU, (4,), artifact="abc").source == "cached"
     monkeypatch.setenv(CACHE_ENV, "off")
     assert cache_path() is None
     assert resolve_precision("auto", model, TOKENIZER, CPU, (4,), artifact="abc").source == "measured"
