@@ -38,15 +38,23 @@ def test_a_loop_leads_back_into_its_start_better_than_a_tune_does(shipped):
     assert sum(full_stop(o.melody) for o in loops) < max(1, sum(full_stop(o.melody) for o in tunes))
 
 
+def recorded_targets(monkeypatch) -> list[int | None]:
+    """The interval each loop's seam aims at, in the order the sampler draws them (``seam_target``)."""
+    from musicgen.sampling import form
+
+    targets = []
+    draw = form.seam_target
+    monkeypatch.setattr(form, "seam_target", lambda candidates, seed: targets.append(draw(candidates, seed)) or
+                        targets[-1])
+    return targets
+
+
 def test_a_loop_whose_seam_missed_its_interval_samples_its_last_bar_again(shipped, monkeypatch):
     from musicgen.sampling import form
 
     requests = [SampleRequest(style, s, bars=4, loop=True) for s in range(12)
                 for style in ("irish_folk", "german_folk")]
-    targets = []
-    draw = form.seam_target
-    monkeypatch.setattr(form, "seam_target", lambda candidates, seed: targets.append(draw(candidates, seed)) or
-                        targets[-1])
+    targets = recorded_targets(monkeypatch)
     aimed = [o.melody for o in shipped.generate(requests)]
     aimed_targets, targets[:] = list(targets), []
     monkeypatch.setattr(form, "_aim_seams", lambda *args: {})
@@ -133,10 +141,7 @@ def test_a_loop_sampled_whole_starts_at_the_phrase_whose_seam_comes_nearest_its_
 
     requests = [SampleRequest(style, s, bars=8, loop=True) for s in range(10)
                 for style in ("irish_folk", "renaissance")]
-    targets = []
-    draw = form.seam_target
-    monkeypatch.setattr(form, "seam_target", lambda candidates, seed: targets.append(draw(candidates, seed)) or
-                        targets[-1])
+    targets = recorded_targets(monkeypatch)
     monkeypatch.setattr(form, "_aim_seams", lambda *args: {})  # the candidates' own seams, nothing mended
     turned = [o.melody for o in shipped.generate(requests)]
     turned_targets, targets[:] = list(targets), []
