@@ -239,6 +239,9 @@ def _add_bulk(sub: argparse._SubParsersAction) -> None:
                    "from those of its style's training melodies (default: none)")
     p.add_argument("--section-bars", type=int, help="bars per section of --form (default: 8)")
     p.add_argument("--variation", type=float, help="share of a returning section's last bars sampled anew (default: 0)")
+    p.add_argument("--style-form", dest="style_forms", action="append", metavar="STYLE=FORM[:BARS]",
+                   help="one style's own form in place of --form (repeatable): irish_folk=AABB:8, "
+                   "renaissance=none, german_folk=auto; BARS defaults to --section-bars")
     p.add_argument("--loop", action="store_true", default=None, help="every melody a seamless loop")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: 1.0)")
     p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens; 0 = off (default: 0)")
@@ -272,15 +275,25 @@ def _add_bulk(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_bulk)
 
 
-def _run_bulk(args: argparse.Namespace) -> int:
+def bulk_config_from_args(args: argparse.Namespace):
+    """The ``BulkConfig`` of ``musicgen bulk``'s flags (unset flags keep the config's defaults)."""
     import dataclasses
 
-    from musicgen.catalog.bulk import actor_needs, format_summary, run_bulk
     from musicgen.config import BulkConfig, from_dict
-    from musicgen.runtime import init_ray
 
     values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(BulkConfig)}
-    config = from_dict(BulkConfig, {k: v for k, v in values.items() if v is not None})
+    pairs = [pair.split("=", 1) for pair in values["style_forms"] or ()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError("--style-form takes STYLE=FORM[:BARS], e.g. irish_folk=AABB:8")
+    values["style_forms"] = dict(pairs) or None
+    return from_dict(BulkConfig, {k: v for k, v in values.items() if v is not None})
+
+
+def _run_bulk(args: argparse.Namespace) -> int:
+    from musicgen.catalog.bulk import actor_needs, format_summary, run_bulk
+    from musicgen.runtime import init_ray
+
+    config = bulk_config_from_args(args)
     init_ray(args.num_cpus, *actor_needs(config.actors or 1, config.use_gpu))  # room for --actors on a local cluster
     if not args.verbose:  # our own bar counts the melodies; Ray Data's would draw beside it
         import ray.data

@@ -128,6 +128,8 @@ class BulkConfig:
     section_bars: int = DEFAULT_SECTION_BARS
     variation: float = 0.0  # share of a returning section's last bars sampled again
     loop: bool = False  # every melody a seamless loop
+    # per style, a form in place of ``form``: "AABB:8" (with its bars a section), "AABB", "auto" or "none"
+    style_forms: dict[str, str] = dataclasses.field(default_factory=dict)
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = DEFAULT_TOP_P

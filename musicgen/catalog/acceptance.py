@@ -89,6 +89,21 @@ def check_style_filter(config: BulkConfig, generator, styles: tuple[str, ...]) -
                          f"(it knows {', '.join(classifier.styles)}); drop --min-style-prob or those styles")
 
 
+def check_style_forms(config: BulkConfig, styles: tuple[str, ...]) -> None:
+    """Every ``style_forms`` entry names a style of the job and a form it can sample."""
+    from musicgen.sampling.form import parse_style_form
+
+    unknown = sorted(set(config.style_forms) - set(styles))
+    if unknown:
+        raise ValueError(f"--style-form names {', '.join(unknown)}, not among this job's styles "
+                         f"({', '.join(styles)})")
+    for style, spec in config.style_forms.items():
+        try:
+            parse_style_form(spec)
+        except ValueError as exc:
+            raise ValueError(f"--style-form {style}={spec}: {exc}") from None
+
+
 def style_verdicts(config: BulkConfig, generator, accepted: list[dict], rejected: list[dict]) -> dict:
     """The style classifier's view of the catalog: which classifier, the user's filter and what it turned
     away, and the accepted melodies' mean probability of their style. Not style fidelity: that is

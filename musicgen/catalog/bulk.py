@@ -44,6 +44,7 @@ from musicgen import storage
 from musicgen.catalog.acceptance import (
     StyleCatalog,
     check_style_filter,
+    check_style_forms,
     incomplete_message,
     judge,
     plan_round,
@@ -101,6 +102,7 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     styles = tuple(config.styles) or generator.styles
     generator.check_styles(styles)
     check_style_filter(config, generator, styles)
+    check_style_forms(config, styles)
     data = reference_data(config, generator)
     if "wav" in config.formats:
         from musicgen.music.export import wav_available
@@ -123,8 +125,10 @@ def run_bulk(config: BulkConfig, loader: Loader | None = None) -> dict:
     settings = {"model_version": generator.model_version, "styles": list(styles), "reference": data,
                 "style_classifier": generator.style_classifier_version,
                 **{k: getattr(config, k) for k in RESULT_SETTINGS},
-                # only where set, so that a catalog begun before forms existed still resumes
-                **({k: getattr(config, k) for k in FORM_SETTINGS} if config.form or config.loop else {})}
+                # only where set, so that a catalog begun before forms (or per-style forms) existed still resumes
+                **({k: getattr(config, k) for k in FORM_SETTINGS} if config.form or config.loop or config.style_forms
+                   else {}),
+                **({"style_forms": dict(config.style_forms)} if config.style_forms else {})}
     progress = load_progress(config.out, settings)
     accepted_before = len(progress.accepted)
 
@@ -334,7 +338,7 @@ class Job:
         c = self.config
         return {"bars": c.bars, "temperature": c.temperature, "top_k": c.top_k, "top_p": c.top_p,
                 "guidance": self.guidance, "form": c.form, "section_bars": c.section_bars, "variation": c.variation,
-                "loop": c.loop}
+                "loop": c.loop, "style_forms": dict(c.style_forms)}
 
     def record(self, row: dict) -> dict:
         """A catalog entry: the melody's figures, how it was made, and where its files are (relative to out).

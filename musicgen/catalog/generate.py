@@ -46,14 +46,19 @@ def shape_of(request) -> str:
 
 
 def row_request(generator: MelodyGenerator, style: str, seed: int, sampling: dict):
-    """One catalog row's ``SampleRequest``: the job's ``sampling`` settings, with a form drawn from the
-    style's own forms where the job asks for ``auto`` (the same draw for the same seed), the length
-    a form's sections make. The actors and the driver's record of each melody both build it here."""
-    from musicgen.sampling.form import shape_fields
+    """One catalog row's ``SampleRequest``: the job's ``sampling`` settings, with the style's own form
+    where ``style_forms`` names one, a form drawn from the style's own forms where the form is ``auto``
+    (the same draw for the same seed), the length a form's sections make. The actors and the driver's
+    record of each melody both build it here."""
+    from musicgen.sampling.form import parse_style_form, shape_fields
     from musicgen.sampling.sampler import SampleRequest
 
     settings = dict(sampling)
     form, section_bars, variation, bars = (settings.pop(k, None) for k in ("form", "section_bars", "variation", "bars"))
+    own = (settings.pop("style_forms", None) or {}).get(style)
+    if own is not None:
+        form, own_bars = parse_style_form(own)
+        section_bars = own_bars or section_bars
     # a job's bars are the length of a melody without a form; a form's sections set its own
     return SampleRequest(style, seed, **settings, **shape_fields(form, section_bars, variation or 0.0,
                                                                  None if form else bars, seed,

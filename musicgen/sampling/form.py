@@ -66,6 +66,24 @@ def is_auto(form: str | None) -> bool:
     return form is not None and form.strip().lower() == AUTO
 
 
+def parse_style_form(text: str) -> tuple[str | None, int | None]:
+    """(form, bars a section) of one style's form setting in a bulk job (``BulkConfig.style_forms``):
+    ``AABB:8``, ``AABB`` (the job's ``section_bars``: None), ``auto`` or ``none`` (no form)."""
+    spec = text.strip()
+    if spec.lower() == THROUGH_COMPOSED:
+        return None, None
+    if is_auto(spec):
+        return AUTO, None
+    letters, colon, bars = spec.partition(":")
+    form = parse_form(letters)
+    if not colon:
+        return form, None
+    if not bars.isdigit() or not 1 <= int(bars) <= MAX_BARS:
+        raise ValueError(f"bars a section after the form's colon are a whole number from 1 to {MAX_BARS}, "
+                         f"got {text!r} (e.g. AABB:8)")
+    return form, int(bars)
+
+
 def shape_fields(form: str | None, section_bars: int | None, variation: float, bars: int | None, seed: int,
                  mix: FormMix) -> dict:
     """The ``SampleRequest`` fields that give one melody its shape, as generate, Serve and the bulk job

@@ -201,12 +201,15 @@ def test_a_catalog_with_auto_forms_draws_each_style_form_and_records_it(model, t
 
     generator = MelodyGenerator.from_artifact(model, device="cpu")
     assert any(label != "none" for label in generator.meta.form_mix("irish_folk").forms)
-    summary = run_bulk(BulkConfig(model=model, out=str(tmp_path), form="auto", **{**SETTINGS, "per_style": 4}))
+    own = {"bach_chorale": "AB:2"}  # a style given its own form in place of auto
+    summary = run_bulk(BulkConfig(model=model, out=str(tmp_path), form="auto", style_forms=own,
+                                  **{**SETTINGS, "per_style": 4}))
     assert summary["accepted"] == dict.fromkeys(STYLES, 4)
     manifest = pq.read_table(tmp_path / "manifest.parquet").to_pylist()
     formed = 0
     for r in manifest:
-        form, section_bars = resolve_form("auto", None, r["seed"], generator.meta.form_mix(r["style"]), 64)
+        form, section_bars = (("AB", 2) if r["style"] == "bach_chorale" else
+                              resolve_form("auto", None, r["seed"], generator.meta.form_mix(r["style"]), 64))
         assert (r["form"], r["section_bars"]) == (form, section_bars)
         melody = read_midi((tmp_path / r["mid_path"]).read_bytes())
         # sampled section by section (an untrained model's new sections may sound alike, so only
@@ -215,7 +218,7 @@ def test_a_catalog_with_auto_forms_draws_each_style_form_and_records_it(model, t
         assert r["bars"] == len(form) * section_bars + pickup == melody.n_bars
         assert melody.sections == tuple((i * section_bars + pickup if i else 0) * melody.bar_ticks
                                         for i in range(len(form)))
-        request = row_request(generator, r["style"], r["seed"], {"form": "auto", "section_bars": 8})
+        request = row_request(generator, r["style"], r["seed"], {"form": "auto", "section_bars": 8, "style_forms": own})
         assert r["id"] == melody_id(generator.model_version, r["style"], r["seed"], shape_of(request))
         formed += len(form) > 1
     assert formed

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from musicgen.cli import build_parser, main, train_config_from_args
+from musicgen.cli import build_parser, bulk_config_from_args, main, train_config_from_args
 
 
 @pytest.mark.parametrize("command", [[], ["corpus", "export"], ["preprocess"], ["train"], ["demo"], ["generate"],
@@ -35,6 +35,17 @@ def test_model_defaults_to_the_shipped_one():
     parser = build_parser()
     for argv in (["generate", "--style", "irish_folk", "--out", "o"], ["bulk", "--out", "o", "--per-style", "1"]):
         assert parser.parse_args(argv).model == "pretrained"
+
+
+def test_bulk_takes_a_form_per_style(capsys):
+    args = build_parser().parse_args(["bulk", "--out", "o", "--per-style", "1", "--form", "auto", "--style-form",
+                                      "irish_folk=AABB:8", "--style-form", "renaissance=none"])
+    config = bulk_config_from_args(args)
+    assert config.form == "auto" and config.style_forms == {"irish_folk": "AABB:8", "renaissance": "none"}
+    plain = build_parser().parse_args(["bulk", "--out", "o", "--per-style", "1"])
+    assert bulk_config_from_args(plain).style_forms == {}
+    assert main(["bulk", "--out", "o", "--per-style", "1", "--style-form", "irish_folk"]) == 2
+    assert "--style-form takes STYLE=FORM[:BARS]" in capsys.readouterr().err
 
 
 def test_train_settings_come_from_yaml_then_flags(tmp_path):

@@ -122,6 +122,34 @@ def test_bulk_rows_draw_their_style_forms_and_a_formed_melody_has_its_own_id():
     assert melody_id("v", "german_folk", 3, shape_of(german)) != melody_id("v", "german_folk", 3)
 
 
+def test_a_bulk_job_may_give_a_style_its_own_form():
+    from musicgen.catalog.acceptance import check_style_forms
+    from musicgen.sampling.form import parse_style_form
+
+    assert parse_style_form("aabb:4") == ("AABB", 4) and parse_style_form(" AAB ") == ("AAB", None)
+    assert parse_style_form("auto") == ("auto", None) and parse_style_form("none") == (None, None)
+    for bad, message in (("BA:4", "starts with A"), ("AABB:0", "1 to 64"), ("AABB:x", "whole number")):
+        with pytest.raises(ValueError, match=message):
+            parse_style_form(bad)
+    sampling = {"bars": 16, "form": "auto", "section_bars": 8, "variation": 0.0, "loop": False,
+                "style_forms": {"german_folk": "ABAC:2", "bach_chorale": "AAB", "renaissance": "none"}}
+    german = row_request(_Generator(), "german_folk", 3, sampling)
+    assert (german.form, german.section_bars, german.bars) == ("ABAC", 2, 8)
+    chorale = row_request(_Generator(), "bach_chorale", 3, sampling)
+    assert (chorale.form, chorale.section_bars, chorale.bars) == ("AAB", 8, 24)  # the job's bars a section
+    line = row_request(_Generator(), "renaissance", 3, sampling)
+    assert (line.form, line.bars, shape_of(line)) == (None, 16, "")  # no form: the job's plain length
+    assert row_request(_Generator(), "irish_folk", 3, sampling) == row_request(
+        _Generator(), "irish_folk", 3, {**sampling, "style_forms": {}}), "a style not named keeps --form"
+    config = BulkConfig(model="m", out="o", per_style=1, style_forms={"german_folk": "ABAC:2"})
+    check_style_forms(config, ("german_folk", "irish_folk"))
+    with pytest.raises(ValueError, match="not among this job's styles"):
+        check_style_forms(config, ("irish_folk",))
+    with pytest.raises(ValueError, match="german_folk=BA: a form starts with A"):
+        check_style_forms(BulkConfig(model="m", out="o", per_style=1, style_forms={"german_folk": "BA"}),
+                          ("german_folk",))
+
+
 def test_bulk_rows_and_serve_refuse_a_bad_form_and_take_auto():
     sampling = {"bars": 16, "form": "BA", "section_bars": 8, "variation": 0.0, "loop": False}
     with pytest.raises(ValueError, match="starts with A"):
