@@ -25,8 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Sample --n melodies in --style from a model artifact (the <storage>/<name>/model folder `musicgen "
             "train` writes) and write each as <out>/<style>-<seed>.<format>; melody i uses seed --seed + i, so "
-            "a rerun with the same settings writes the same files. With --primer the melodies continue that "
-            "file's melody (it counts towards --bars). Formats: mid, abc, musicxml, json (notes and the "
+            "a rerun with the same settings writes the same files, and a seed makes the same melody whatever --n "
+            "(on one machine, where --precision auto chose the same precision). With --primer the melodies "
+            "continue that file's melody (it counts towards --bars). Formats: mid, abc, musicxml, json (notes and the "
             "settings that made them), wav (needs fluidsynth and a General MIDI soundfont, found in the usual "
             "places or at $MUSICGEN_SOUNDFONT; skipped with a warning otherwise) and png (a piano roll)."
         ),
@@ -86,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
     formats = parse_formats(args.format)
     time_signature = parse_time_signature(args.time_signature) if args.time_signature else None
     primer = read_primer(args.primer) if args.primer else None
+    # precision timed at the same batch sizes whatever --n is: the same seed samples in the same precision,
+    # so `--seed 4 --n 1` writes again the file that `--seed 0 --n 8` wrote for seed 4
     generator = MelodyGenerator.from_artifact(args.model, device=args.device, precision=args.precision,
-                                              batch_sizes=(max(1, min(args.n, BATCH_SIZE)),))
+                                              batch_sizes=(1, BATCH_SIZE))
     if args.verbose:
         print(generator.precision_choice.describe())
     generator.check_styles([args.style])

@@ -60,6 +60,19 @@ def test_same_seed_gives_the_same_midi(tiny_artifact, tmp_path):
     assert read_midi(first).key == "D minor"
 
 
+def test_a_seed_gives_the_same_melody_whatever_n(tiny_artifact, tmp_path, monkeypatch):
+    from musicgen.sampling import MelodyGenerator
+
+    timed_at = []
+    load = MelodyGenerator.from_artifact.__func__
+    monkeypatch.setattr(MelodyGenerator, "from_artifact", classmethod(
+        lambda cls, *args, **kwargs: timed_at.append(kwargs.get("batch_sizes")) or load(cls, *args, **kwargs)))
+    assert generate(tiny_artifact, tmp_path / "many", "--style", "irish_folk", "--n", "5", "--format", "mid") == 0
+    assert generate(tiny_artifact, tmp_path / "one", "--style", "irish_folk", "--seed", "4", "--format", "mid") == 0
+    assert timed_at[0] == timed_at[1], "auto's precision timed at the same batch sizes"
+    assert (tmp_path / "many" / "irish_folk-4.mid").read_bytes() == (tmp_path / "one" / "irish_folk-4.mid").read_bytes()
+
+
 @pytest.mark.parametrize("suffix", [".mid", ".abc"])
 def test_the_primer_starts_the_melody(tiny_artifact, tmp_path, suffix):
     primer = tmp_path / f"primer{suffix}"
@@ -119,6 +132,6 @@ def test_help_explains_every_flag(capsys):
 def test_verbose_prints_the_precision_auto_chose_and_its_timings(tiny_artifact, tmp_path, capsys):
     assert generate(tiny_artifact, tmp_path, "--style", "irish_folk", "--n", "3", "--verbose") == 0
     line = capsys.readouterr().out.splitlines()[0]
-    assert line.startswith("precision ") and "ms per sampling step at batch 3: fp32 " in line and "int8 " in line
+    assert line.startswith("precision ") and "ms per sampling step at batch 1, 32: fp32 " in line and "int8 " in line
     assert generate(tiny_artifact, tmp_path, "--style", "irish_folk", "--precision", "fp32", "-v") == 0
     assert capsys.readouterr().out.splitlines()[0] == "precision fp32 (as asked)"
