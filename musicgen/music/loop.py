@@ -63,11 +63,11 @@ def seam_score(melody: Melody, end_tick: int, target: int | None = None) -> int:
 
 
 def loop_starts(melody: Melody, bars: int) -> list[int]:
-    """The bars of a ``bars``-bar loop it may start at: the first bar of each of its phrases of
-    ``PHRASE_BARS`` where a note begins on the bar line (a loop opens on a note, and a note held over
-    the bar line would be cut in two)."""
+    """The bars of a ``bars``-bar loop it may start at: bar 0, where it was sampled to start, and the
+    first bar of each later phrase of ``PHRASE_BARS`` where a note begins on the bar line (a loop
+    opens on a note, and a note held over the bar line would be cut in two)."""
     onsets = {n.onset for n in melody.notes}
-    return [bar for bar in range(0, bars, PHRASE_BARS) if bar * melody.bar_ticks in onsets]
+    return [0, *(bar for bar in range(PHRASE_BARS, bars, PHRASE_BARS) if bar * melody.bar_ticks in onsets)]
 
 
 def rotated(melody: Melody, bar: int, end_tick: int) -> Melody:

@@ -118,6 +118,10 @@ def test_a_loop_may_start_at_each_of_its_phrases_that_opens_on_a_note():
     assert loop_starts(eight_bars(4), 8) == [0], "a note held over bar 4 would be cut in two"
     assert loop_starts(eight_bars(), 4) == [0]
     assert loop_starts(eight_bars(), 6) == [0, 4]
+    # one that opens with a rest (the ABC grammar does not make loops open on a note) still starts where it was
+    late = Melody(tuple(n._replace(onset=n.onset + 6, duration=min(n.duration, 8 * BAR - n.onset - 6))
+                        for n in eight_bars(4).notes), (4, 4), "C major")
+    assert loop_starts(late, 8) == [0]
 
 
 def test_a_loop_started_at_its_second_phrase_plays_the_same_notes_round_and_keeps_its_length():
