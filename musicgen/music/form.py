@@ -266,6 +266,12 @@ def last_note(melody: Melody, end_tick: int | None = None) -> Note | None:
     return notes[-1] if notes else None
 
 
+def notes_before(notes: Iterable[Note], tick: int) -> tuple[Note, ...]:
+    """The ``notes`` starting before ``tick``, the last one ending there at the latest: a melody cut at
+    a tick (a tune's closing beat, a loop's end or its bar lines)."""
+    return tuple(n._replace(duration=min(n.duration, tick - n.onset)) for n in notes if n.onset < tick)
+
+
 def section_slice(melody: Melody, start_bar: int, end_bar: int, to_bar: int) -> tuple[Note, ...]:
     """The notes starting in bars [start_bar, end_bar), moved to start at bar ``to_bar`` and cut at
     the slice's end: a section copied elsewhere in the tune."""
@@ -324,7 +330,7 @@ def close_on_tonic(melody: Melody) -> Melody:
     if (last.pitch - tonic) % 12 == 0 and (held(last, melody) or last.duration >= end) and rest is None:
         return melody
     cut = max(min(end - beat, end if rest is None else rest), 0)
-    kept = tuple(n._replace(duration=min(n.duration, cut - n.onset)) for n in melody.notes if n.onset < cut)
+    kept = notes_before(melody.notes, cut)
     before = kept[-1].pitch if kept else last.pitch
     up = (tonic - before) % 12
     pitch = before + up if up <= 6 else before + up - 12  # the nearest tonic, down on a tritone's tie

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from musicgen.music.form import PHRASE_BARS, held, last_note, scale_degree
+from musicgen.music.form import PHRASE_BARS, held, last_note, notes_before, scale_degree
 from musicgen.music.melody import Melody
 
 
@@ -76,8 +76,7 @@ def rotated(melody: Melody, bar: int, end_tick: int) -> Melody:
     cut = bar * melody.bar_ticks
     if cut == 0:
         return melody
-    notes = [n._replace(duration=min(n.duration, end_tick - n.onset)) for n in melody.notes if n.onset < end_tick]
+    notes = notes_before(melody.notes, end_tick)
     head = tuple(n._replace(onset=n.onset - cut) for n in notes if n.onset >= cut)
-    tail = tuple(n._replace(onset=n.onset + end_tick - cut, duration=min(n.duration, cut - n.onset))
-                 for n in notes if n.onset < cut)
+    tail = tuple(n._replace(onset=n.onset + end_tick - cut) for n in notes_before(notes, cut))
     return replace(melody, notes=(*head, *tail))

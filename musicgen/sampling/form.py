@@ -39,13 +39,14 @@ from musicgen.music.form import (
     FormMix,
     cadence_score,
     close_on_tonic,
+    notes_before,
     opens_after_bar_line,
     parse_form,
     repeats_in,
     section_slice,
 )
 from musicgen.music.loop import lead_into_start, loop_starts, rotated, seam_interval, seam_score
-from musicgen.music.melody import Melody, Note
+from musicgen.music.melody import Melody
 from musicgen.sampling.sampler import MAX_BARS, SampleRequest, requested_bars, sample_tokens
 from musicgen.tokenizers.base import Tokenizer
 
@@ -304,7 +305,7 @@ def _aim_seams(model: nn.Module, tokenizer: Tokenizer, loops: dict[int, tuple[Me
     seam still misses, its last note moves to take the interval (``lead_into_start``) if it can."""
     asks, primers = [], {}
     for row, (melody, bars, _) in loops.items():
-        primers[row] = replace(melody, notes=_cut(melody, (bars - 1) * melody.bar_ticks))
+        primers[row] = replace(melody, notes=notes_before(melody.notes, (bars - 1) * melody.bar_ticks))
         r = requests[row]
         asks += [SampleRequest(r.style, derived_seed(r.seed, -4, k), bars=bars, temperature=r.temperature,
                                top_k=r.top_k, top_p=r.top_p, time_signature=melody.time_signature,
@@ -345,11 +346,6 @@ def _openings(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleReque
         if opens_after_bar_line(bar) and not out[row].loop and out[row].bars < MAX_BARS:
             pickups[row] = bar
     return out, pickups
-
-
-def _cut(melody: Melody, tick: int) -> tuple[Note, ...]:
-    """The notes before ``tick``, the last one ending there at the latest."""
-    return tuple(n._replace(duration=min(n.duration, tick - n.onset)) for n in melody.notes if n.onset < tick)
 
 
 def sample_form(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleRequest],
