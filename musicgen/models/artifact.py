@@ -19,6 +19,7 @@ A training checkpoint's ``extra`` holds ``step`` and ``epoch`` instead. Keys of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import pickle
@@ -92,8 +93,13 @@ class ArtifactMeta:
     def form_mix(self, style: str) -> FormMix:
         """How the style's training melodies are built (``form_label`` -> melodies, and per label some
         melodies' repeated bars and lengths), as preprocessing recorded them; empty where the shards
-        predate that."""
-        return FormMix.from_stats((self.data_stats or {}).get("per_style", {}).get(style, {}))
+        predate that. Read from the stats once per artifact: the bulk job asks for every melody it samples."""
+        return self._form_mixes.get(style) or FormMix()
+
+    @functools.cached_property
+    def _form_mixes(self) -> dict[str, FormMix]:
+        per_style = (self.data_stats or {}).get("per_style", {})
+        return {style: FormMix.from_stats(entry) for style, entry in per_style.items()}
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> ArtifactMeta:

@@ -183,6 +183,20 @@ def test_generate_with_form_auto_draws_from_the_shipped_models_mix_and_shows_eac
 
 
 
+def test_a_models_form_mixes_are_read_from_its_stats_once(monkeypatch):
+    """The bulk job builds every melody's request with its style's mix: parsing the stats each time cost
+    the driver and every actor milliseconds a melody. Same mixes, read once per artifact."""
+    from musicgen.models.artifact import ArtifactMeta
+
+    stats = {"per_style": {"irish_folk": FormMix(MIX, COPIES).to_stats()}}
+    meta = ArtifactMeta("lstm", {}, 0, "2", data_stats=stats)
+    reads = []
+    original = FormMix.from_stats
+    monkeypatch.setattr(FormMix, "from_stats", classmethod(lambda cls, entry: reads.append(1) or original(entry)))
+    assert meta.form_mix("irish_folk") == FormMix(MIX, COPIES) and meta.form_mix("nobody") == FormMix()
+    assert meta.form_mix("irish_folk") is meta.form_mix("irish_folk") and len(reads) == 1
+
+
 def test_preprocessing_reads_a_tunes_form_and_repeated_bars_from_one_comparison():
     label, copies = form_and_copies(tune("AABB", section_bars=4), max_bars=64)
     assert label == "AABB:4" and copies == tuple((bar, bar - 4) for bar in (*range(4, 8), *range(12, 16)))
