@@ -106,7 +106,7 @@ class ArtifactMeta:
         """Raise ValueError unless the metadata describes a model that can be rebuilt and sampled; returns self."""
         if self.format_version != FORMAT_VERSION:
             raise ValueError(f"artifact format {self.format_version!r}, expected {FORMAT_VERSION}")
-        config = check_model_config(self.model, self.config)
+        config = check_model_config(self.model, self.config, construct=False)  # built by load_artifact
         if not isinstance(self.n_params, int) or self.n_params < 0:
             raise ValueError(f"n_params {self.n_params!r} is not a count")
         if self.tokenizer is not None:
@@ -236,7 +236,7 @@ def load_artifact(uri: str, map_location="cpu") -> tuple[nn.Module, ArtifactMeta
     data = storage.read_bytes(storage.join(uri, WEIGHTS_FILE))
     try:
         meta = ArtifactMeta.from_json(raw, weights_sha256=hashlib.sha256(data).hexdigest())
-    except ValueError as exc:
+        model = model_from_state(meta.model, meta.config, data, map_location)
+    except (ValueError, TypeError, AssertionError) as exc:  # the model's own constructor checks too
         raise ValueError(f"{uri}: {exc}") from exc
-    model = model_from_state(meta.model, meta.config, data, map_location)
     return model.eval(), meta

@@ -68,9 +68,11 @@ def _type_name(annotation) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
-def check_model_config(name: str, config_fields: dict):
+def check_model_config(name: str, config_fields: dict, construct: bool = True):
     """The config object of model ``name`` for ``config_fields``, after checking that a model can be built
-    from it; ValueError with a message naming the field otherwise."""
+    from it; ValueError with a message naming the field otherwise. ``construct=False`` checks the fields
+    alone, for the config of a model that was built (a saved artifact's): constructing even on the meta
+    device imports torch's compiler (seconds) in every process that loads a model."""
     config_cls, model_cls = registered(name)
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(config_fields) - set(fields))
@@ -88,8 +90,9 @@ def check_model_config(name: str, config_fields: dict):
             raise ValueError(f"{name} config {key}={value!r}: a share of rows or units, 0 <= {key} < 1")
     try:
         config = config_cls(**config_fields)
-        with torch.device("meta"):  # the constructor's own checks, without allocating the weights
-            model_cls(config)
+        if construct:
+            with torch.device("meta"):  # the constructor's own checks, without allocating the weights
+                model_cls(config)
     except (ValueError, TypeError, RuntimeError, AssertionError) as exc:
         raise ValueError(f"{name} config: {exc}") from exc
     return config

@@ -87,6 +87,31 @@ def test_checked_when_read(tmp_path, change, message):
         load_artifact(uri)
 
 
+def test_a_model_json_its_model_cannot_be_built_from_is_a_clear_error_when_loaded(tmp_path):
+    """A saved model's config is checked field by field when read; the constructor's own checks (here a
+    width that does not split into heads) run when the model is built, with the artifact named."""
+    uri = save_tiny_artifact(str(tmp_path / "model"), model="transformer", n_layer=1, n_head=2, n_embd=16)
+    raw = storage.read_json(storage.join(uri, META_FILE))
+    raw["config"]["n_head"] = 3
+    storage.write_json(storage.join(uri, META_FILE), raw)
+    assert read_meta(uri).config["n_head"] == 3
+    with pytest.raises(ValueError, match=f"{uri}: .*n_embd must be a multiple of n_head"):
+        load_artifact(uri)
+
+
+def test_loading_and_sampling_a_model_does_not_import_torchs_compiler():
+    """Building a model on the meta device to check a saved config imported torch._dynamo, seconds in every
+    process that loads a model (each bulk actor, each Serve replica, every `musicgen generate`)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from musicgen.sampling import MelodyGenerator, SampleRequest; "
+            "g = MelodyGenerator.from_artifact('pretrained', device='cpu', precision='fp32'); "
+            "g.generate([SampleRequest(g.styles[0], 0, bars=2)]); print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
+
+
 def test_unknown_extra_keys_are_kept(tmp_path):
     uri = save_tiny_artifact(str(tmp_path / "model"))
     raw = storage.read_json(storage.join(uri, META_FILE))
