@@ -142,6 +142,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
              "generator); -m options override its config, e.g. -m style_dropout=0.1 to add classifier-free "
              "guidance to a trained model",
     )
+    p.add_argument("--distill-guidance", type=float, metavar="W", help="with --init-from: learn its melodies "
+                   "guided at W, so sampling at W (then the default) runs one pass a melody instead of two")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster (ignored when joining RAY_ADDRESS)")
     p.set_defaults(run=_run_train)
 
@@ -157,7 +159,7 @@ def train_config_from_args(args: argparse.Namespace):
         with open(args.config) as f:
             values = yaml.safe_load(f) or {}
     for flag in ("data", "model", "name", "storage", "workers", "use_gpu", "epochs", "max_steps", "batch_size",
-                 "max_len", "lr", "eval_every_steps", "init_from"):
+                 "max_len", "lr", "eval_every_steps", "init_from", "distill_guidance"):
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
     if args.time_budget is not None:

@@ -95,6 +95,9 @@ class TrainConfig:
     # Fine-tuning: start from this model artifact's weights and config (model_config overrides the
     # config, e.g. style_dropout); it must be the same model kind, trained on the same vocabulary.
     init_from: str | None = None
+    # Guidance distillation (models/distill.py): the student, started from init_from, learns its guided
+    # distribution at this weight, so sampling at it takes one pass a melody instead of two.
+    distill_guidance: float | None = None
     # Chaos testing: the rank-0 worker raises once at this global step, to exercise
     # FailureConfig restarts. Never set in normal runs.
     inject_failure_at_step: int | None = None
@@ -106,6 +109,10 @@ class TrainConfig:
             raise ValueError("give --epochs >= 1 or --max-steps")
         if self.time_budget_s is not None and (self.max_steps is None or self.time_budget_s <= 0):
             raise ValueError("a time budget needs --max-steps (the most steps it may fit) and a positive length")
+        if self.distill_guidance is not None and (not self.init_from or self.distill_guidance <= 1
+                                                   or self.model not in ("lstm", "transformer")):
+            raise ValueError("--distill-guidance W needs --init-from TEACHER (an lstm or transformer trained with "
+                             "style dropout) and W > 1")
 
 
 BULK_FORMATS = ("mid", "abc", "wav")

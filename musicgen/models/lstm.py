@@ -137,6 +137,7 @@ class LSTMConfig:
     dropout: float = 0.3
     style_dim: int = 32
     style_dropout: float = 0.0  # share of training rows without their style (> 0 enables guidance)
+    baked_guidance: float = 1.0  # the guidance weight its styled branch was distilled at (models/distill.py)
 
 
 LSTMCache = tuple[Tensor, Tensor]  # (h, c), each [num_layers, B, hidden_size]

@@ -30,6 +30,7 @@ class TransformerConfig:
     block_size: int = 512
     dropout: float = 0.1
     style_dropout: float = 0.0  # share of training rows without their style (> 0 enables guidance)
+    baked_guidance: float = 1.0  # the guidance weight its styled branch was distilled at (models/distill.py)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from musicgen.config import DEFAULT_BARS, DEFAULT_SECTION_BARS, DEFAULT_TOP_P, MAX_BARS
 from musicgen.models import unwrap
+from musicgen.models.distill import baked_guidance, effective_weight
 from musicgen.models.lstm import null_style_index
 from musicgen.music.form import parse_form
 from musicgen.music.melody import Melody, transpose_to_key
@@ -251,8 +252,9 @@ def _sample_group(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     seeds = np.array([r.seed % 2**64 for r in requests], dtype=np.uint64) - forced.astype(np.uint64) * np.uint64(
         _GOLDEN_GAMMA)
     filtered = any(r.top_k > 0 or r.top_p < 1 or r.temperature == 0 for r in requests)
-    guided = any(r.guidance != 1 for r in requests)
-    guidance = torch.tensor([float(r.guidance) for r in requests], device=device) if guided else None
+    weights = [mix_weight(model, r) for r in requests]
+    guided = any(w != 1 for w in weights)
+    guidance = torch.tensor(weights, device=device) if guided else None
     step = Stepper(model, style, guidance, tokenizer.pad_id)
     logits = step(torch.from_numpy(prompt[:, :common]).to(device))
     tail = prompt[:, common:]  # the longer prompts' rest
@@ -294,8 +296,9 @@ def resolve_guidance(model: nn.Module, guidance: float | None) -> float:
     """The weight to sample with: ``guidance``, or when None the model's default (``DEFAULT_GUIDANCE``
     for models trained with style dropout, 1 = none for the others, which cannot be guided)."""
     guidable = is_guidable(model)
-    if guidance is None:
-        return DEFAULT_GUIDANCE if guidable else 1.0
+    if guidance is None:  # a distilled model's default is the weight it samples at in one pass
+        baked = baked_guidance(unwrap(model).config)
+        return baked if baked != 1 else DEFAULT_GUIDANCE if guidable else 1.0
     if guidance != 1 and not guidable:
         raise ValueError(UNGUIDABLE)
     return guidance
@@ -304,6 +307,12 @@ def resolve_guidance(model: nn.Module, guidance: float | None) -> float:
 def with_guidance(model: nn.Module, request: SampleRequest) -> SampleRequest:
     """``request`` with its guidance weight resolved (see ``resolve_guidance``)."""
     return replace(request, guidance=resolve_guidance(model, request.guidance))
+
+
+def mix_weight(model: nn.Module, request: SampleRequest) -> float:
+    """The weight the sampler mixes the model's two branches with for ``request`` (resolved): its
+    guidance, or for a guidance-distilled model the share of it left to mix (1: one pass, no mixing)."""
+    return effective_weight(unwrap(model).config, float(request.guidance))
 
 
 def is_guidable(model: nn.Module) -> bool:
@@ -331,7 +340,7 @@ def sample_tokens(model: nn.Module, tokenizer: Tokenizer, requests: list[SampleR
     windowed = getattr(unwrap(model).config, "block_size", None) is not None
     groups: dict[tuple[bool, int], list[int]] = {}
     for i, (ids, _) in enumerate(prompts):
-        groups.setdefault((requests[i].guidance != 1, len(ids) if windowed else 0), []).append(i)
+        groups.setdefault((mix_weight(model, requests[i]) != 1, len(ids) if windowed else 0), []).append(i)
     result: list[list[int]] = [[] for _ in requests]
     for rows in groups.values():
         sampled = _sample_group(model, tokenizer, [requests[i] for i in rows], [prompts[i][0] for i in rows],

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from musicgen import storage
+from musicgen.models.distill import plain_logits
 from musicgen.tokenizers.targets import PAD_ID, inputs_and_targets
 
 
@@ -67,7 +68,7 @@ def evaluate(model, batches: Iterable[dict], styles: Sequence[str], max_batches:
         if max_batches is not None and i >= max_batches:
             break
         inputs, targets = inputs_and_targets(batch["tokens"])
-        logits, _ = model(inputs, batch["style"])
+        logits = plain_logits(model, inputs, batch["style"])  # a distilled model's too: at guidance 1
         token_nll = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=PAD_ID, reduction="none")
         per_row = token_nll.sum(dim=1)
         n_per_row = (targets != PAD_ID).sum(dim=1)

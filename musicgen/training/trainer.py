@@ -71,8 +71,25 @@ def check_model_options(config: TrainConfig) -> tuple[dict, dict]:
         config = dataclasses.replace(config, init_from=resolve_model(config.init_from))
         vocab = finetuning_vocab(config, data_vocab)
         start_config = read_meta(config.init_from).config
+        if config.distill_guidance:
+            check_teacher(config, read_meta(config.init_from), vocab)
     check_model_config(config.model, model_kwargs(config, tokenizer_from_dict(vocab), start_config))
     return vocab, data_vocab
+
+
+def check_teacher(config: TrainConfig, meta, vocab: dict) -> None:
+    """A model guidance can be distilled from: trained with style dropout, not distilled itself, and
+    knowing every style of the data (the student learns the teacher's guided melodies of each)."""
+    from musicgen.models.distill import baked_guidance
+    from musicgen.models.lstm import null_style_index
+
+    teacher = check_model_config(meta.model, meta.config)
+    if null_style_index(teacher) is None or baked_guidance(teacher) != 1:
+        raise ValueError(f"--distill-guidance: {config.init_from} cannot be guided (trained without style dropout) "
+                         "or was distilled already; distil from a model trained with style dropout")
+    if list(vocab["styles"]) != list(meta.tokenizer["styles"]):
+        raise ValueError(f"--distill-guidance: {config.data} has styles {config.init_from} does not know; "
+                         "distil on shards of its own styles")
 
 
 def ngram_baseline(data_uri: str, tokenizer, order: int, max_len: int) -> dict:

@@ -33,6 +33,8 @@ from musicgen.config import TrainConfig, from_dict
 from musicgen.data.collate import Collate, windows
 from musicgen.data.shards import read_split
 from musicgen.models import build_model, copy_weights_for_finetuning, load_artifact, read_meta, safe_load, save_artifact
+from musicgen.models.distill import distillation_loss
+from musicgen.models.lstm import backward_and_step
 from musicgen.tokenizers import tokenizer_from_dict
 from musicgen.training.loop import StepBudget, append_metrics, evaluate, learning_rate, plot_loss_curves
 
@@ -44,6 +46,8 @@ def model_kwargs(config: TrainConfig, tokenizer, start_config: dict | None = Non
               **config.model_config}
     if config.model == "gan":
         kwargs.setdefault("style_token_offset", tokenizer.first_style_id)
+    if config.distill_guidance:
+        kwargs["baked_guidance"] = config.distill_guidance
     return kwargs
 
 
@@ -69,6 +73,8 @@ def train_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if config.init_from and not checkpoint:
         copy_weights_for_finetuning(model, load_artifact(config.init_from)[0])
+    # guidance distillation: the student learns the init model's guided distribution (models/distill.py)
+    teacher = load_artifact(config.init_from)[0] if config.distill_guidance else None
     if checkpoint:
         with checkpoint.as_directory() as folder:
             saved, _ = load_artifact(folder)
@@ -81,6 +87,8 @@ def train_worker(loop_config: dict) -> None:
         resumed_from, planned = step, state.get("planned_steps")
     device = ray.train.torch.get_device()
     model.to(device)
+    if teacher is not None:
+        teacher.to(device).requires_grad_(False)
     # DDP for the language models (gloo on CPU, NCCL on GPU); the GAN all-reduces its own gradients
     forward = ray.train.torch.prepare_model(model) if world > 1 and model.supports_ddp else None
 
@@ -138,7 +146,10 @@ def train_worker(loop_config: dict) -> None:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             with autocast:
-                out = model.training_step(batch["tokens"], batch["style"], optimizers, step, forward=forward)
+                if teacher is None:
+                    out = model.training_step(batch["tokens"], batch["style"], optimizers, step, forward=forward)
+                else:
+                    out = distillation_step(model, teacher, batch, optimizers["model"], forward)
             losses.append(out["loss"])
             extra = {k: v for k, v in out.items() if k != "loss"}
             tokens += int((batch["tokens"][:, 1:] != 0).sum())
@@ -156,6 +167,14 @@ def train_worker(loop_config: dict) -> None:
         epoch += 1
         if losses and not done and not config.eval_every_steps:
             report(losses, tokens, time.perf_counter() - started, extra)
+
+
+def distillation_step(model, teacher, batch: dict, optimizer, forward) -> dict[str, float]:
+    """One AdamW step of guidance distillation (the model's own MLE step is replaced, not added to)."""
+    model.train()
+    loss = distillation_loss(model, teacher, batch["tokens"], batch["style"], forward)
+    backward_and_step(loss, model, optimizer, sync=forward is None)
+    return {"loss": loss.item()}
 
 
 def _same_on_every_rank(value: int, world: int, device) -> int:
