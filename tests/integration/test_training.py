@@ -135,6 +135,29 @@ def test_fine_tuning_adds_style_dropout_to_a_trained_model(shards, tmp_path):
     assert torch.allclose(tuned.style_emb.weight[:-1], base.style_emb.weight, atol=1e-5)
 
 
+def test_guidance_is_distilled_into_a_student_that_samples_in_one_pass(shards, tmp_path):
+    """musicgen train --init-from TEACHER --distill-guidance 2 through Ray Train: the student's artifact
+    records the weight, samples at it by default, and its validation bits are scored at guidance 1."""
+    from musicgen.sampling import MelodyGenerator, SampleRequest
+
+    plain = run_training(_config(shards, tmp_path, name="plain", max_steps=2, eval_every_steps=2))["artifact"]
+    with pytest.raises(ValueError, match="cannot be guided"):
+        run_training(_config(shards, tmp_path, name="refused", init_from=plain, distill_guidance=2.0))
+    teacher = run_training(_config(shards, tmp_path, name="teacher", model_config={**TINY_LSTM, "style_dropout": 0.2},
+                                   max_steps=4, eval_every_steps=4))["artifact"]
+    assert main(["train", "--data", shards, "--name", "student", "--storage", str(tmp_path), "--init-from", teacher,
+                 "--distill-guidance", "2", "--max-steps", "4", "--eval-every-steps", "2", "--batch-size", "8",
+                 "--max-len", "64", "--num-cpus", "2"]) == 0
+    student, meta = load_artifact(str(tmp_path / "student" / "model"))
+    assert meta.config["baked_guidance"] == 2.0 and meta.config["hidden_size"] == TINY_LSTM["hidden_size"]
+    history = read_metrics(str(tmp_path / "student"))
+    assert [m["step"] for m in history] == [2, 4] and all(m["train_loss"] >= 0 for m in history)
+    assert 0 < history[-1]["val_bits_per_token"] < 12
+    out = MelodyGenerator.from_artifact(str(tmp_path / "student" / "model")).generate(
+        [SampleRequest(style=meta.styles[0], seed=1, bars=2)])[0]
+    assert out.request.guidance == 2.0 and out.melody.n_bars >= 2
+
+
 def test_fine_tuning_on_a_corpus_of_new_styles_keeps_the_old_ones(shards, real_corpus, tmp_path):
     source = run_training(_config(shards, tmp_path, name="base", model_config={**TINY_LSTM, "style_dropout": 0.2},
                                   max_steps=2, eval_every_steps=2))["artifact"]
