@@ -68,6 +68,7 @@ def main() -> None:
     for key in ("data", "storage", "init_from"):
         if config.get(key):
             config[key] = Path(config[key]).name  # no paths of the machine it was trained on
+    config["name"] = SHIPPED  # the shipped model's name whatever its run was called (training["run"] keeps that)
     training = {**meta.training, "run": Path(meta.training["run"]).name}
     meta = dataclasses.replace(meta, train_config=config, training=training,
                                data_stats=shipped_stats(args.data)).validate()

@@ -42,8 +42,10 @@ TRAINER_STATE_FILE = "trainer_state.pt"
 
 
 def model_kwargs(config: TrainConfig, tokenizer, start_config: dict | None = None) -> dict:
-    kwargs = {**(start_config or {}), "vocab_size": len(tokenizer), "n_styles": len(tokenizer.styles),
-              **config.model_config}
+    # the next-token loss learns a plain conditional model whatever it starts from (a distilled one too):
+    # only distillation bakes a guidance weight in
+    start = {k: v for k, v in (start_config or {}).items() if k != "baked_guidance"}
+    kwargs = {**start, "vocab_size": len(tokenizer), "n_styles": len(tokenizer.styles), **config.model_config}
     if config.model == "gan":
         kwargs.setdefault("style_token_offset", tokenizer.first_style_id)
     if config.distill_guidance:

@@ -35,7 +35,8 @@ def test_the_shipped_model_is_read_as_it_is():
     meta = read_meta("pretrained")
     assert meta.model == "lstm" and meta.styles == STYLES and meta.guidable
     assert meta.tokenizer["name"] == "keyed" and meta.run_name == "melody-lstm"
-    assert meta.training["best_step"] == 3000 and meta.data_stats["melodies"] > 0
+    assert meta.training["best_step"] == 1200 and meta.data_stats["melodies"] > 0
+    assert meta.config["baked_guidance"] == 2.0 and meta.train_config["init_from"] == "melody-lstm"  # distilled
     assert meta.to_json() == raw  # nothing lost or added: the same metadata would be written back
     _, loaded = load_artifact("pretrained")
     assert loaded.weights_sha256 == hashlib.sha256((folder / "weights.pt").read_bytes()).hexdigest()

@@ -113,3 +113,20 @@ def test_distillation_needs_a_teacher_and_a_weight_above_one():
         TrainConfig(data="d", name="n", storage="s", max_steps=1, init_from="pretrained", distill_guidance=1.0)
     assert TrainConfig(data="d", name="n", storage="s", max_steps=1, init_from="pretrained",
                        distill_guidance=2.0).distill_guidance == 2.0
+
+
+def test_fine_tuning_a_distilled_model_learns_a_plain_one_and_a_gan_may_start_from_it():
+    """The next-token loss learns the plain conditional model, so a run from a distilled model (the shipped
+    one) without --distill-guidance must not keep its weight: sampled at 2 it would be guided at 1."""
+    from musicgen.models.registry import check_model_config
+    from musicgen.tokenizers import make_tokenizer
+    from musicgen.training.worker import model_kwargs
+
+    tok = make_tokenizer("keyed", STYLES)
+    start = {**LSTM, "vocab_size": len(tok), "n_styles": len(STYLES), "baked_guidance": 2.0}
+    config = TrainConfig(data="d", name="n", storage="s", max_steps=1, init_from="pretrained")
+    assert "baked_guidance" not in model_kwargs(config, tok, start)
+    distilled = TrainConfig(data="d", name="n", storage="s", max_steps=1, init_from="pretrained", distill_guidance=3.0)
+    assert model_kwargs(distilled, tok, start)["baked_guidance"] == 3.0
+    gan = TrainConfig(data="d", name="n", storage="s", max_steps=1, model="gan", init_from="pretrained")
+    assert check_model_config("gan", model_kwargs(gan, tok, start)).n_styles == len(STYLES)
