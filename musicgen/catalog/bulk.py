@@ -6,7 +6,8 @@
 2. Rounds: a plan of (style, seed) requests (each style's next seeds, as many as
    its acceptance rate so far calls for, times ``oversample``) goes through
    ``map_batches(CatalogGenerator, ActorPoolStrategy)`` in fixed batches; an
-   actor samples a batch in one call and returns figures and file contents.
+   actor samples a batch in one call and returns figures and file contents (a short later round,
+   the few melodies some style still lacks, goes through the same generator on the driver).
 3. Acceptance on the driver, in seed order per style, whatever order batches
    come back in: rejected if it shares ``copy_threshold`` intervals with a corpus
    melody, repeats (same fingerprint) or nearly repeats (a long shared run, from
@@ -67,6 +68,7 @@ RESULT_SETTINGS = ("per_style", "bars", "temperature", "top_k", "top_p", "guidan
                    "copy_threshold", "near_duplicate_threshold", "min_notes", "min_style_prob", "batch_size",
                    "oversample")
 SPREAD, MIN_BLOCK = 8, 32  # a round is sampled in at least SPREAD calls where it has SPREAD x MIN_BLOCK melodies
+LOCAL_ROUND = 64  # a later round this short is sampled on the driver: a new actor pool takes seconds to start
 FORM_SETTINGS = ("form", "section_bars", "variation", "loop")
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("style", pa.string()), ("seed", pa.int64()),
                              ("reason", pa.string()), ("longest_run", pa.int32()), ("nearest_id", pa.string()),
@@ -229,6 +231,7 @@ class Job:
 
         # the weight every melody is sampled with (the model's default when not set); fails now if unusable
         self.guidance = resolve_guidance(generator.model, config.guidance)
+        self.local: CatalogGenerator | None = None  # the driver's own, for short later rounds
         self.catalogs = {style: StyleCatalog(config.near_duplicate_threshold) for style in styles}
         for record in progress.accepted:
             self.catalogs[record["style"]].add(record)
@@ -251,29 +254,43 @@ class Job:
     def unfinished(self) -> bool:
         return any(c.accepted < self.config.per_style for c in self.catalogs.values())
 
-    def dataset(self, plan: list[list]):
-        """The plan's remaining requests through the actor pool, one block per sampling call."""
+    def sampled(self, plan: list[list]):
+        """The plan's remaining requests, a block per sampling call, through the actor pool; on the driver
+        where this is a short later round of a CPU job (``LOCAL_ROUND``)."""
         import ray.data
 
         blocks = [pa.table({"style": [s for s, _ in piece], "seed": [n for _, n in piece]})
                   for piece in plan_blocks(plan, self.config.batch_size, len(self.progress.plan))]
-        sampling = self.sampling()
+        kwargs = {"model": self.config.model, "device": "cuda" if self.use_gpu else "cpu",
+                  "precision": self.config.precision, "reference": self.reference_ref, "sampling": self.sampling(),
+                  "formats": self.config.formats, "loader": self.loader}
+        if self.progress.round > 1 and not self.use_gpu and len(plan) <= LOCAL_ROUND:
+            return self.sampled_here(blocks, kwargs)
         resources = {"num_gpus": 1} if self.use_gpu else {"num_cpus": 1}
         # from_blocks keeps one block per batch and builds them here; from_arrow would first run a
         # metadata task per block, whose worker start-up (~1.7 s) delays the actors and competes with them
         return ray.data.from_blocks(blocks).map_batches(
-            CatalogGenerator,
-            fn_constructor_kwargs={"model": self.config.model, "device": "cuda" if self.use_gpu else "cpu",
-                                   "precision": self.config.precision,
-                                   "reference": self.reference_ref, "sampling": sampling,
-                                   "formats": self.config.formats, "loader": self.loader},
+            CatalogGenerator, fn_constructor_kwargs=kwargs,
             batch_size=None, batch_format="pyarrow",  # a block is a sampling call
             # every actor starts at once (an autoscaling pool would add them one model load at a time), and
             # takes its next batch only when it is free: batches queued on a busy actor idle the others at the end
             compute=ray.data.ActorPoolStrategy(min_size=min(self.actors, len(blocks)), max_size=self.actors,
                                                max_tasks_in_flight_per_actor=1),
             **resources,
-        )
+        ).iter_batches(batch_size=None, batch_format="pyarrow")
+
+    def sampled_here(self, blocks: list[pa.Table], kwargs: dict):
+        """The blocks through the ``CatalogGenerator`` an actor runs, on one torch thread as an actor has."""
+        import torch
+
+        self.local = self.local or CatalogGenerator(**kwargs)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for block in blocks:
+                yield self.local(block)
+        finally:
+            torch.set_num_threads(threads)
 
     def run_round(self, writer: Writer, bar) -> None:
         """Generate the rest of the round's plan and decide each melody as soon as its style's earlier seeds are."""
@@ -289,7 +306,7 @@ class Job:
         wanted = {s: set(q) for s, q in queues.items()}
         pending: dict[str, dict[int, tuple[dict, dict]]] = {s: {} for s in self.styles}
         saved_at = first
-        for block in self.dataset(remaining).iter_batches(batch_size=None, batch_format="pyarrow"):
+        for block in self.sampled(remaining):
             files = {fmt: block.column(fmt).to_pylist() for fmt in self.config.formats}
             for i, row in enumerate(block.drop_columns(list(self.config.formats)).to_pylist()):
                 self.generated += 1

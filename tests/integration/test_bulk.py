@@ -121,6 +121,29 @@ def test_rerun_after_sigkill_finishes_the_same_catalog(catalog, model, ray_local
         assert pq.read_table(f"{out}/{table}").to_pylist() == pq.read_table(f"{reference}/{table}").to_pylist()
 
 
+def test_a_short_later_round_is_sampled_on_the_driver_as_an_actor_samples_it(model, tmp_path, monkeypatch):
+    """A second round for the few melodies a style still lacks would start a new actor pool (seconds); it
+    runs on the driver instead, through the same generator on one thread: the same catalog, byte for byte."""
+    import musicgen.catalog.bulk as bulk
+
+    settings = {**SETTINGS, "oversample": 1.0, "min_notes": 24}  # some too short, so one round is not enough
+    here = []
+    sampled_here = bulk.Job.sampled_here
+    monkeypatch.setattr(bulk.Job, "sampled_here", lambda job, *a: here.append(job.progress.round) or
+                        sampled_here(job, *a))
+    local = run_bulk(BulkConfig(model=model, out=str(tmp_path / "local"), **settings))
+    assert local["rounds"] >= 2 and here and min(here) >= 2, (local["rounds"], here)
+    monkeypatch.setattr(bulk, "LOCAL_ROUND", 0)  # every round through the actor pool
+    pooled = run_bulk(BulkConfig(model=model, out=str(tmp_path / "pooled"), **settings))
+    assert pooled["rounds"] == local["rounds"] and pooled["accepted"] == local["accepted"]
+    a, b = str(tmp_path / "local"), str(tmp_path / "pooled")
+    assert catalog_files(a) == catalog_files(b)
+    for name in catalog_files(a):
+        assert Path(a, name).read_bytes() == Path(b, name).read_bytes(), name
+    for table in ("manifest.parquet", "rejected.parquet"):
+        assert pq.read_table(f"{a}/{table}").to_pylist() == pq.read_table(f"{b}/{table}").to_pylist()
+
+
 class PlantingGenerator:
     """The real generator, except that one (style, seed) comes out as a melody of the corpus."""
 
