@@ -31,7 +31,8 @@ def run_one(tree: str, model: str, per_style: int, out: str) -> dict:
     with open(out) as f:
         result = json.load(f)
     job = result["bulk_jobs"][0]
-    return {"job_per_second": job["melodies_per_second"], "generated_per_second": job["generated_per_second"],
+    return {"rounds": job["rounds"], "job_per_second": job["melodies_per_second"],
+            "generated_per_second": job["generated_per_second"],
             "wall_seconds": job["wall_seconds"], "precision": job["precision"],
             "in_process_per_second": result["batched"][0]["melodies_per_second"],
             "classic_per_second": 1 / result["classic_seconds_per_melody"]}
