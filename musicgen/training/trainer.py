@@ -70,9 +70,10 @@ def check_model_options(config: TrainConfig) -> tuple[dict, dict]:
     if config.init_from:
         config = dataclasses.replace(config, init_from=resolve_model(config.init_from))
         vocab = finetuning_vocab(config, data_vocab)
-        start_config = read_meta(config.init_from).config
+        source = read_meta(config.init_from)
+        start_config = source.config
         if config.distill_guidance:
-            check_teacher(config, read_meta(config.init_from), vocab)
+            check_teacher(config, source, vocab)
     check_model_config(config.model, model_kwargs(config, tokenizer_from_dict(vocab), start_config))
     return vocab, data_vocab
 
@@ -83,7 +84,7 @@ def check_teacher(config: TrainConfig, meta, vocab: dict) -> None:
     from musicgen.models.distill import baked_guidance
     from musicgen.models.lstm import null_style_index
 
-    teacher = check_model_config(meta.model, meta.config)
+    teacher = check_model_config(meta.model, meta.config, construct=False)  # a saved model's: it was built
     if null_style_index(teacher) is None or baked_guidance(teacher) != 1:
         raise ValueError(f"--distill-guidance: {config.init_from} cannot be guided (trained without style dropout) "
                          "or was distilled already; distil from a model trained with style dropout")

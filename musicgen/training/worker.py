@@ -73,10 +73,12 @@ def train_worker(loop_config: dict) -> None:
     optimizers = model.configure_optimizers(config.lr, config.weight_decay)
     step, epoch, resumed_from, planned = 0, 0, None, None
     checkpoint = ray.train.get_checkpoint()
-    if config.init_from and not checkpoint:
-        copy_weights_for_finetuning(model, load_artifact(config.init_from)[0])
-    # guidance distillation: the student learns the init model's guided distribution (models/distill.py)
-    teacher = load_artifact(config.init_from)[0] if config.distill_guidance else None
+    # read once: the weights a fine-tune starts from, and a distillation's teacher (models/distill.py)
+    source = load_artifact(config.init_from)[0] if config.init_from and (config.distill_guidance or not checkpoint) \
+        else None
+    if source is not None and not checkpoint:
+        copy_weights_for_finetuning(model, source)  # copies the values: the teacher stays as it was
+    teacher = source if config.distill_guidance else None
     if checkpoint:
         with checkpoint.as_directory() as folder:
             saved, _ = load_artifact(folder)
